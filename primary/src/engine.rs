@@ -1,0 +1,706 @@
+//! Executes Hrana stream requests against one libSQL connection.
+//!
+//! A [`Session`] is the server side of one Hrana stream: a connection to the
+//! database file plus the SQL texts the client stored with `store_sql`. Every
+//! method here is synchronous (the engine is a C library); the HTTP layer runs
+//! sessions on Tokio's blocking pool.
+//!
+//! The engine is libSQL's own SQLite fork (`libsql-ffi`), reached through the
+//! rusqlite-style API that `libsql-sys` exports and `sqld` itself builds on.
+//! The high-level `libsql` crate wraps the same engine, but its statement type
+//! does not expose `sqlite3_stmt_readonly`/`sqlite3_stmt_isexplain`, which the
+//! Hrana `describe` request must answer.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use libsql_hrana::proto::{
+    Batch, BatchCond, BatchResult, Col, CursorEntry, DescribeCol, DescribeParam, DescribeResult,
+    Error as HranaError, Row, StepBeginEntry, StepEndEntry, StepErrorEntry, Stmt, StmtResult,
+    StreamRequest, StreamResponse,
+};
+use libsql_sys::rusqlite::{self, types::ValueRef, Connection, OpenFlags};
+
+/// How long a statement waits for a lock held by another connection before
+/// it fails with `SQLITE_BUSY`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most SQL texts one stream may keep with `store_sql`.
+pub const MAX_STORED_SQL: usize = 256;
+
+/// Opens connections to one database file with the settings every stream uses.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    path: Arc<Path>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the database and switches it to WAL, so
+    /// readers never wait for a writer.
+    pub fn open(path: &Path) -> Result<Self, rusqlite::Error> {
+        let engine = Engine { path: path.into() };
+        let conn = engine.connect()?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, "the database did not switch to WAL mode");
+        }
+        Ok(engine)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new connection: foreign keys enforced, `synchronous=FULL` so that a
+    /// write is on disk before it is acknowledged, and a busy timeout so that
+    /// concurrent writers queue instead of failing at once.
+    pub fn connect(&self) -> Result<Connection, rusqlite::Error> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&*self.path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    pub fn session(&self) -> Result<Session, rusqlite::Error> {
+        Ok(Session {
+            conn: self.connect()?,
+            stored_sql: HashMap::new(),
+        })
+    }
+}
+
+/// The server side of one Hrana stream.
+pub struct Session {
+    conn: Connection,
+    stored_sql: HashMap<i32, String>,
+}
+
+impl Session {
+    pub fn is_autocommit(&self) -> bool {
+        self.conn.is_autocommit()
+    }
+
+    /// Makes a session that is being returned to the pool look new: no open
+    /// transaction, no stored SQL. Fails if the transaction cannot be ended.
+    pub fn reset(&mut self) -> Result<(), rusqlite::Error> {
+        self.stored_sql.clear();
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    /// Handles one request of a pipeline. `close` is answered here but the
+    /// caller ends the stream.
+    pub fn handle(&mut self, request: StreamRequest) -> Result<StreamResponse, HranaError> {
+        use libsql_hrana::proto::*;
+        match request {
+            StreamRequest::None => Err(error("ARGS_INVALID", "missing request type")),
+            StreamRequest::Close(_) => Ok(StreamResponse::Close(CloseStreamResp {})),
+            StreamRequest::Execute(req) => {
+                let result = self.execute(&req.stmt)?;
+                Ok(StreamResponse::Execute(ExecuteStreamResp { result }))
+            }
+            StreamRequest::Batch(req) => {
+                let result = self.batch(&req.batch)?;
+                Ok(StreamResponse::Batch(BatchStreamResp { result }))
+            }
+            StreamRequest::Sequence(req) => {
+                let sql = self.sql_text(req.sql.as_deref(), req.sql_id)?.to_owned();
+                self.conn.execute_batch(&sql).map_err(sqlite_error)?;
+                Ok(StreamResponse::Sequence(SequenceStreamResp {}))
+            }
+            StreamRequest::Describe(req) => {
+                let sql = self.sql_text(req.sql.as_deref(), req.sql_id)?.to_owned();
+                let result = self.describe(&sql)?;
+                Ok(StreamResponse::Describe(DescribeStreamResp { result }))
+            }
+            StreamRequest::StoreSql(req) => {
+                if !self.stored_sql.contains_key(&req.sql_id)
+                    && self.stored_sql.len() >= MAX_STORED_SQL
+                {
+                    return Err(error(
+                        "SQL_STORE_TOO_MANY",
+                        format!("a stream may store at most {MAX_STORED_SQL} SQL texts; close some with close_sql"),
+                    ));
+                }
+                self.stored_sql.insert(req.sql_id, req.sql);
+                Ok(StreamResponse::StoreSql(StoreSqlStreamResp {}))
+            }
+            StreamRequest::CloseSql(req) => {
+                self.stored_sql.remove(&req.sql_id);
+                Ok(StreamResponse::CloseSql(CloseSqlStreamResp {}))
+            }
+            StreamRequest::GetAutocommit(_) => {
+                Ok(StreamResponse::GetAutocommit(GetAutocommitStreamResp {
+                    is_autocommit: self.conn.is_autocommit(),
+                }))
+            }
+        }
+    }
+
+    fn sql_text<'a>(
+        &'a self,
+        sql: Option<&'a str>,
+        sql_id: Option<i32>,
+    ) -> Result<&'a str, HranaError> {
+        match (sql, sql_id) {
+            (Some(sql), None) => Ok(sql),
+            (None, Some(id)) => self.stored_sql.get(&id).map(String::as_str).ok_or_else(|| {
+                error(
+                    "SQL_NOT_FOUND",
+                    format!("no SQL text is stored under sql_id {id}"),
+                )
+            }),
+            (Some(_), Some(_)) => Err(error(
+                "ARGS_INVALID",
+                "give either `sql` or `sql_id`, not both",
+            )),
+            (None, None) => Err(error("ARGS_INVALID", "give `sql` or `sql_id`")),
+        }
+    }
+
+    /// Executes one statement and collects its rows.
+    pub fn execute(&mut self, stmt: &Stmt) -> Result<StmtResult, HranaError> {
+        let mut result = StmtResult {
+            cols: vec![],
+            rows: vec![],
+            affected_row_count: 0,
+            last_insert_rowid: None,
+            replication_index: None,
+            rows_read: 0,
+            rows_written: 0,
+            query_duration_ms: 0.0,
+        };
+        let want_rows = stmt.want_rows.unwrap_or(true);
+        let started = std::time::Instant::now();
+        let end = self.run(stmt, |event| match event {
+            RunEvent::Columns(cols) => result.cols = cols,
+            RunEvent::Row(row) => {
+                if want_rows {
+                    result.rows.push(row)
+                }
+            }
+        })?;
+        result.affected_row_count = end.affected_row_count;
+        result.last_insert_rowid = end.last_insert_rowid;
+        result.query_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(result)
+    }
+
+    /// Executes a batch, evaluating each step's condition against the steps
+    /// before it.
+    pub fn batch(&mut self, batch: &Batch) -> Result<BatchResult, HranaError> {
+        validate_batch(batch)?;
+        let mut result = BatchResult {
+            step_results: Vec::with_capacity(batch.steps.len()),
+            step_errors: Vec::with_capacity(batch.steps.len()),
+            replication_index: None,
+        };
+        for step in &batch.steps {
+            let run = match &step.condition {
+                None => true,
+                Some(cond) => self.eval_cond(cond, &result.step_results, &result.step_errors),
+            };
+            if !run {
+                result.step_results.push(None);
+                result.step_errors.push(None);
+                continue;
+            }
+            match self.execute(&step.stmt) {
+                Ok(r) => {
+                    result.step_results.push(Some(r));
+                    result.step_errors.push(None);
+                }
+                Err(e) => {
+                    result.step_results.push(None);
+                    result.step_errors.push(Some(e));
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Executes a batch as a cursor: entries are handed to `emit` as they are
+    /// produced. `emit` returns false when the reader has gone away, which
+    /// stops the batch.
+    pub fn batch_cursor(&mut self, batch: &Batch, mut emit: impl FnMut(CursorEntry) -> bool) {
+        if let Err(e) = validate_batch(batch) {
+            emit(CursorEntry::Error { error: e });
+            return;
+        }
+        // For conditions only success or failure matters, so keep flags.
+        let mut oks: Vec<Option<()>> = Vec::with_capacity(batch.steps.len());
+        let mut errs: Vec<Option<()>> = Vec::with_capacity(batch.steps.len());
+        for (index, step) in batch.steps.iter().enumerate() {
+            let run = match &step.condition {
+                None => true,
+                Some(cond) => self.eval_cond(cond, &oks, &errs),
+            };
+            if !run {
+                oks.push(None);
+                errs.push(None);
+                continue;
+            }
+            let step_no = index as u32;
+            let want_rows = step.stmt.want_rows.unwrap_or(true);
+            let mut alive = true;
+            let outcome = self.run(&step.stmt, |event| {
+                if !alive {
+                    return;
+                }
+                alive = match event {
+                    RunEvent::Columns(cols) => emit(CursorEntry::StepBegin(StepBeginEntry {
+                        step: step_no,
+                        cols,
+                    })),
+                    RunEvent::Row(row) if want_rows => emit(CursorEntry::Row { row }),
+                    RunEvent::Row(_) => true,
+                };
+            });
+            if !alive {
+                return;
+            }
+            match outcome {
+                Ok(end) => {
+                    oks.push(Some(()));
+                    errs.push(None);
+                    if !emit(CursorEntry::StepEnd(StepEndEntry {
+                        affected_row_count: end.affected_row_count,
+                        last_insert_rowid: end.last_insert_rowid,
+                    })) {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    oks.push(None);
+                    errs.push(Some(()));
+                    if !emit(CursorEntry::StepError(StepErrorEntry {
+                        step: step_no,
+                        error,
+                    })) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn eval_cond<T, E>(&self, cond: &BatchCond, oks: &[Option<T>], errs: &[Option<E>]) -> bool {
+        match cond {
+            BatchCond::None => false,
+            BatchCond::Ok { step } => oks.get(*step as usize).is_some_and(Option::is_some),
+            BatchCond::Error { step } => errs.get(*step as usize).is_some_and(Option::is_some),
+            BatchCond::Not { cond } => !self.eval_cond(cond, oks, errs),
+            BatchCond::And(list) => list.conds.iter().all(|c| self.eval_cond(c, oks, errs)),
+            BatchCond::Or(list) => list.conds.iter().any(|c| self.eval_cond(c, oks, errs)),
+            BatchCond::IsAutocommit {} => self.conn.is_autocommit(),
+        }
+    }
+
+    fn describe(&self, sql: &str) -> Result<DescribeResult, HranaError> {
+        let stmt = self.prepare(sql)?;
+        let params = (1..=stmt.parameter_count())
+            .map(|i| DescribeParam {
+                name: stmt.parameter_name(i).map(str::to_owned),
+            })
+            .collect();
+        let cols = stmt
+            .columns()
+            .iter()
+            .map(|c| DescribeCol {
+                name: c.name().to_owned(),
+                decltype: c.decl_type().map(str::to_owned),
+            })
+            .collect();
+        Ok(DescribeResult {
+            params,
+            cols,
+            is_explain: stmt.is_explain() != 0,
+            is_readonly: stmt.readonly(),
+        })
+    }
+
+    fn prepare(&self, sql: &str) -> Result<rusqlite::CachedStatement<'_>, HranaError> {
+        if crate::sql::is_blank(sql) {
+            return Err(error("SQL_NO_STATEMENT", "the SQL text holds no statement"));
+        }
+        // The engine would silently run only the first of several
+        // statements; Hrana asks for exactly one.
+        let body = sql.trim_end().trim_end_matches(';');
+        if body.contains(';') && crate::sql::split_statements(sql).len() > 1 {
+            return Err(error(
+                "SQL_MANY_STATEMENTS",
+                "the SQL text holds more than one statement; use a batch or a sequence",
+            ));
+        }
+        self.conn.prepare_cached(sql).map_err(sqlite_error)
+    }
+
+    /// Prepares, binds and steps one statement, reporting columns and rows to
+    /// `on_event`.
+    fn run(&self, stmt: &Stmt, mut on_event: impl FnMut(RunEvent)) -> Result<StepEnd, HranaError> {
+        let sql = self.sql_text(stmt.sql.as_deref(), stmt.sql_id)?;
+        let mut prepared = self.prepare(sql)?;
+        bind_args(&mut prepared, stmt)?;
+        let readonly = prepared.readonly();
+        let cols: Vec<Col> = prepared
+            .columns()
+            .iter()
+            .map(|c| Col {
+                name: Some(c.name().to_owned()),
+                decltype: c.decl_type().map(str::to_owned),
+            })
+            .collect();
+        let width = cols.len();
+        on_event(RunEvent::Columns(cols));
+        let mut rows = prepared.raw_query();
+        loop {
+            match rows.next() {
+                Ok(Some(row)) => {
+                    let mut values = Vec::with_capacity(width);
+                    for i in 0..width {
+                        let value = row.get_ref(i).map_err(sqlite_error)?;
+                        values.push(to_hrana(value));
+                    }
+                    on_event(RunEvent::Row(Row { values }));
+                }
+                Ok(None) => break,
+                Err(e) => return Err(sqlite_error(e)),
+            }
+        }
+        drop(rows);
+        Ok(StepEnd {
+            affected_row_count: if readonly { 0 } else { self.conn.changes() },
+            last_insert_rowid: Some(self.conn.last_insert_rowid()),
+        })
+    }
+}
+
+enum RunEvent {
+    Columns(Vec<Col>),
+    Row(Row),
+}
+
+struct StepEnd {
+    affected_row_count: u64,
+    last_insert_rowid: Option<i64>,
+}
+
+/// A condition may only look at steps that run before its own.
+fn validate_batch(batch: &Batch) -> Result<(), HranaError> {
+    fn check(cond: &BatchCond, current: u32) -> Result<(), HranaError> {
+        match cond {
+            BatchCond::Ok { step } | BatchCond::Error { step } if *step >= current => Err(error(
+                "BATCH_COND_INVALID",
+                format!("the condition of step {current} refers to step {step}, which does not run before it"),
+            )),
+            BatchCond::Not { cond } => check(cond, current),
+            BatchCond::And(list) | BatchCond::Or(list) => {
+                list.conds.iter().try_for_each(|c| check(c, current))
+            }
+            _ => Ok(()),
+        }
+    }
+    for (i, step) in batch.steps.iter().enumerate() {
+        if let Some(cond) = &step.condition {
+            check(cond, i as u32)?;
+        }
+    }
+    Ok(())
+}
+
+/// Binds positional then named arguments. As the Hrana spec asks, an
+/// argument the statement does not take, or a parameter left without an
+/// argument, is an error; a named argument wins over a positional one.
+fn bind_args(prepared: &mut rusqlite::Statement<'_>, stmt: &Stmt) -> Result<(), HranaError> {
+    let count = prepared.parameter_count();
+    if stmt.args.len() > count {
+        return Err(error(
+            "ARGS_INVALID",
+            format!(
+                "{} positional arguments given but the statement takes {count}",
+                stmt.args.len()
+            ),
+        ));
+    }
+    let mut bound = vec![false; count + 1];
+    for (i, value) in stmt.args.iter().enumerate() {
+        bind_one(prepared, i + 1, value)?;
+        bound[i + 1] = true;
+    }
+    for arg in &stmt.named_args {
+        let index = named_index(prepared, &arg.name)?.ok_or_else(|| {
+            error(
+                "ARGS_INVALID",
+                format!("the statement has no parameter named `{}`", arg.name),
+            )
+        })?;
+        bind_one(prepared, index, &arg.value)?;
+        bound[index] = true;
+    }
+    if let Some(missing) = (1..=count).find(|i| !bound[*i]) {
+        let name = prepared
+            .parameter_name(missing)
+            .map(|n| format!(" `{n}`"))
+            .unwrap_or_default();
+        return Err(error(
+            "ARGS_INVALID",
+            format!("no argument given for parameter {missing}{name}"),
+        ));
+    }
+    Ok(())
+}
+
+fn named_index(
+    prepared: &rusqlite::Statement<'_>,
+    name: &str,
+) -> Result<Option<usize>, HranaError> {
+    if name.starts_with([':', '@', '$']) {
+        return prepared.parameter_index(name).map_err(sqlite_error);
+    }
+    for prefix in [':', '@', '$'] {
+        if let Some(i) = prepared
+            .parameter_index(&format!("{prefix}{name}"))
+            .map_err(sqlite_error)?
+        {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
+fn bind_one(
+    prepared: &mut rusqlite::Statement<'_>,
+    index: usize,
+    value: &libsql_hrana::proto::Value,
+) -> Result<(), HranaError> {
+    use libsql_hrana::proto::Value;
+    let bound = match value {
+        Value::None | Value::Null => prepared.raw_bind_parameter(index, rusqlite::types::Null),
+        Value::Integer { value } => prepared.raw_bind_parameter(index, value),
+        Value::Float { value } => prepared.raw_bind_parameter(index, value),
+        Value::Text { value } => prepared.raw_bind_parameter(index, &**value),
+        Value::Blob { value } => prepared.raw_bind_parameter(index, &value[..]),
+    };
+    bound.map_err(sqlite_error)
+}
+
+fn to_hrana(value: ValueRef<'_>) -> libsql_hrana::proto::Value {
+    use libsql_hrana::proto::Value;
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(value) => Value::Integer { value },
+        ValueRef::Real(value) => Value::Float { value },
+        // SQLite does not check that TEXT is UTF-8; JSON must be.
+        ValueRef::Text(bytes) => Value::Text {
+            value: String::from_utf8_lossy(bytes).into(),
+        },
+        ValueRef::Blob(bytes) => Value::Blob {
+            value: Bytes::copy_from_slice(bytes),
+        },
+    }
+}
+
+pub fn error(code: &str, message: impl Into<String>) -> HranaError {
+    HranaError {
+        message: message.into(),
+        code: code.to_owned(),
+    }
+}
+
+/// Maps an engine error to a Hrana error whose code names the SQLite primary
+/// result code (`SQLITE_CONSTRAINT`, `SQLITE_BUSY`, ...), as sqld does.
+pub fn sqlite_error(e: rusqlite::Error) -> HranaError {
+    match &e {
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            let code = result_code_name(failure.extended_code);
+            let message = message.clone().unwrap_or_else(|| failure.to_string());
+            error(code, format!("{code}: {message}"))
+        }
+        rusqlite::Error::InvalidParameterName(_) | rusqlite::Error::InvalidParameterCount(..) => {
+            error("ARGS_INVALID", e.to_string())
+        }
+        rusqlite::Error::SqlInputError {
+            error: failure,
+            msg,
+            offset,
+            ..
+        } => {
+            let code = result_code_name(failure.extended_code);
+            error(code, format!("{code}: {msg} (at offset {offset})"))
+        }
+        _ => error("SQLITE_ERROR", e.to_string()),
+    }
+}
+
+/// The name of a SQLite primary result code (the low 8 bits of an extended code).
+pub fn result_code_name(extended_code: i32) -> &'static str {
+    match extended_code & 0xff {
+        1 => "SQLITE_ERROR",
+        2 => "SQLITE_INTERNAL",
+        3 => "SQLITE_PERM",
+        4 => "SQLITE_ABORT",
+        5 => "SQLITE_BUSY",
+        6 => "SQLITE_LOCKED",
+        7 => "SQLITE_NOMEM",
+        8 => "SQLITE_READONLY",
+        9 => "SQLITE_INTERRUPT",
+        10 => "SQLITE_IOERR",
+        11 => "SQLITE_CORRUPT",
+        12 => "SQLITE_NOTFOUND",
+        13 => "SQLITE_FULL",
+        14 => "SQLITE_CANTOPEN",
+        15 => "SQLITE_PROTOCOL",
+        16 => "SQLITE_EMPTY",
+        17 => "SQLITE_SCHEMA",
+        18 => "SQLITE_TOOBIG",
+        19 => "SQLITE_CONSTRAINT",
+        20 => "SQLITE_MISMATCH",
+        21 => "SQLITE_MISUSE",
+        22 => "SQLITE_NOLFS",
+        23 => "SQLITE_AUTH",
+        24 => "SQLITE_FORMAT",
+        25 => "SQLITE_RANGE",
+        26 => "SQLITE_NOTADB",
+        _ => "SQLITE_UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libsql_hrana::proto::{BatchCondList, BatchStep, Value};
+
+    fn session() -> (tempfile::TempDir, Session) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(&dir.path().join("t.db")).expect("open");
+        let session = engine.session().expect("session");
+        (dir, session)
+    }
+
+    fn stmt(sql: &str, args: Vec<Value>) -> Stmt {
+        let mut s = Stmt::new(sql, true);
+        s.args = args;
+        s
+    }
+
+    #[test]
+    fn values_round_trip_through_a_table() {
+        let (_dir, mut s) = session();
+        s.execute(&stmt("CREATE TABLE t (v)", vec![])).expect("create");
+        let values = vec![
+            Value::Null,
+            Value::Integer { value: i64::MIN },
+            Value::Integer { value: i64::MAX },
+            Value::Float { value: -1.5e300 },
+            Value::Text {
+                value: "zoë ✊ \"quoted\"\n".into(),
+            },
+            Value::Blob {
+                value: Bytes::from_static(&[0, 255, 1, 2]),
+            },
+        ];
+        for v in &values {
+            s.execute(&stmt("INSERT INTO t VALUES (?)", vec![v.clone()]))
+                .expect("insert");
+        }
+        let out = s
+            .execute(&stmt("SELECT v FROM t ORDER BY rowid", vec![]))
+            .expect("select");
+        let got: Vec<String> = out.rows.iter().map(|r| format!("{:?}", r.values[0])).collect();
+        let want: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn missing_and_extra_arguments_are_errors() {
+        let (_dir, mut s) = session();
+        let e = s.execute(&stmt("SELECT ?, ?", vec![Value::Null])).unwrap_err();
+        assert_eq!(e.code, "ARGS_INVALID");
+        let e = s
+            .execute(&stmt("SELECT ?", vec![Value::Null, Value::Null]))
+            .unwrap_err();
+        assert_eq!(e.code, "ARGS_INVALID");
+    }
+
+    #[test]
+    fn named_arguments_find_their_prefix() {
+        let (_dir, mut s) = session();
+        let mut q = stmt("SELECT :a + @b", vec![]);
+        q.bind_named("a".into(), Value::Integer { value: 2 });
+        q.bind_named("@b".into(), Value::Integer { value: 3 });
+        let r = s.execute(&q).expect("execute");
+        assert!(matches!(r.rows[0].values[0], Value::Integer { value: 5 }));
+    }
+
+    #[test]
+    fn batch_conditions_follow_earlier_steps() {
+        let (_dir, mut s) = session();
+        let step = |sql: &str, condition: Option<BatchCond>| BatchStep {
+            condition,
+            stmt: stmt(sql, vec![]),
+        };
+        let batch = Batch {
+            steps: vec![
+                step("SELECT 1", None),
+                step("SELECT nope", None),
+                step("SELECT 3", Some(BatchCond::Ok { step: 1 })),
+                step(
+                    "SELECT 4",
+                    Some(BatchCond::And(BatchCondList {
+                        conds: vec![BatchCond::Ok { step: 0 }, BatchCond::Error { step: 1 }],
+                    })),
+                ),
+                step(
+                    "SELECT 5",
+                    Some(BatchCond::Not {
+                        cond: Box::new(BatchCond::IsAutocommit {}),
+                    }),
+                ),
+            ],
+            replication_index: None,
+        };
+        let r = s.batch(&batch).expect("batch");
+        let ran: Vec<bool> = r.step_results.iter().map(Option::is_some).collect();
+        assert_eq!(ran, vec![true, false, false, true, false]);
+        assert!(r.step_errors[1].is_some());
+        assert!(r.step_errors[2].is_none(), "a skipped step has no error");
+    }
+
+    #[test]
+    fn a_condition_on_a_later_step_is_rejected() {
+        let (_dir, mut s) = session();
+        let batch = Batch {
+            steps: vec![BatchStep {
+                condition: Some(BatchCond::Ok { step: 0 }),
+                stmt: stmt("SELECT 1", vec![]),
+            }],
+            replication_index: None,
+        };
+        assert_eq!(s.batch(&batch).unwrap_err().code, "BATCH_COND_INVALID");
+    }
+
+    #[test]
+    fn constraint_errors_carry_the_sqlite_code() {
+        let (_dir, mut s) = session();
+        s.execute(&stmt("CREATE TABLE u (k TEXT PRIMARY KEY)", vec![]))
+            .expect("create");
+        s.execute(&stmt("INSERT INTO u VALUES ('a')", vec![])).expect("insert");
+        let e = s
+            .execute(&stmt("INSERT INTO u VALUES ('a')", vec![]))
+            .unwrap_err();
+        assert_eq!(e.code, "SQLITE_CONSTRAINT");
+        let e = s.execute(&stmt("SELEC 1", vec![])).unwrap_err();
+        assert_eq!(e.code, "SQLITE_ERROR");
+        let e = s.execute(&stmt("SELECT 1; SELECT 2", vec![])).unwrap_err();
+        assert_eq!(e.code, "SQL_MANY_STATEMENTS");
+    }
+}

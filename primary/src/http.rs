@@ -1,0 +1,291 @@
+//! The HTTP face of the primary: Hrana 2 and 3 over HTTP, as sqld and Turso
+//! serve them, plus `/health` and `/version`.
+//!
+//! | route            | what                                                         |
+//! |------------------|--------------------------------------------------------------|
+//! | `POST /v2/pipeline` | pipeline (JSON), used by `@libsql/client` over `http://`  |
+//! | `POST /v3/pipeline` | pipeline (JSON), used by the `libsql` Rust client          |
+//! | `POST /v3/cursor`   | a batch whose results stream back as NDJSON                |
+//! | `GET /v2`, `GET /v3` | 200: this version is supported                            |
+//! | `GET /version`   | the server's version                                         |
+//! | `GET /health`    | 200 when the database answers                                |
+//!
+//! Failures of the whole request (bad JSON, bad baton, body too large, no
+//! auth) are HTTP errors with a JSON body `{"message": ..., "code": ...}`;
+//! failures of one statement are Hrana errors inside a 200 response.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use libsql_hrana::proto::{
+    CursorReqBody, CursorRespBody, PipelineReqBody, PipelineRespBody, StreamRequest, StreamResult,
+};
+
+use crate::streams::{constant_time_eq, StreamError, Streams};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Bearer token every Hrana request must carry; `None` disables auth.
+    pub token: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            token: None,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    streams: Arc<Streams>,
+    config: Arc<HttpConfig>,
+}
+
+pub fn router(streams: Arc<Streams>, config: HttpConfig) -> Router {
+    let state = AppState {
+        streams,
+        config: Arc::new(config),
+    };
+    let hrana = Router::new()
+        .route("/v2/pipeline", post(pipeline))
+        .route("/v3/pipeline", post(pipeline))
+        .route("/v3/cursor", post(cursor))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(hrana)
+        .route("/v2", get(supported))
+        .route("/v3", get(supported))
+        .route("/version", get(version))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A failure of a whole HTTP request.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StreamError> for HttpError {
+    fn from(e: StreamError) -> Self {
+        let status = match e {
+            StreamError::TooManyStreams(_) | StreamError::Engine(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        HttpError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "message": self.message, "code": self.code });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.config.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return HttpError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "missing or wrong `Authorization: Bearer <token>`",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Reads the body within the size cap and parses it as JSON.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, HttpError> {
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BODY_TOO_LARGE",
+            format!("the request body is larger than {limit} bytes (or could not be read)"),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "PROTO_INVALID",
+            format!("the request body is not a valid Hrana request: {e}"),
+        )
+    })
+}
+
+async fn pipeline(State(state): State<AppState>, body: Body) -> Result<Response, HttpError> {
+    let req: PipelineReqBody = read_json(body, state.config.max_body_bytes).await?;
+    let (lease, mut session) = state.streams.checkout(req.baton.as_deref())?;
+    let streams = state.streams.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut results = Vec::with_capacity(req.requests.len());
+        let mut closed = false;
+        for request in req.requests {
+            if closed {
+                results.push(StreamResult::Error {
+                    error: crate::engine::error(
+                        "STREAM_CLOSED",
+                        "the stream was closed earlier in this pipeline",
+                    ),
+                });
+                continue;
+            }
+            closed = matches!(request, StreamRequest::Close(_));
+            results.push(match session.handle(request) {
+                Ok(response) => StreamResult::Ok { response },
+                Err(error) => StreamResult::Error { error },
+            });
+        }
+        let baton = (!closed).then(|| lease.next_baton());
+        streams.finish(lease, session, closed);
+        PipelineRespBody {
+            baton,
+            base_url: None,
+            results,
+        }
+    });
+    let body = run.await.map_err(|e| {
+        tracing::error!(error = %e, "pipeline task failed");
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "the request failed inside the server; the stream was closed",
+        )
+    })?;
+    Ok(axum::Json(body).into_response())
+}
+
+async fn cursor(State(state): State<AppState>, body: Body) -> Result<Response, HttpError> {
+    let req: CursorReqBody = read_json(body, state.config.max_body_bytes).await?;
+    let (lease, mut session) = state.streams.checkout(req.baton.as_deref())?;
+    let head = CursorRespBody {
+        baton: Some(lease.next_baton()),
+        base_url: None,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let first = ndjson_line(&head);
+    let streams = state.streams.clone();
+    tokio::task::spawn_blocking(move || {
+        if tx.blocking_send(Ok(first)).is_err() {
+            return;
+        }
+        // When the reader hangs up, `emit` returns false, the batch stops and
+        // the lease is dropped: the stream is closed and rolled back.
+        let mut alive = true;
+        session.batch_cursor(&req.batch, |entry| {
+            alive = tx.blocking_send(Ok(ndjson_line(&entry))).is_ok();
+            alive
+        });
+        if alive {
+            streams.finish(lease, session, false);
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+fn ndjson_line<T: serde::Serialize>(value: &T) -> Bytes {
+    // Serialising these protocol types cannot fail: they hold only strings,
+    // numbers, booleans and sequences of them.
+    let mut line = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+async fn supported() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn version() -> String {
+    format!("qr-primary {VERSION} (libSQL {})", libsql_version())
+}
+
+fn libsql_version() -> &'static str {
+    libsql_sys::rusqlite::version()
+}
+
+async fn health(State(state): State<AppState>) -> Result<&'static str, HttpError> {
+    let engine = state.streams.engine().clone();
+    let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let conn = engine.connect().map_err(|e| e.to_string())?;
+        conn.query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match check {
+        Ok(Ok(())) => Ok("ok"),
+        Ok(Err(e)) => Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNHEALTHY",
+            format!("the database does not answer: {e}"),
+        )),
+        Err(_) => Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNHEALTHY",
+            "the health check failed",
+        )),
+    }
+}
+
+async fn not_found() -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such endpoint; Hrana is served at /v2/pipeline, /v3/pipeline and /v3/cursor",
+    )
+}
