@@ -154,7 +154,10 @@ impl Client {
     /// index.
     pub async fn transaction(&self, stmts: Vec<Stmt>) -> Result<Vec<StmtResult>, TxError> {
         let n = stmts.len();
-        let result = self.batch(transaction_batch(stmts)).await.map_err(TxError::Client)?;
+        let result = self
+            .batch(transaction_batch(stmts))
+            .await
+            .map_err(TxError::Client)?;
         // Steps: 0 = BEGIN, 1..=n = statements, n+1 = COMMIT, n+2 = ROLLBACK.
         for (i, err) in result.step_errors.iter().enumerate() {
             if let Some(err) = err {

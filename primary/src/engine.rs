@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,13 +34,19 @@ pub const MAX_STORED_SQL: usize = 256;
 #[derive(Debug, Clone)]
 pub struct Engine {
     path: Arc<Path>,
+    /// Autocommit writes queue here, in arrival order, instead of racing for
+    /// SQLite's write lock and backing off in the busy handler's sleeps.
+    write_queue: Arc<Mutex<()>>,
 }
 
 impl Engine {
     /// Opens (creating if needed) the database and switches it to WAL, so
     /// readers never wait for a writer.
     pub fn open(path: &Path) -> Result<Self, rusqlite::Error> {
-        let engine = Engine { path: path.into() };
+        let engine = Engine {
+            path: path.into(),
+            write_queue: Arc::default(),
+        };
         let conn = engine.connect()?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -54,15 +60,15 @@ impl Engine {
     }
 
     /// A new connection: foreign keys enforced, `synchronous=FULL` so that a
-    /// write is on disk before it is acknowledged, and a busy timeout so that
-    /// concurrent writers queue instead of failing at once.
+    /// write is on disk before it is acknowledged, and a busy handler so that
+    /// a statement waits up to [`BUSY_TIMEOUT`] for another connection's lock.
     pub fn connect(&self) -> Result<Connection, rusqlite::Error> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&*self.path, flags)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_handler(Some(retry_while_busy))?;
         conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;")?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
@@ -72,14 +78,27 @@ impl Engine {
         Ok(Session {
             conn: self.connect()?,
             stored_sql: HashMap::new(),
+            write_queue: self.write_queue.clone(),
         })
     }
+}
+
+/// SQLite's own busy timeout sleeps in growing steps (up to 100 ms), which
+/// shows as long tail latency under write contention. Retry every
+/// millisecond instead, for up to [`BUSY_TIMEOUT`].
+fn retry_while_busy(attempt: i32) -> bool {
+    if u128::try_from(attempt).unwrap_or(u128::MAX) >= BUSY_TIMEOUT.as_millis() {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
 }
 
 /// The server side of one Hrana stream.
 pub struct Session {
     conn: Connection,
     stored_sql: HashMap<i32, String>,
+    write_queue: Arc<Mutex<()>>,
 }
 
 impl Session {
@@ -351,6 +370,11 @@ impl Session {
         let mut prepared = self.prepare(sql)?;
         bind_args(&mut prepared, stmt)?;
         let readonly = prepared.readonly();
+        // Inside an explicit transaction the write lock is SQLite's business
+        // (the transaction may hold it across requests); a lone write waits
+        // its turn here.
+        let _turn = (!readonly && self.conn.is_autocommit())
+            .then(|| self.write_queue.lock().unwrap_or_else(|p| p.into_inner()));
         let cols: Vec<Col> = prepared
             .columns()
             .iter()
@@ -595,7 +619,8 @@ mod tests {
     #[test]
     fn values_round_trip_through_a_table() {
         let (_dir, mut s) = session();
-        s.execute(&stmt("CREATE TABLE t (v)", vec![])).expect("create");
+        s.execute(&stmt("CREATE TABLE t (v)", vec![]))
+            .expect("create");
         let values = vec![
             Value::Null,
             Value::Integer { value: i64::MIN },
@@ -615,7 +640,11 @@ mod tests {
         let out = s
             .execute(&stmt("SELECT v FROM t ORDER BY rowid", vec![]))
             .expect("select");
-        let got: Vec<String> = out.rows.iter().map(|r| format!("{:?}", r.values[0])).collect();
+        let got: Vec<String> = out
+            .rows
+            .iter()
+            .map(|r| format!("{:?}", r.values[0]))
+            .collect();
         let want: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
         assert_eq!(got, want);
     }
@@ -623,7 +652,9 @@ mod tests {
     #[test]
     fn missing_and_extra_arguments_are_errors() {
         let (_dir, mut s) = session();
-        let e = s.execute(&stmt("SELECT ?, ?", vec![Value::Null])).unwrap_err();
+        let e = s
+            .execute(&stmt("SELECT ?, ?", vec![Value::Null]))
+            .unwrap_err();
         assert_eq!(e.code, "ARGS_INVALID");
         let e = s
             .execute(&stmt("SELECT ?", vec![Value::Null, Value::Null]))
@@ -689,11 +720,38 @@ mod tests {
     }
 
     #[test]
+    fn a_write_blocked_by_a_transaction_fails_busy_after_the_timeout() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(&dir.path().join("b.db")).expect("open");
+        let (mut holder, mut writer) = (engine.session().expect("a"), engine.session().expect("b"));
+        holder
+            .execute(&stmt("CREATE TABLE t (x)", vec![]))
+            .expect("create");
+        holder
+            .execute(&stmt("BEGIN IMMEDIATE", vec![]))
+            .expect("begin");
+        let started = std::time::Instant::now();
+        let e = writer
+            .execute(&stmt("INSERT INTO t VALUES (1)", vec![]))
+            .unwrap_err();
+        assert_eq!(e.code, "SQLITE_BUSY");
+        assert!(
+            started.elapsed() >= BUSY_TIMEOUT,
+            "waited for the lock first"
+        );
+        holder.execute(&stmt("COMMIT", vec![])).expect("commit");
+        writer
+            .execute(&stmt("INSERT INTO t VALUES (1)", vec![]))
+            .expect("free again");
+    }
+
+    #[test]
     fn constraint_errors_carry_the_sqlite_code() {
         let (_dir, mut s) = session();
         s.execute(&stmt("CREATE TABLE u (k TEXT PRIMARY KEY)", vec![]))
             .expect("create");
-        s.execute(&stmt("INSERT INTO u VALUES ('a')", vec![])).expect("insert");
+        s.execute(&stmt("INSERT INTO u VALUES ('a')", vec![]))
+            .expect("insert");
         let e = s
             .execute(&stmt("INSERT INTO u VALUES ('a')", vec![]))
             .unwrap_err();

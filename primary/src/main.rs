@@ -119,7 +119,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -227,7 +230,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     }
                 },
                 SeedSet::Synthetic(args) => {
-                    let counts = seed::synthetic(&client, &args, |line| eprintln!("{line}")).await?;
+                    let counts =
+                        seed::synthetic(&client, &args, |line| eprintln!("{line}")).await?;
                     println!("synthetic set loaded: {counts}");
                 }
             }

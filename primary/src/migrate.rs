@@ -46,10 +46,23 @@ pub enum MigrateError {
     BadFileName(PathBuf),
     DuplicateId(i64),
     Client(ClientError),
-    Changed { id: i64, name: String },
-    Missing { id: i64, name: String },
-    NoDown { id: i64, name: String },
-    Failed { id: i64, name: String, error: TxError },
+    Changed {
+        id: i64,
+        name: String,
+    },
+    Missing {
+        id: i64,
+        name: String,
+    },
+    NoDown {
+        id: i64,
+        name: String,
+    },
+    Failed {
+        id: i64,
+        name: String,
+        error: TxError,
+    },
 }
 
 impl std::fmt::Display for MigrateError {
@@ -104,7 +117,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
     let mut ups: BTreeMap<i64, (String, String)> = BTreeMap::new();
     let mut downs: BTreeMap<i64, String> = BTreeMap::new();
     for entry in entries {
-        let path = entry.map_err(|e| MigrateError::Io(dir.to_owned(), e))?.path();
+        let path = entry
+            .map_err(|e| MigrateError::Io(dir.to_owned(), e))?
+            .path();
         let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
             continue;
         };
@@ -149,7 +164,9 @@ pub struct Migrator {
 /// What `status` reports for one migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    Applied { at: String },
+    Applied {
+        at: String,
+    },
     Pending,
     Changed,
     /// In the database but not on disk.
@@ -290,7 +307,10 @@ impl Migrator {
                 .into_iter()
                 .map(|s| stmt(s, vec![]))
                 .collect();
-            stmts.push(stmt("DELETE FROM _migrations WHERE id = ?", vec![int(m.id)]));
+            stmts.push(stmt(
+                "DELETE FROM _migrations WHERE id = ?",
+                vec![int(m.id)],
+            ));
             self.client
                 .transaction(stmts)
                 .await

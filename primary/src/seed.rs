@@ -243,28 +243,104 @@ const CATEGORIES: &[&str] = &[
     "democracy",
 ];
 const TOPICS: &[&str] = &[
-    "potholes", "rail delays", "bus cuts", "hospital waiting", "rent rises", "litter",
-    "flooding", "school funding", "broadband", "energy bills", "air pollution", "sewage",
-    "speeding", "streetlights", "fly-tipping", "childcare costs", "library closures",
-    "parking fines", "noise", "cycle lanes", "recycling", "youth clubs", "dentist access",
-    "damp homes", "bin collections", "footpaths", "graffiti", "tree felling", "water leaks",
+    "potholes",
+    "rail delays",
+    "bus cuts",
+    "hospital waiting",
+    "rent rises",
+    "litter",
+    "flooding",
+    "school funding",
+    "broadband",
+    "energy bills",
+    "air pollution",
+    "sewage",
+    "speeding",
+    "streetlights",
+    "fly-tipping",
+    "childcare costs",
+    "library closures",
+    "parking fines",
+    "noise",
+    "cycle lanes",
+    "recycling",
+    "youth clubs",
+    "dentist access",
+    "damp homes",
+    "bin collections",
+    "footpaths",
+    "graffiti",
+    "tree felling",
+    "water leaks",
     "post office closures",
 ];
 const QUALIFIERS: &[&str] = &[
-    "getting worse", "near schools", "on main roads", "at night", "every winter", "since spring",
-    "for older people", "in new estates", "around the station", "by the river",
+    "getting worse",
+    "near schools",
+    "on main roads",
+    "at night",
+    "every winter",
+    "since spring",
+    "for older people",
+    "in new estates",
+    "around the station",
+    "by the river",
 ];
 const PLACES: &[&str] = &[
-    "Leeds", "Bristol", "Glasgow", "Cardiff", "Belfast", "Norwich", "Brighton", "Sheffield",
-    "York", "Plymouth", "Dundee", "Swansea", "Derby", "Exeter", "Hull", "Bath", "Oxford",
-    "Cambridge", "Leicester", "Aberdeen", "Inverness", "Carlisle", "Truro", "Lincoln",
+    "Leeds",
+    "Bristol",
+    "Glasgow",
+    "Cardiff",
+    "Belfast",
+    "Norwich",
+    "Brighton",
+    "Sheffield",
+    "York",
+    "Plymouth",
+    "Dundee",
+    "Swansea",
+    "Derby",
+    "Exeter",
+    "Hull",
+    "Bath",
+    "Oxford",
+    "Cambridge",
+    "Leicester",
+    "Aberdeen",
+    "Inverness",
+    "Carlisle",
+    "Truro",
+    "Lincoln",
 ];
 const WORDS: &[&str] = &[
-    "council", "residents", "repair", "report", "delay", "unsafe", "children", "cost",
-    "service", "promise", "weeks", "months", "funding", "petition", "meeting", "complaint",
-    "broken", "dangerous", "daily", "ignored", "neighbours", "support", "action", "change",
+    "council",
+    "residents",
+    "repair",
+    "report",
+    "delay",
+    "unsafe",
+    "children",
+    "cost",
+    "service",
+    "promise",
+    "weeks",
+    "months",
+    "funding",
+    "petition",
+    "meeting",
+    "complaint",
+    "broken",
+    "dangerous",
+    "daily",
+    "ignored",
+    "neighbours",
+    "support",
+    "action",
+    "change",
 ];
-const COUNTRIES: &[&str] = &["GB", "GB", "GB", "GB", "GB", "GB", "IE", "FR", "DE", "US", "ES", "PL", "IN", "NG"];
+const COUNTRIES: &[&str] = &[
+    "GB", "GB", "GB", "GB", "GB", "GB", "IE", "FR", "DE", "US", "ES", "PL", "IN", "NG",
+];
 
 fn sentence(rng: &mut Rng, words: usize) -> String {
     let mut s = String::new();
@@ -366,7 +442,7 @@ impl<'a> Loader<'a> {
 }
 
 fn opt_text(v: Option<String>) -> Value {
-    v.map_or(Value::Null, |s| text(s))
+    v.map_or(Value::Null, text)
 }
 
 /// Generates and loads a synthetic set. `progress` hears one line per batch.
@@ -390,7 +466,14 @@ pub async fn synthetic(
     let mut loader = Loader::new(
         client,
         "users",
-        &["id", "display_name", "email", "phone", "country", "created_at"],
+        &[
+            "id",
+            "display_name",
+            "email",
+            "phone",
+            "country",
+            "created_at",
+        ],
         users.len(),
         progress,
     );
@@ -443,7 +526,9 @@ pub async fn synthetic(
             if orgs.is_empty() {
                 return vec![];
             }
-            let mut picked: Vec<usize> = (0..1 + rng.below(3)).map(|_| rng.below(orgs.len())).collect();
+            let mut picked: Vec<usize> = (0..1 + rng.below(3))
+                .map(|_| rng.below(orgs.len()))
+                .collect();
             picked.sort_unstable();
             picked.dedup();
             picked
@@ -490,7 +575,9 @@ pub async fn synthetic(
             rng.pick(PLACES)
         );
         let description = sentence(&mut rng, 14);
-        let created = iso_time(SYNTHETIC_NOW - (rng.below(365) as i64) * DAY - rng.below(DAY as usize) as i64);
+        let created = iso_time(
+            SYNTHETIC_NOW - (rng.below(365) as i64) * DAY - rng.below(DAY as usize) as i64,
+        );
         let trending = rng.below(41) as i64 - 20;
         loader
             .row(vec![
@@ -547,7 +634,11 @@ pub async fn synthetic(
                 continue;
             }
             loader
-                .row(vec![text(rng.uuid()), text(issues[issue].as_str()), text(term)])
+                .row(vec![
+                    text(rng.uuid()),
+                    text(issues[issue].as_str()),
+                    text(term),
+                ])
                 .await?;
         }
     }
@@ -588,11 +679,20 @@ pub async fn synthetic(
     let mut loader = Loader::new(
         client,
         "feed",
-        &["id", "issue_id", "user_id", "content", "likes", "created_at"],
+        &[
+            "id",
+            "issue_id",
+            "user_id",
+            "content",
+            "likes",
+            "created_at",
+        ],
         args.feed,
         progress,
     );
-    let with_members: Vec<usize> = (0..args.issues).filter(|i| !members_of[*i].is_empty()).collect();
+    let with_members: Vec<usize> = (0..args.issues)
+        .filter(|i| !members_of[*i].is_empty())
+        .collect();
     if !with_members.is_empty() {
         let feed_zipf = Zipf::new(with_members.len(), args.zipf);
         for _ in 0..args.feed {

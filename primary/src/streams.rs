@@ -87,7 +87,7 @@ impl Default for Limits {
 
 enum Slot {
     Idle {
-        session: Session,
+        session: Box<Session>,
         secret: String,
         idle_since: Instant,
     },
@@ -199,6 +199,7 @@ impl Streams {
                 secret: expected,
                 ..
             } if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => {
+                let session = *session;
                 let next = new_secret();
                 inner.slots.insert(id, Slot::Busy);
                 Ok((
@@ -268,7 +269,7 @@ impl Streams {
             inner.slots.insert(
                 lease.id,
                 Slot::Idle {
-                    session,
+                    session: Box::new(session),
                     secret: std::mem::take(&mut lease.secret),
                     idle_since: Instant::now(),
                 },
@@ -376,9 +377,15 @@ mod tests {
         let (lease, session) = s.checkout(Some(&baton)).expect("first use");
         let next = lease.next_baton();
         assert_ne!(next, baton);
-        assert_eq!(s.checkout(Some(&baton)).err(), Some(StreamError::BatonReused));
+        assert_eq!(
+            s.checkout(Some(&baton)).err(),
+            Some(StreamError::BatonReused)
+        );
         s.finish(lease, session, false);
-        assert_eq!(s.checkout(Some(&baton)).err(), Some(StreamError::BatonReused));
+        assert_eq!(
+            s.checkout(Some(&baton)).err(),
+            Some(StreamError::BatonReused)
+        );
         assert!(s.checkout(Some(&next)).is_ok());
     }
 
@@ -424,7 +431,10 @@ mod tests {
         let baton = tx.next_baton();
         s.finish(tx, session, false);
         assert_eq!(s.expire_idle(Instant::now() + Duration::from_secs(1)), 1);
-        assert_eq!(s.checkout(Some(&baton)).err(), Some(StreamError::StreamExpired));
+        assert_eq!(
+            s.checkout(Some(&baton)).err(),
+            Some(StreamError::StreamExpired)
+        );
 
         let (_check, mut session) = s.checkout(None).expect("check");
         let r = session

@@ -26,7 +26,7 @@ async fn every_value_type_round_trips() {
         Value::Integer(0),
         Value::Integer(i64::MAX),
         Value::Integer(i64::MIN),
-        Value::Real(3.141_592_653_589_793),
+        Value::Real(std::f64::consts::PI),
         Value::Real(-0.000_001_5),
         Value::Text(String::new()),
         Value::Text("Zoë ✊ 日本語 \"quotes\" \\ \n tab\t".into()),
@@ -35,12 +35,18 @@ async fn every_value_type_round_trips() {
     ];
     for (i, v) in values.iter().enumerate() {
         let n = conn
-            .execute("INSERT INTO v (k, x) VALUES (?1, ?2)", params![i as i64, v.clone()])
+            .execute(
+                "INSERT INTO v (k, x) VALUES (?1, ?2)",
+                params![i as i64, v.clone()],
+            )
             .await
             .expect("insert");
         assert_eq!(n, 1);
     }
-    let mut rows = conn.query("SELECT x FROM v ORDER BY k", ()).await.expect("select");
+    let mut rows = conn
+        .query("SELECT x FROM v ORDER BY k", ())
+        .await
+        .expect("select");
     let mut got = Vec::new();
     while let Some(row) = rows.next().await.expect("next") {
         got.push(row.get_value(0).expect("value"));
@@ -108,7 +114,10 @@ async fn batches_run_whole_or_roll_back() {
     )
     .await
     .expect("batch");
-    assert_eq!(single(&conn, "SELECT count(*) FROM b").await, Value::Integer(2));
+    assert_eq!(
+        single(&conn, "SELECT count(*) FROM b").await,
+        Value::Integer(2)
+    );
     let failed = conn
         .execute_transactional_batch(
             "INSERT INTO b VALUES ('three'); INSERT INTO b VALUES ('one'); INSERT INTO b VALUES ('four');",
@@ -155,7 +164,10 @@ async fn interactive_transactions_commit_and_roll_back() {
     let tx = conn.transaction().await.expect("begin");
     tx.execute("DELETE FROM acct", ()).await.expect("delete");
     tx.rollback().await.expect("rollback");
-    assert_eq!(single(&other, "SELECT count(*) FROM acct").await, Value::Integer(2));
+    assert_eq!(
+        single(&other, "SELECT count(*) FROM acct").await,
+        Value::Integer(2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,7 +177,9 @@ async fn errors_carry_sqlite_codes_and_the_stream_goes_on() {
     conn.execute("CREATE TABLE u (k TEXT PRIMARY KEY NOT NULL)", ())
         .await
         .expect("create");
-    conn.execute("INSERT INTO u VALUES ('x')", ()).await.expect("insert");
+    conn.execute("INSERT INTO u VALUES ('x')", ())
+        .await
+        .expect("insert");
     let dup = conn
         .execute("INSERT INTO u VALUES ('x')", ())
         .await
@@ -180,7 +194,10 @@ async fn errors_carry_sqlite_codes_and_the_stream_goes_on() {
         .await
         .expect_err("no table");
     assert!(missing.to_string().contains("no such table"), "{missing}");
-    assert_eq!(single(&conn, "SELECT count(*) FROM u").await, Value::Integer(1));
+    assert_eq!(
+        single(&conn, "SELECT count(*) FROM u").await,
+        Value::Integer(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,7 +205,10 @@ async fn concurrent_writers_and_readers() {
     let primary = TestPrimary::start().await;
     let setup = primary.libsql().await;
     setup
-        .execute("CREATE TABLE c (id INTEGER PRIMARY KEY, writer INTEGER, n INTEGER)", ())
+        .execute(
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, writer INTEGER, n INTEGER)",
+            (),
+        )
         .await
         .expect("create");
     let writers = 16;
@@ -208,7 +228,10 @@ async fn concurrent_writers_and_readers() {
         let conn = primary.libsql().await;
         tasks.push(tokio::spawn(async move {
             for _ in 0..40 {
-                let mut rows = conn.query("SELECT count(*) FROM c", ()).await.expect("read");
+                let mut rows = conn
+                    .query("SELECT count(*) FROM c", ())
+                    .await
+                    .expect("read");
                 rows.next().await.expect("next").expect("row");
             }
         }));
@@ -234,15 +257,26 @@ async fn an_idle_transaction_expires_and_rolls_back() {
     })
     .await;
     let conn = primary.libsql().await;
-    conn.execute("CREATE TABLE e (x)", ()).await.expect("create");
+    conn.execute("CREATE TABLE e (x)", ())
+        .await
+        .expect("create");
     let tx = conn.transaction().await.expect("begin");
-    tx.execute("INSERT INTO e VALUES (1)", ()).await.expect("insert");
+    tx.execute("INSERT INTO e VALUES (1)", ())
+        .await
+        .expect("insert");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let late = tx.commit().await;
     assert!(late.is_err(), "commit on an expired stream must fail");
-    assert_eq!(primary.running.streams.open_count(), 0, "the idle stream was reaped");
+    assert_eq!(
+        primary.running.streams.open_count(),
+        0,
+        "the idle stream was reaped"
+    );
     let other = primary.libsql().await;
-    assert_eq!(single(&other, "SELECT count(*) FROM e").await, Value::Integer(0));
+    assert_eq!(
+        single(&other, "SELECT count(*) FROM e").await,
+        Value::Integer(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,6 +293,9 @@ async fn a_token_is_required_when_configured() {
         .await
         .expect("build");
     let bad = db.connect().expect("connect");
-    let err = bad.execute("SELECT 1", ()).await.expect_err("must be refused");
+    let err = bad
+        .execute("SELECT 1", ())
+        .await
+        .expect_err("must be refused");
     assert!(err.to_string().contains("401"), "{err}");
 }

@@ -33,7 +33,10 @@ async fn still_serving(primary: &TestPrimary) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["results"][0]["response"]["result"]["rows"][0][0]["value"], "7");
+    assert_eq!(
+        body["results"][0]["response"]["result"]["rows"][0][0]["value"],
+        "7"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,7 +87,10 @@ async fn every_request_type_in_one_pipeline() {
     assert_eq!(rows[1][3], json!({"type": "float", "value": 1.5}));
     assert_eq!(rows[0][2], json!({"type": "null"}));
     assert_eq!(r[6]["response"]["result"]["rows"], json!([]));
-    assert_eq!(r[6]["response"]["result"]["cols"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        r[6]["response"]["result"]["cols"].as_array().map(Vec::len),
+        Some(3)
+    );
     assert_eq!(r[8]["response"]["is_autocommit"], false);
     assert_eq!(r[11]["type"], "error");
     assert_eq!(r[11]["error"]["code"], "SQL_NOT_FOUND");
@@ -112,14 +118,21 @@ async fn a_transaction_spans_requests_through_batons() {
     )
     .await;
     assert_eq!(status, 200, "{second}");
-    assert_eq!(second["results"][0]["response"]["result"]["rows"][0][0]["value"], "1");
+    assert_eq!(
+        second["results"][0]["response"]["result"]["rows"][0][0]["value"],
+        "1"
+    );
     assert_ne!(second["baton"], json!(baton));
 
     // The used baton is refused now; the new one works.
     let (status, reused) = pipeline(&primary, json!({"baton": baton, "requests": []})).await;
     assert_eq!(status, 400);
     assert_eq!(reused["code"], "BATON_REUSED");
-    let (status, _) = pipeline(&primary, json!({"baton": second["baton"], "requests": [{"type": "close"}]})).await;
+    let (status, _) = pipeline(
+        &primary,
+        json!({"baton": second["baton"], "requests": [{"type": "close"}]}),
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
@@ -174,7 +187,15 @@ async fn statement_errors_are_hrana_errors_inside_a_200() {
         .collect();
     assert_eq!(
         codes,
-        ["SQLITE_ERROR", "SQL_NO_STATEMENT", "SQL_MANY_STATEMENTS", "ARGS_INVALID", "ARGS_INVALID", "ok", "ok"]
+        [
+            "SQLITE_ERROR",
+            "SQL_NO_STATEMENT",
+            "SQL_MANY_STATEMENTS",
+            "ARGS_INVALID",
+            "ARGS_INVALID",
+            "ok",
+            "ok"
+        ]
     );
 }
 
@@ -212,7 +233,16 @@ async fn the_cursor_streams_ndjson_entries() {
         .collect();
     assert_eq!(
         kinds,
-        ["step_begin", "row", "row", "row", "step_end", "step_error", "step_begin", "step_end"]
+        [
+            "step_begin",
+            "row",
+            "row",
+            "row",
+            "step_end",
+            "step_error",
+            "step_begin",
+            "step_end"
+        ]
     );
     assert_eq!(lines[1]["cols"][0]["name"], "x");
     assert_eq!(lines[2]["row"][0]["value"], "1");
@@ -236,7 +266,11 @@ async fn v2_pipeline_and_the_info_endpoints() {
     assert!(text.contains("\"v2\""));
     let http = reqwest::Client::new();
     for path in ["/v2", "/v3", "/health", "/version"] {
-        let r = http.get(format!("{}{path}", primary.url())).send().await.expect("get");
+        let r = http
+            .get(format!("{}{path}", primary.url()))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(r.status(), 200, "{path}");
     }
     let version = http
@@ -248,7 +282,11 @@ async fn v2_pipeline_and_the_info_endpoints() {
         .await
         .expect("text");
     assert!(version.starts_with("qr-primary "), "{version}");
-    let missing = http.get(format!("{}/nope", primary.url())).send().await.expect("get");
+    let missing = http
+        .get(format!("{}/nope", primary.url()))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.expect("json 404");
     assert_eq!(body["code"], "NOT_FOUND");
@@ -277,7 +315,11 @@ async fn the_stream_cap_answers_503_until_a_stream_closes() {
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["code"], "STREAMS_EXHAUSTED");
-    let (status, _) = pipeline(&primary, json!({"baton": a["baton"], "requests": [{"type": "close"}]})).await;
+    let (status, _) = pipeline(
+        &primary,
+        json!({"baton": a["baton"], "requests": [{"type": "close"}]}),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _) = pipeline(&primary, open).await;
     assert_eq!(status, 200);
@@ -293,7 +335,9 @@ async fn auth_is_checked_before_anything_else() {
     let body = json!({"baton": null, "requests": [{"type": "close"}]}).to_string();
     let http = reqwest::Client::new();
     for auth in [None, Some("Bearer nope"), Some("tok"), Some("Basic tok")] {
-        let mut req = http.post(format!("{}/v3/pipeline", primary.url())).body(body.clone());
+        let mut req = http
+            .post(format!("{}/v3/pipeline", primary.url()))
+            .body(body.clone());
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
@@ -309,7 +353,11 @@ async fn auth_is_checked_before_anything_else() {
         .expect("send");
     assert_eq!(r.status(), 200);
     // Health needs no token (load balancers and scripts poll it).
-    let r = http.get(format!("{}/health", primary.url())).send().await.expect("get");
+    let r = http
+        .get(format!("{}/health", primary.url()))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 200);
 }
 
