@@ -5,10 +5,11 @@
 //! wire as one atomic batch we can see. (The `libsql` crate's remote client
 //! would hide that: it sends `describe` requests and splits scripts itself.)
 
+pub use libsql_hrana::proto::Value;
 use libsql_hrana::proto::{
     Batch, BatchCond, BatchResult, BatchStep, BatchStreamReq, CloseStreamReq, Error as HranaError,
     ExecuteStreamReq, PipelineReqBody, PipelineRespBody, Stmt, StmtResult, StreamRequest,
-    StreamResponse, StreamResult, Value,
+    StreamResponse, StreamResult,
 };
 
 #[derive(Debug)]

@@ -29,6 +29,9 @@ use libsql_sys::rusqlite::{self, types::ValueRef, Connection, OpenFlags};
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most SQL texts one stream may keep with `store_sql`.
 pub const MAX_STORED_SQL: usize = 256;
+/// The most row data one `execute` collects into a response (the cursor
+/// endpoint streams instead and has no such cap).
+pub const MAX_RESULT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Opens connections to one database file with the settings every stream uses.
 #[derive(Debug, Clone)]
@@ -200,14 +203,22 @@ impl Session {
         };
         let want_rows = stmt.want_rows.unwrap_or(true);
         let started = std::time::Instant::now();
+        let mut bytes = 0usize;
         let end = self.run(stmt, |event| match event {
             RunEvent::Columns(cols) => result.cols = cols,
             RunEvent::Row(row) => {
-                if want_rows {
+                if want_rows && bytes <= MAX_RESULT_BYTES {
+                    bytes += row.values.iter().map(value_size).sum::<usize>();
                     result.rows.push(row)
                 }
             }
         })?;
+        if bytes > MAX_RESULT_BYTES {
+            return Err(error(
+                "RESPONSE_TOO_LARGE",
+                format!("the result is larger than {MAX_RESULT_BYTES} bytes; page it with LIMIT or read it through /v3/cursor"),
+            ));
+        }
         result.affected_row_count = end.affected_row_count;
         result.last_insert_rowid = end.last_insert_rowid;
         result.query_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -405,6 +416,16 @@ impl Session {
             affected_row_count: if readonly { 0 } else { self.conn.changes() },
             last_insert_rowid: Some(self.conn.last_insert_rowid()),
         })
+    }
+}
+
+/// Roughly how many bytes a value adds to a JSON response.
+fn value_size(value: &libsql_hrana::proto::Value) -> usize {
+    use libsql_hrana::proto::Value;
+    match value {
+        Value::Text { value } => value.len() + 16,
+        Value::Blob { value } => value.len() * 4 / 3 + 16,
+        _ => 24,
     }
 }
 
@@ -647,6 +668,23 @@ mod tests {
             .collect();
         let want: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn oversized_results_are_refused_not_buffered() {
+        let (_dir, mut s) = session();
+        let e = s
+            .execute(&stmt(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30) \
+                 SELECT zeroblob(1000000) FROM c",
+                vec![],
+            ))
+            .unwrap_err();
+        assert_eq!(e.code, "RESPONSE_TOO_LARGE");
+        assert!(
+            s.execute(&stmt("SELECT 1", vec![])).is_ok(),
+            "the stream goes on"
+        );
     }
 
     #[test]

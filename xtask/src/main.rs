@@ -8,6 +8,7 @@ mod proc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -22,16 +23,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Build, start the primary on a data dir, migrate, load the demo seed,
-    /// and serve until Ctrl-C. A second run reuses the data.
+    /// Install what is missing, build, start the primary on a data dir,
+    /// migrate, load the demo seed, start `wrangler dev`, and serve until
+    /// Ctrl-C. A second run reuses the data.
     Dev {
+        /// Port of the Worker (wrangler dev).
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
         /// Port of the libSQL primary.
         #[arg(long, default_value_t = 8080)]
         primary_port: u16,
-        /// Where the database lives.
+        /// Where the database and the local KV/Durable Object state live.
         #[arg(long, default_value = ".data")]
         data_dir: PathBuf,
     },
+    /// Build the Worker bundle (build/worker/shim.mjs + wasm) with worker-build.
+    BuildWorker,
     /// Run every check CI runs: fmt, clippy, unit and integration tests,
     /// the @libsql/client conformance tests, and the benchmarks in quick mode.
     Test,
@@ -54,9 +61,11 @@ fn main() -> ExitCode {
     }
     let result = match cli.task {
         Task::Dev {
+            port,
             primary_port,
             data_dir,
-        } => dev(primary_port, &data_dir),
+        } => dev(port, primary_port, &data_dir),
+        Task::BuildWorker => build_worker(),
         Task::Test => test(),
         Task::Bench { quick } => bench(quick),
     };
@@ -110,6 +119,100 @@ fn ensure_node_modules() -> Result {
     Ok(())
 }
 
+/// The wasm target, worker-build and wasm-bindgen-cli at the versions the
+/// Worker needs (TOOLCHAIN.md), installed from the crate registry if missing.
+fn ensure_wasm_tools() -> Result {
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("cannot run rustup ({e}); install Rust with rustup first"))?;
+    if !String::from_utf8_lossy(&targets.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
+        step("installing the Rust target wasm32-unknown-unknown");
+        run(cmd("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+    for (bin, krate, version, locked) in [
+        ("worker-build", "worker-build", WORKER_BUILD_VERSION, true),
+        (
+            "wasm-bindgen",
+            "wasm-bindgen-cli",
+            WASM_BINDGEN_VERSION,
+            false,
+        ),
+    ] {
+        let have = Command::new(bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(version))
+            .unwrap_or(false);
+        if !have {
+            step(&format!(
+                "installing {krate} {version} from the crate registry (a few minutes, once)"
+            ));
+            let mut c = cmd("cargo");
+            c.args(["install", krate, "--version", version]);
+            if locked {
+                c.arg("--locked");
+            }
+            run(&mut c)?;
+        }
+    }
+    Ok(())
+}
+
+const WORKER_BUILD_VERSION: &str = "0.1.14";
+/// Must equal the `wasm-bindgen` pin in Cargo.toml.
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
+
+/// The esbuild binary that came with wrangler from npm.
+fn esbuild_bin() -> Result<PathBuf> {
+    let dir = Path::new("node_modules/@esbuild");
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("{}: {e}; run `npm ci`", dir.display()))?;
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/esbuild"))
+        .find(|p| p.exists())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .ok_or_else(|| "no esbuild binary under node_modules/@esbuild; run `npm ci`".to_owned())
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+    })
+}
+
+fn build_worker() -> Result {
+    ensure_wasm_tools()?;
+    ensure_node_modules()?;
+    step("building the Worker (worker-build --release)");
+    let wasm_bindgen = which("wasm-bindgen").ok_or("wasm-bindgen is not on PATH (~/.cargo/bin)")?;
+    run(cmd("worker-build")
+        .arg("--release")
+        .env("WASM_BINDGEN_BIN", wasm_bindgen)
+        .env("ESBUILD_BIN", esbuild_bin()?))?;
+    let wasm = Path::new("build/index_bg.wasm");
+    let size = wasm
+        .metadata()
+        .map_err(|e| format!("the build left no {}: {e}", wasm.display()))?
+        .len();
+    eprintln!(
+        "    worker bundle: {} ({} KiB)",
+        wasm.display(),
+        size / 1024
+    );
+    Ok(())
+}
+
+fn wrangler() -> PathBuf {
+    PathBuf::from("node_modules/.bin/wrangler")
+}
+
 fn primary_bin(release: bool) -> PathBuf {
     let profile = if release { "release" } else { "debug" };
     PathBuf::from("target")
@@ -130,9 +233,10 @@ fn build_primary(release: bool) -> Result {
     run(&mut c)
 }
 
-fn dev(primary_port: u16, data_dir: &Path) -> Result {
+fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
     let stop = proc::stop_signal()?;
     build_primary(false)?;
+    build_worker()?;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let bin = primary_bin(false);
@@ -158,15 +262,45 @@ fn dev(primary_port: u16, data_dir: &Path) -> Result {
     run(cmd(&bin).args(["migrate", "up", "--url", &url]))?;
     step("loading the demo seed");
     run(cmd(&bin).args(["seed", "demo", "--url", &url]))?;
-    println!("ready: {url}");
+    step(&format!("starting wrangler dev on 127.0.0.1:{port}"));
+    let worker_url = format!("http://127.0.0.1:{port}");
+    let worker = Server::spawn_until_healthy(
+        "wrangler dev",
+        cmd(wrangler())
+            .args([
+                "dev",
+                "--local",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--inspector-ip",
+                "127.0.0.1",
+                "--show-interactive-dev-session=false",
+            ])
+            .args(["--test-scheduled", "--persist-to"])
+            .arg(data_dir.join("wrangler"))
+            .args(["--var", &format!("LIBSQL_URL:{url}")])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_LOG_PATH", data_dir.join("wrangler-logs")),
+        &worker_url,
+        Duration::from_secs(180),
+    )?;
+    println!("ready: {worker_url}");
     stop.wait();
     step("stopping");
+    drop(worker);
     drop(primary);
     Ok(())
 }
 
 fn test() -> Result {
     ensure_rust_components()?;
+    ensure_wasm_tools()?;
     ensure_node_modules()?;
     step("cargo fmt --check");
     run(cmd("cargo").args(["fmt", "--all", "--check"]))
@@ -180,8 +314,21 @@ fn test() -> Result {
         "-D",
         "warnings",
     ]))?;
+    step("cargo clippy for the wasm target");
+    run(cmd("cargo").args([
+        "clippy",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--lib",
+        "-p",
+        "quiet-riots-edge",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     build_primary(false)?;
-    step("unit and integration tests (cargo test --workspace)");
+    build_worker()?;
+    step("unit and integration tests (cargo test --workspace); integration tests start the primary and wrangler dev");
     run(cmd("cargo").args(["test", "--workspace"]))?;
     step("@libsql/client conformance tests (node --test tests/node/)");
     run(cmd("node")

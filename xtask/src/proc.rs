@@ -1,6 +1,7 @@
 //! Child processes: run to completion, or serve until stopped.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -37,8 +38,8 @@ pub fn run(c: &mut Command) -> Result {
     }
 }
 
-/// A long-running child that printed a ready line. Dropping it stops it:
-/// SIGTERM, then SIGKILL if it has not exited within five seconds.
+/// A long-running child, in its own process group. Dropping it stops the
+/// group: SIGTERM, then SIGKILL if it has not exited within five seconds.
 pub struct Server {
     name: &'static str,
     child: Child,
@@ -52,6 +53,7 @@ impl Server {
         let what = describe(c);
         let mut child = c
             .stdout(Stdio::piped())
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {name} (`{what}`): {e}"))?;
         let stdout = child.stdout.take();
@@ -88,28 +90,95 @@ impl Server {
         }
     }
 
+    /// Starts `c` and waits (up to `timeout`) until `url` + `/health`
+    /// answers 200.
+    pub fn spawn_until_healthy(
+        name: &'static str,
+        c: &mut Command,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let what = describe(c);
+        let child = c
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {name} (`{what}`): {e}"))?;
+        let mut server = Server {
+            name,
+            child,
+            url: url.to_owned(),
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "{name} exited early ({status}); see its output above"
+                ));
+            }
+            if health_status(url) == Some(200) {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        server.stop_group();
+        Err(format!(
+            "{name} did not answer {url}/health within {} s (`{what}`)",
+            timeout.as_secs()
+        ))
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
+    fn signal_group(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn stop_group(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
+            self.signal_group("-KILL");
             return;
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal_group("-TERM");
         for _ in 0..50 {
             if let Ok(Some(_)) = self.child.try_wait() {
+                self.signal_group("-KILL");
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
+        self.signal_group("-KILL");
         let _ = self.child.wait();
+    }
+}
+
+/// The status code of `GET {base}/health`, if anything answered.
+pub fn health_status(base: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let hostport = base.strip_prefix("http://")?.trim_end_matches('/');
+    let addr: std::net::SocketAddr = hostport.parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_group();
     }
 }
 

@@ -1,0 +1,129 @@
+//! Typed configuration, read from the Worker's environment in one place.
+//!
+//! Non-secret settings are `[vars]` in wrangler.toml; secrets
+//! (`LIBSQL_AUTH_TOKEN`, ...) come from `.dev.vars` locally and
+//! `wrangler secret put` in production. Handlers never look names up.
+
+use std::time::Duration;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Hrana URL of the primary (Turso in production).
+    pub libsql_url: String,
+    pub libsql_auth_token: Option<String>,
+    /// Origins allowed to call the API from a browser, with credentials.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long one call to the primary may take before the request gives up.
+    pub db_timeout: Duration,
+    /// `development`, `staging` or `production`.
+    pub environment: String,
+}
+
+/// Settings by name; secrets are looked up separately so they can never be
+/// read from `[vars]`.
+pub trait Source {
+    fn var(&self, name: &str) -> Option<String>;
+    fn secret(&self, name: &str) -> Option<String>;
+}
+
+impl Config {
+    pub fn from_source(source: &impl Source) -> Result<Config, String> {
+        let libsql_url = source
+            .var("LIBSQL_URL")
+            .filter(|u| !u.trim().is_empty())
+            .ok_or("LIBSQL_URL is not set (a [vars] entry in wrangler.toml)")?;
+        let number = |name: &str, default: u64, max: u64| -> Result<u64, String> {
+            match source.var(name) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "{name} must be a whole number from 1 to {max}, not {v:?}"
+                    )),
+                },
+            }
+        };
+        Ok(Config {
+            libsql_url: libsql_url.trim().to_owned(),
+            libsql_auth_token: source.secret("LIBSQL_AUTH_TOKEN").filter(|t| !t.is_empty()),
+            allowed_origins: source
+                .var("ALLOWED_ORIGINS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            max_body_bytes: number("MAX_BODY_BYTES", 64 * 1024, 10 * 1024 * 1024)? as usize,
+            db_timeout: Duration::from_millis(number("DB_TIMEOUT_MS", 3_000, 60_000)?),
+            environment: source
+                .var("ENVIRONMENT")
+                .unwrap_or_else(|| "development".to_owned()),
+        })
+    }
+
+    pub fn load(env: &worker::Env) -> Result<Config, String> {
+        Config::from_source(&WorkerEnv(env))
+    }
+}
+
+struct WorkerEnv<'a>(&'a worker::Env);
+
+impl Source for WorkerEnv<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.var(name).ok().map(|v| v.to_string())
+    }
+    fn secret(&self, name: &str) -> Option<String> {
+        self.0.secret(name).ok().map(|v| v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Map(
+        HashMap<&'static str, &'static str>,
+        HashMap<&'static str, &'static str>,
+    );
+
+    impl Source for Map {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| v.to_string())
+        }
+        fn secret(&self, name: &str) -> Option<String> {
+            self.1.get(name).map(|v| v.to_string())
+        }
+    }
+
+    #[test]
+    fn parses_with_defaults() {
+        let vars = HashMap::from([
+            ("LIBSQL_URL", "http://127.0.0.1:8080"),
+            ("ALLOWED_ORIGINS", "https://a.example, https://b.example,"),
+        ]);
+        let c = Config::from_source(&Map(vars, HashMap::from([("LIBSQL_AUTH_TOKEN", "t")])))
+            .expect("config");
+        assert_eq!(
+            c.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(c.max_body_bytes, 65_536);
+        assert_eq!(c.db_timeout, Duration::from_secs(3));
+        assert_eq!(c.libsql_auth_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let missing = Config::from_source(&Map(HashMap::new(), HashMap::new())).unwrap_err();
+        assert!(missing.contains("LIBSQL_URL"));
+        let vars = HashMap::from([("LIBSQL_URL", "http://x"), ("DB_TIMEOUT_MS", "soon")]);
+        let bad = Config::from_source(&Map(vars, HashMap::new())).unwrap_err();
+        assert!(bad.contains("DB_TIMEOUT_MS"), "{bad}");
+    }
+}

@@ -1,0 +1,146 @@
+//! `GET /health`: version, and whether the primary, KV and a Durable Object
+//! each answer (with their latency). 200 when all do, 503 naming the ones
+//! that do not. Each check has its own deadline.
+
+use futures::future::{select, Either};
+use serde_json::{json, Value};
+use worker::{Date, Delay, Response};
+
+use crate::config::VERSION;
+use crate::context::Ctx;
+use crate::error::AppResult;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+}
+
+/// The JSON body and status for a set of checks.
+pub fn summarise(checks: &[Check]) -> (u16, Value) {
+    let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    let mut parts = serde_json::Map::new();
+    for c in checks {
+        parts.insert(
+            c.name.to_owned(),
+            json!({ "ok": c.ok, "latency_ms": c.latency_ms, "error": c.error }),
+        );
+    }
+    let status = if failing.is_empty() { 200 } else { 503 };
+    let body = json!({
+        "status": if failing.is_empty() { "ok" } else { "unavailable" },
+        "version": VERSION,
+        "checks": parts,
+        "failing": failing,
+    });
+    (status, body)
+}
+
+async fn timed<F>(name: &'static str, ctx: &Ctx, work: F) -> Check
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Date::now().as_millis();
+    let deadline = Delay::from(ctx.config.db_timeout);
+    let outcome = select(Box::pin(work), deadline).await;
+    let latency_ms = Date::now().as_millis().saturating_sub(started);
+    let error = match outcome {
+        Either::Left((Ok(()), _)) => None,
+        Either::Left((Err(e), _)) => Some(e),
+        Either::Right(_) => Some(format!(
+            "no answer within {} ms",
+            ctx.config.db_timeout.as_millis()
+        )),
+    };
+    Check {
+        name,
+        ok: error.is_none(),
+        latency_ms,
+        error,
+    }
+}
+
+async fn primary(ctx: &Ctx) -> Result<(), String> {
+    let rows = ctx
+        .db()
+        .query("SELECT 1 AS ok", vec![])
+        .await
+        .map_err(|e| e.message)?;
+    match rows.first().and_then(|r| r.get("ok")) {
+        Some(v) if v == 1 => Ok(()),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+async fn kv(ctx: &Ctx) -> Result<(), String> {
+    let store = ctx.env.kv("CACHE").map_err(|e| e.to_string())?;
+    // A key per request: KV allows about one write per second per key.
+    let key = format!("health:{}", ctx.request_id);
+    store
+        .put(&key, "ok")
+        .map_err(|e| format!("{e:?}"))?
+        .expiration_ttl(60)
+        .execute()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    match store.get(&key).text().await.map_err(|e| format!("{e:?}"))? {
+        Some(v) if v == "ok" => Ok(()),
+        other => Err(format!("read back {other:?}")),
+    }
+}
+
+async fn durable_object(ctx: &Ctx) -> Result<(), String> {
+    let namespace = ctx
+        .env
+        .durable_object("RATE_LIMITER")
+        .map_err(|e| e.to_string())?;
+    let stub = namespace
+        .id_from_name("health")
+        .and_then(|id| id.get_stub())
+        .map_err(|e| e.to_string())?;
+    let response = stub
+        .fetch_with_str("https://objects.internal/health")
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.status_code() {
+        200 => Ok(()),
+        s => Err(format!("answered {s}")),
+    }
+}
+
+pub async fn handle(ctx: &Ctx) -> AppResult<Response> {
+    let (p, k, d) = futures::join!(
+        timed("primary", ctx, primary(ctx)),
+        timed("kv", ctx, kv(ctx)),
+        timed("durable_object", ctx, durable_object(ctx)),
+    );
+    let (status, body) = summarise(&[p, k, d]);
+    Ok(crate::context::json_response(status, &body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &'static str, ok: bool) -> Check {
+        Check {
+            name,
+            ok,
+            latency_ms: 3,
+            error: (!ok).then(|| "down".to_owned()),
+        }
+    }
+
+    #[test]
+    fn all_up_is_200_and_any_down_is_503_naming_it() {
+        let (status, body) = summarise(&[check("primary", true), check("kv", true)]);
+        assert_eq!(status, 200);
+        assert_eq!(body["status"], "ok");
+        let (status, body) = summarise(&[check("primary", false), check("kv", true)]);
+        assert_eq!(status, 503);
+        assert_eq!(body["failing"], json!(["primary"]));
+        assert_eq!(body["checks"]["primary"]["error"], "down");
+    }
+}

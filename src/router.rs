@@ -1,0 +1,98 @@
+//! Every route of the Worker, in one table.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    ListIssues,
+    GetIssue { id: String },
+}
+
+/// Method, path pattern (`:name` captures a segment), and how to build the
+/// route from the captured segments.
+type Entry = (&'static str, &'static str, fn(&[&str]) -> Route);
+
+const ROUTES: &[Entry] = &[
+    ("GET", "/health", |_| Route::Health),
+    ("GET", "/api/issues", |_| Route::ListIssues),
+    ("GET", "/api/issues/:id", |p| Route::GetIssue {
+        id: p[0].to_owned(),
+    }),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Found(Route),
+    /// The path exists, but not with this method; these are its methods.
+    MethodNotAllowed(Vec<&'static str>),
+    NotFound,
+}
+
+fn matches<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
+    let mut params = Vec::new();
+    let mut pattern_parts = pattern.split('/');
+    let mut path_parts = path.split('/');
+    loop {
+        match (pattern_parts.next(), path_parts.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(s)) if p.starts_with(':') && !s.is_empty() => params.push(s),
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+pub fn resolve(method: &str, path: &str) -> Resolved {
+    // A trailing slash names the same resource.
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    // HEAD is served wherever GET is.
+    let method = if method == "HEAD" { "GET" } else { method };
+    let mut allowed = Vec::new();
+    for (m, pattern, build) in ROUTES {
+        if let Some(params) = matches(pattern, path) {
+            if *m == method {
+                return Resolved::Found(build(&params));
+            }
+            allowed.push(*m);
+            if *m == "GET" {
+                allowed.push("HEAD");
+            }
+        }
+    }
+    if allowed.is_empty() {
+        Resolved::NotFound
+    } else {
+        Resolved::MethodNotAllowed(allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_resolve() {
+        assert_eq!(resolve("GET", "/health"), Resolved::Found(Route::Health));
+        assert_eq!(
+            resolve("HEAD", "/api/issues/"),
+            Resolved::Found(Route::ListIssues)
+        );
+        assert_eq!(
+            resolve("GET", "/api/issues/abc"),
+            Resolved::Found(Route::GetIssue { id: "abc".into() })
+        );
+        assert_eq!(resolve("GET", "/api/issues/abc/def"), Resolved::NotFound);
+        assert_eq!(
+            resolve("GET", "/api/issues//"),
+            Resolved::Found(Route::ListIssues)
+        );
+        assert_eq!(resolve("GET", "/nope"), Resolved::NotFound);
+        assert_eq!(
+            resolve("DELETE", "/api/issues"),
+            Resolved::MethodNotAllowed(vec!["GET", "HEAD"])
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! The Worker's request pipeline and first routes, over HTTP against the
+//! real local stack (primary + wrangler dev).
+
+mod common;
+
+use common::{run_cases, TestApp, ALLOWED_ORIGIN};
+use qr_primary::client::text;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+const SECURITY_HEADERS: [&str; 4] = [
+    "x-content-type-options",
+    "referrer-policy",
+    "content-security-policy",
+    "strict-transport-security",
+];
+
+/// The JSON error envelope of a response, checked for shape.
+async fn error_of(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("request id")
+        .to_owned();
+    for h in SECURITY_HEADERS {
+        assert!(
+            response.headers().contains_key(h),
+            "missing {h} on an error"
+        );
+    }
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    assert_eq!(body["error"]["request_id"], request_id.as_str());
+    body
+}
+
+async fn health_reports_every_part(app: &TestApp) {
+    let r = app.get("/health").send().await.expect("health");
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    for part in ["primary", "kv", "durable_object"] {
+        assert_eq!(body["checks"][part]["ok"], true, "{part}: {body}");
+        assert!(body["checks"][part]["latency_ms"].is_u64());
+    }
+}
+
+async fn request_ids_are_generated_or_kept(app: &TestApp) {
+    let r = app.get("/health").send().await.expect("send");
+    let id = r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(uuid_like(&id), "{id}");
+    let r = app
+        .get("/api/issues?limit=1")
+        .header("X-Request-Id", "trace-abc.123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.headers()["x-request-id"], "trace-abc.123");
+    let r = app
+        .get("/nope")
+        .header("X-Request-Id", "bad id with spaces")
+        .send()
+        .await
+        .expect("send");
+    let id = r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(uuid_like(&id), "an insane id is replaced: {id}");
+    let body = error_of(r, 404, "not_found").await;
+    assert_eq!(body["error"]["request_id"], id.as_str());
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+async fn cors_allows_listed_origins_only(app: &TestApp) {
+    let preflight = |origin: &str| {
+        app.request(Method::OPTIONS, "/api/issues")
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type")
+    };
+    let ok = preflight(ALLOWED_ORIGIN).send().await.expect("preflight");
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    let h = ok.headers();
+    assert_eq!(h["access-control-allow-origin"], ALLOWED_ORIGIN);
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .expect("s")
+        .contains("POST"));
+    assert!(h["access-control-allow-headers"]
+        .to_str()
+        .expect("s")
+        .to_lowercase()
+        .contains("content-type"));
+
+    let refused = preflight("https://evil.example")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(!refused
+        .headers()
+        .contains_key("access-control-allow-origin"));
+    error_of(refused, 403, "cors_refused").await;
+
+    let simple = app
+        .get("/api/issues?limit=1")
+        .header("Origin", ALLOWED_ORIGIN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        simple.headers()["access-control-allow-origin"],
+        ALLOWED_ORIGIN
+    );
+    let other = app
+        .get("/api/issues?limit=1")
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(other.status(), StatusCode::OK);
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+}
+
+async fn unknown_routes_and_methods_are_json_errors(app: &TestApp) {
+    error_of(
+        app.get("/api/nothing-here").send().await.expect("404"),
+        404,
+        "not_found",
+    )
+    .await;
+    let r = app
+        .request(Method::DELETE, "/api/issues")
+        .send()
+        .await
+        .expect("405");
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    error_of(r, 405, "method_not_allowed").await;
+}
+
+async fn bodies_are_limited_typed_and_parsed(app: &TestApp) {
+    let post = || app.request(Method::POST, "/api/issues");
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(5000));
+    error_of(
+        post()
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .expect("413"),
+        413,
+        "payload_too_large",
+    )
+    .await;
+    error_of(
+        post()
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+            .await
+            .expect("415"),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    error_of(
+        post()
+            .header("content-type", "application/json")
+            .body("{\"name\": ")
+            .send()
+            .await
+            .expect("400"),
+        400,
+        "malformed_json",
+    )
+    .await;
+}
+
+async fn issues_read_back_as_the_primary_has_them(app: &TestApp) {
+    let r = app.get("/api/issues?limit=5").send().await.expect("list");
+    assert_eq!(r.status(), StatusCode::OK);
+    let list: Value = r.json().await.expect("json");
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 5);
+    let counts: Vec<i64> = items
+        .iter()
+        .map(|i| i["rioter_count"].as_i64().expect("count"))
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "most rioters first: {counts:?}"
+    );
+
+    let id = items[0]["id"].as_str().expect("id");
+    let detail: Value = app
+        .get(&format!("/api/issues/{id}"))
+        .send()
+        .await
+        .expect("detail")
+        .json()
+        .await
+        .expect("json");
+    let rows = app
+        .primary_client()
+        .query(
+            "SELECT name, category, description, rioter_count, \
+             (SELECT count(*) FROM issue_organisation WHERE issue_id = issues.id), \
+             (SELECT count(*) FROM actions WHERE issue_id = issues.id) FROM issues WHERE id = ?",
+            vec![text(id)],
+        )
+        .await
+        .expect("primary");
+    let row: Vec<String> = rows[0]
+        .iter()
+        .map(|v| match v {
+            qr_primary::client::Value::Text { value } => value.to_string(),
+            qr_primary::client::Value::Integer { value } => value.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(detail["name"], row[0].as_str());
+    assert_eq!(detail["category"], row[1].as_str());
+    assert_eq!(detail["description"], row[2].as_str());
+    assert_eq!(detail["rioter_count"].to_string(), row[3]);
+    assert_eq!(
+        detail["organisations"]
+            .as_array()
+            .map(Vec::len)
+            .map(|n| n.to_string()),
+        Some(row[4].clone())
+    );
+    assert_eq!(detail["action_count"].to_string(), row[5]);
+
+    let filtered: Value = app
+        .get("/api/issues?category=transport&limit=100")
+        .send()
+        .await
+        .expect("filtered")
+        .json()
+        .await
+        .expect("json");
+    let items = filtered["items"].as_array().expect("items");
+    assert!(!items.is_empty());
+    assert!(items.iter().all(|i| i["category"] == "transport"));
+}
+
+async fn bad_ids_and_queries_are_rejected(app: &TestApp) {
+    error_of(
+        app.get("/api/issues/not-a-uuid").send().await.expect("400"),
+        400,
+        "validation_failed",
+    )
+    .await;
+    error_of(
+        app.get("/api/issues/00000000-0000-4000-8000-000000000000")
+            .send()
+            .await
+            .expect("404"),
+        404,
+        "not_found",
+    )
+    .await;
+    let body = error_of(
+        app.get("/api/issues?limit=1000").send().await.expect("400"),
+        400,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "limit");
+    error_of(
+        app.get("/api/issues?category=cheese")
+            .send()
+            .await
+            .expect("400"),
+        400,
+        "validation_failed",
+    )
+    .await;
+}
+
+async fn head_has_headers_and_no_body(app: &TestApp) {
+    let r = app
+        .request(Method::HEAD, "/api/issues?limit=1")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert!(r.bytes().await.expect("body").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pipeline_and_first_routes() {
+    let app = TestApp::start().await;
+    run_cases(vec![
+        (
+            "health reports every part",
+            Box::pin(health_reports_every_part(&app)),
+        ),
+        (
+            "request ids",
+            Box::pin(request_ids_are_generated_or_kept(&app)),
+        ),
+        ("cors", Box::pin(cors_allows_listed_origins_only(&app))),
+        (
+            "404 and 405",
+            Box::pin(unknown_routes_and_methods_are_json_errors(&app)),
+        ),
+        (
+            "body limits",
+            Box::pin(bodies_are_limited_typed_and_parsed(&app)),
+        ),
+        (
+            "issues match the primary",
+            Box::pin(issues_read_back_as_the_primary_has_them(&app)),
+        ),
+        (
+            "bad ids and queries",
+            Box::pin(bad_ids_and_queries_are_rejected(&app)),
+        ),
+        ("HEAD", Box::pin(head_has_headers_and_no_body(&app))),
+    ])
+    .await;
+}

@@ -1,0 +1,360 @@
+//! `TestApp`: the real local stack for integration tests.
+//!
+//! Starts its own primary (fresh database, migrated and seeded with the demo
+//! set) and `wrangler dev` (fresh `--persist-to` dir) on free loopback ports,
+//! from the Worker bundle `cargo xtask build-worker` left in `build/`, waits
+//! until both answer, and stops both when dropped, also when a test panics.
+//! Processes are stopped by the ids we started them with (wrangler with its
+//! whole process group, which holds workerd).
+//!
+//! wrangler dev takes a few seconds and about a gigabyte to start, so each
+//! test binary starts one `TestApp` and runs its cases against it, keeping
+//! them apart by their data; see [`run_cases`].
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Database timeout the Worker runs with in tests (DB_TIMEOUT_MS).
+pub const DB_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const ALLOWED_ORIGIN: &str = "https://app.quietriots.test";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn primary_bin() -> PathBuf {
+    std::env::var_os("QR_PRIMARY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug/qr-primary"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process stopped on drop: SIGTERM to its process group, then
+/// SIGKILL if it lingers.
+pub struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name, child }
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                self.signal("-KILL"); // stragglers in the group
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} ignored SIGTERM; killing it", self.name);
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+pub struct Primary {
+    pub proc: Proc,
+    pub url: String,
+    pub port: u16,
+}
+
+/// Starts the primary on `port` (0: any) over `db`.
+pub fn start_primary(db: &Path, port: u16) -> Primary {
+    let bin = primary_bin();
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask test` (or `cargo build -p qr-primary`)",
+        bin.display()
+    );
+    let mut cmd = Command::new(&bin);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped());
+    let mut proc = Proc::spawn("primary", &mut cmd);
+    let stdout = proc.child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("primary output");
+    let url = line
+        .strip_prefix("listening: ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("primary did not start: {line:?}"))
+        .to_owned();
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port in url");
+    Primary { proc, url, port }
+}
+
+fn run_ok(what: &str, cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct TestApp {
+    pub primary: Option<Primary>,
+    pub primary_port: u16,
+    pub worker: Proc,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        let shim = root().join("build/worker/shim.mjs");
+        assert!(
+            shim.exists(),
+            "{} is missing: run `cargo xtask build-worker` (cargo xtask test does)",
+            shim.display()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("primary.db");
+        let primary = start_primary(&db, 0);
+        let bin = primary_bin();
+        for args in [["migrate", "up"], ["seed", "demo"]] {
+            run_ok(
+                &format!("qr-primary {}", args.join(" ")),
+                Command::new(&bin)
+                    .args(args)
+                    .args(["--url", &primary.url, "--dir"])
+                    .arg(root().join("migrations"))
+                    .current_dir(root()),
+            );
+        }
+
+        // The repo's wrangler.toml without its [build] step: the bundle is
+        // built once, before the tests.
+        let config = dir.path().join("wrangler.toml");
+        let toml = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
+        std::fs::write(&config, test_config(&toml, &shim)).expect("write test config");
+
+        let port = free_port();
+        let inspector = free_port();
+        let mut cmd = Command::new(root().join("node_modules/.bin/wrangler"));
+        cmd.arg("dev")
+            .arg("--config")
+            .arg(&config)
+            .args(["--local", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--inspector-ip",
+                "127.0.0.1",
+                "--inspector-port",
+                &inspector.to_string(),
+            ])
+            .args([
+                "--show-interactive-dev-session=false",
+                "--test-scheduled",
+                "--log-level",
+                "warn",
+            ])
+            .arg("--persist-to")
+            .arg(dir.path().join("wrangler-state"))
+            .args(["--var", &format!("LIBSQL_URL:{}", primary.url)])
+            .args([
+                "--var",
+                &format!("DB_TIMEOUT_MS:{}", DB_TIMEOUT.as_millis()),
+            ])
+            .args(["--var", &format!("ALLOWED_ORIGINS:{ALLOWED_ORIGIN}")])
+            .args(["--var", "MAX_BODY_BYTES:4096"])
+            .current_dir(dir.path())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_LOG_PATH", dir.path().join("wrangler-logs"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let worker = Proc::spawn("wrangler dev", &mut cmd);
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        let app = TestApp {
+            primary_port: primary.port,
+            primary: Some(primary),
+            worker,
+            url,
+            http,
+            dir,
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/health", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wrangler dev did not become healthy within 90 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub fn primary_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.primary_port)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("primary.db")
+    }
+
+    /// A Hrana client straight to the primary, to compare with the API.
+    pub fn primary_client(&self) -> qr_primary::client::Client {
+        qr_primary::client::Client::new(&self.primary_url(), None)
+    }
+
+    pub fn stop_primary(&mut self) {
+        if let Some(p) = self.primary.take() {
+            p.proc.stop();
+        }
+    }
+
+    /// Starts the primary again on the same port and database.
+    pub fn restart_primary(&mut self) {
+        self.stop_primary();
+        let db = self.db_path();
+        self.primary = Some(start_primary(&db, self.primary_port));
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.url))
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+}
+
+/// wrangler.toml for tests: no build step, `main` pointing at the bundle.
+pub fn test_config(toml: &str, shim: &Path) -> String {
+    let mut out = String::new();
+    let mut in_build = false;
+    for line in toml.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_build = trimmed == "[build]";
+        }
+        if in_build {
+            continue;
+        }
+        if trimmed.starts_with("main = ") {
+            out.push_str(&format!("main = {:?}\n", shim.display().to_string()));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A listener that accepts connections and never answers: a hung primary.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackHole {
+    pub fn on_port(port: u16) -> BlackHole {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind black hole");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((socket, _)) => held.push(socket),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        BlackHole { addr, stop }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub type Case<'a> = (&'static str, Pin<Box<dyn Future<Output = ()> + 'a>>);
+
+/// Runs every case against the shared app, reports each, and fails at the
+/// end naming every case that failed (a failing case does not hide others).
+pub async fn run_cases(cases: Vec<Case<'_>>) {
+    use futures::FutureExt;
+    let mut failed = Vec::new();
+    for (name, case) in cases {
+        let started = Instant::now();
+        match std::panic::AssertUnwindSafe(case).catch_unwind().await {
+            Ok(()) => eprintln!("case {name} ... ok ({:.1?})", started.elapsed()),
+            Err(_) => {
+                eprintln!("case {name} ... FAILED");
+                failed.push(name);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed cases: {failed:?}");
+}
