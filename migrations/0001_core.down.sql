@@ -1,0 +1,11 @@
+DROP TABLE user_identities;
+DROP TABLE community_health;
+DROP TABLE country_breakdown;
+DROP TABLE synonyms;
+DROP TABLE user_issues;
+DROP TABLE feed;
+DROP TABLE actions;
+DROP TABLE issue_organisation;
+DROP TABLE organisations;
+DROP TABLE issues;
+DROP TABLE users;
