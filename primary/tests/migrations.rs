@@ -340,3 +340,37 @@ async fn the_synthetic_seed_is_consistent_and_deterministic() {
     }
     assert_eq!(fingerprints[0], fingerprints[1], "same seed, same data");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_queries_are_served_by_indexes() {
+    let primary = TestPrimary::start().await;
+    let client = migrated(&primary).await;
+    let queries = [
+        "SELECT id FROM issues ORDER BY rioter_count DESC, id LIMIT 20",
+        "SELECT id FROM issues ORDER BY created_at DESC, id LIMIT 20",
+        "SELECT id FROM issues ORDER BY trending_delta DESC, id LIMIT 20",
+        "SELECT id FROM issues WHERE category = 'health' ORDER BY rioter_count DESC, id LIMIT 20",
+        "SELECT id FROM issues WHERE category = 'health' ORDER BY created_at DESC, id LIMIT 20",
+        "SELECT id FROM issues WHERE category = 'health' ORDER BY trending_delta DESC, id LIMIT 20",
+        "SELECT id FROM feed WHERE issue_id = 'x' ORDER BY created_at DESC, id LIMIT 20",
+        "SELECT id FROM feed_archive WHERE issue_id = 'x' ORDER BY created_at DESC, id LIMIT 20",
+        "SELECT id FROM organisations ORDER BY name, id LIMIT 20",
+        "SELECT count(*) FROM user_issues WHERE issue_id = 'x' AND organisation_id = 'y'",
+    ];
+    for sql in queries {
+        let rows = client
+            .query(&format!("EXPLAIN QUERY PLAN {sql}"), vec![])
+            .await
+            .expect("plan");
+        let plan: Vec<String> = rows
+            .iter()
+            .filter_map(|r| match r.last() {
+                Some(Value::Text { value }) => Some(value.to_string()),
+                _ => None,
+            })
+            .collect();
+        let plan = plan.join(" | ");
+        assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+        assert!(!plan.starts_with("SCAN") || plan.contains("USING"), "{sql}: {plan}");
+    }
+}
