@@ -33,10 +33,15 @@ struct Cli {
 #[derive(clap::Args)]
 struct Target {
     /// Hrana URL of the database (http://, https:// or libsql://).
-    #[arg(long, env = "LIBSQL_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "LIBSQL_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     url: String,
     /// Auth token for the database (Turso: `turso db tokens create NAME`).
-    #[arg(long, env = "LIBSQL_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "LIBSQL_AUTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 

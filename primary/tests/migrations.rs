@@ -371,6 +371,9 @@ async fn list_queries_are_served_by_indexes() {
             .collect();
         let plan = plan.join(" | ");
         assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
-        assert!(!plan.starts_with("SCAN") || plan.contains("USING"), "{sql}: {plan}");
+        assert!(
+            !plan.starts_with("SCAN") || plan.contains("USING"),
+            "{sql}: {plan}"
+        );
     }
 }

@@ -163,13 +163,12 @@ impl TestApp {
         let db = dir.path().join("primary.db");
         let primary = start_primary(&db, 0);
         let bin = primary_bin();
-        for args in [["migrate", "up"], ["seed", "demo"]] {
+        for args in [&["migrate", "up"][..], &["seed", "demo"]] {
             run_ok(
                 &format!("qr-primary {}", args.join(" ")),
                 Command::new(&bin)
                     .args(args)
-                    .args(["--url", &primary.url, "--dir"])
-                    .arg(root().join("migrations"))
+                    .args(["--url", &primary.url])
                     .current_dir(root()),
             );
         }

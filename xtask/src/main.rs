@@ -133,21 +133,18 @@ fn ensure_wasm_tools() -> Result {
         step("installing the Rust target wasm32-unknown-unknown");
         run(cmd("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
     }
-    for (bin, krate, version, locked) in [
-        ("worker-build", "worker-build", WORKER_BUILD_VERSION, true),
-        (
-            "wasm-bindgen",
-            "wasm-bindgen-cli",
-            WASM_BINDGEN_VERSION,
-            false,
-        ),
+    // `cargo install --list` names each installed crate and version
+    // (worker-build has no --version flag).
+    let listed = Command::new("cargo")
+        .args(["install", "--list"])
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for (krate, version, locked) in [
+        ("worker-build", WORKER_BUILD_VERSION, true),
+        ("wasm-bindgen-cli", WASM_BINDGEN_VERSION, false),
     ] {
-        let have = Command::new(bin)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains(version))
-            .unwrap_or(false);
-        if !have {
+        if !listed.contains(&format!("{krate} v{version}:")) {
             step(&format!(
                 "installing {krate} {version} from the crate registry (a few minutes, once)"
             ));
