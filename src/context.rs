@@ -32,6 +32,7 @@ impl Ctx {
                 &self.config.libsql_url,
                 self.config.libsql_auth_token.as_deref(),
                 self.config.db_timeout,
+                &self.request_id,
             )
         })
     }

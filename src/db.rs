@@ -1,41 +1,175 @@
-//! The primary, through the `libsql` wasm client, with a deadline on every
-//! call: a hung or unreachable primary turns into `503 primary_unavailable`
-//! with `Retry-After`, never a hung request.
+//! The primary, over Hrana's `POST /v3/pipeline`, one HTTP round trip per
+//! call, with a deadline on every call.
 //!
-//! Cost to know: the client sends a `describe` before each statement, so a
-//! statement is two HTTP round trips to the primary (see TOOLCHAIN.md).
+//! Why not the `libsql` wasm client: it sends a `describe` before every
+//! statement (two round trips each), cannot put several statements in one
+//! request, and leaves its stream open on the server until it expires. From
+//! an edge location far from the primary every round trip costs tens to
+//! hundreds of milliseconds, so this module builds the same protocol
+//! messages (`libsql-hrana` types) and sends all the statements a request
+//! needs, plus the `close` of the stream, in one `fetch`. The request id
+//! goes along as `X-Request-Id`, so the primary's logs and round-trip counts
+//! line up with ours.
+//!
+//! A hung, unreachable, refusing or overloaded primary is `503
+//! primary_unavailable` (with `Retry-After`) within `DB_TIMEOUT_MS`; a failed
+//! statement is a 500 whose cause is logged.
 
 use std::cell::Cell;
 use std::time::Duration;
 
 use futures::future::{select, Either};
-use libsql::wasm::{CloudflareSender, Connection};
+use libsql_hrana::proto::{
+    CloseStreamReq, ExecuteStreamReq, PipelineReqBody, PipelineRespBody, Stmt, StmtResult,
+    StreamRequest, StreamResponse, StreamResult, Value as HranaValue,
+};
 use serde_json::{Map, Value};
+use worker::{AbortController, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::error::{AppError, AppResult};
 
 /// One result row as a JSON object keyed by column name.
 pub type Record = Map<String, Value>;
 
-pub struct Db {
-    conn: Connection<CloudflareSender>,
-    timeout: Duration,
-    /// Milliseconds spent waiting for the primary in this request.
-    spent_ms: Cell<f64>,
+/// A statement and its positional arguments.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub sql: String,
+    pub args: Vec<libsql::Value>,
 }
 
-/// Whether an error from the client means the primary could not be used
-/// (unreachable, refused, overloaded) rather than that the SQL failed.
-pub fn is_unavailable(message: &str) -> bool {
-    !(message.contains("stream error") || message.contains("error at step"))
+impl Query {
+    pub fn new(sql: impl Into<String>, args: Vec<libsql::Value>) -> Query {
+        Query {
+            sql: sql.into(),
+            args,
+        }
+    }
+}
+
+pub struct Db {
+    pipeline_url: String,
+    auth: Option<String>,
+    timeout: Duration,
+    request_id: String,
+    /// Milliseconds spent waiting for the primary in this request.
+    spent_ms: Cell<f64>,
+    /// HTTP requests sent to the primary in this request.
+    round_trips: Cell<u32>,
+}
+
+/// `libsql://host` is `https://host`; the pipeline lives at `/v3/pipeline`.
+pub fn pipeline_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    match base.strip_prefix("libsql://") {
+        Some(host) => format!("https://{host}/v3/pipeline"),
+        None => format!("{base}/v3/pipeline"),
+    }
+}
+
+/// The pipeline body for independent reads: one `execute` each, then `close`.
+pub fn reads_body(queries: &[Query]) -> PipelineReqBody {
+    let mut requests: Vec<StreamRequest> = queries
+        .iter()
+        .map(|q| {
+            let mut stmt = Stmt::new(q.sql.clone(), true);
+            stmt.args = q.args.iter().map(to_hrana).collect();
+            StreamRequest::Execute(ExecuteStreamReq { stmt })
+        })
+        .collect();
+    requests.push(StreamRequest::Close(CloseStreamReq {}));
+    PipelineReqBody {
+        baton: None,
+        requests,
+    }
+}
+
+/// Rows of each statement, or the first statement error.
+pub fn read_results(body: PipelineRespBody, expected: usize) -> AppResult<Vec<Vec<Record>>> {
+    if body.results.len() != expected + 1 {
+        return Err(AppError::internal(format!(
+            "the primary answered {} results for {} requests",
+            body.results.len(),
+            expected + 1
+        )));
+    }
+    body.results
+        .into_iter()
+        .take(expected)
+        .map(|result| match result {
+            StreamResult::Ok {
+                response: StreamResponse::Execute(r),
+            } => Ok(records(r.result)),
+            StreamResult::Error { error } if error.code == "SQLITE_BUSY" => Err(
+                AppError::primary_unavailable(format!("the database is busy: {}", error.message)),
+            ),
+            StreamResult::Error { error } => Err(AppError::internal(format!(
+                "statement failed: {} ({})",
+                error.message, error.code
+            ))),
+            other => Err(AppError::internal(format!(
+                "unexpected result from the primary: {other:?}"
+            ))),
+        })
+        .collect()
+}
+
+fn records(result: StmtResult) -> Vec<Record> {
+    let names: Vec<String> = result
+        .cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.name.clone().unwrap_or_else(|| format!("column{i}")))
+        .collect();
+    result
+        .rows
+        .into_iter()
+        .map(|row| {
+            names
+                .iter()
+                .cloned()
+                .zip(row.values.into_iter().map(to_json))
+                .collect()
+        })
+        .collect()
+}
+
+fn to_hrana(value: &libsql::Value) -> HranaValue {
+    match value {
+        libsql::Value::Null => HranaValue::Null,
+        libsql::Value::Integer(i) => HranaValue::Integer { value: *i },
+        libsql::Value::Real(f) => HranaValue::Float { value: *f },
+        libsql::Value::Text(s) => HranaValue::Text {
+            value: s.as_str().into(),
+        },
+        libsql::Value::Blob(b) => HranaValue::Blob {
+            value: b.clone().into(),
+        },
+    }
+}
+
+fn to_json(value: HranaValue) -> Value {
+    match value {
+        HranaValue::None | HranaValue::Null => Value::Null,
+        HranaValue::Integer { value } => Value::from(value),
+        HranaValue::Float { value } => Value::from(value),
+        HranaValue::Text { value } => Value::from(&*value),
+        // The schema has no blobs; show one as hex rather than fail.
+        HranaValue::Blob { value } => {
+            Value::from(value.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        }
+    }
 }
 
 impl Db {
-    pub fn new(url: &str, token: Option<&str>, timeout: Duration) -> Db {
+    pub fn new(url: &str, token: Option<&str>, timeout: Duration, request_id: &str) -> Db {
         Db {
-            conn: Connection::open_cloudflare_worker(url, token.unwrap_or_default()),
+            pipeline_url: pipeline_url(url),
+            auth: token.map(|t| format!("Bearer {t}")),
             timeout,
+            request_id: request_id.to_owned(),
             spent_ms: Cell::new(0.0),
+            round_trips: Cell::new(0),
         }
     }
 
@@ -43,62 +177,92 @@ impl Db {
         self.spent_ms.get()
     }
 
-    /// Runs a query and returns its rows.
-    pub async fn query(&self, sql: &str, params: Vec<libsql::Value>) -> AppResult<Vec<Record>> {
+    pub fn round_trips(&self) -> u32 {
+        self.round_trips.get()
+    }
+
+    /// Runs one read.
+    pub async fn query(&self, sql: &str, args: Vec<libsql::Value>) -> AppResult<Vec<Record>> {
+        let mut results = self.queries(vec![Query::new(sql, args)]).await?;
+        Ok(results.pop().unwrap_or_default())
+    }
+
+    /// Runs independent reads in one round trip; rows per query, in order.
+    pub async fn queries(&self, queries: Vec<Query>) -> AppResult<Vec<Vec<Record>>> {
+        let body = reads_body(&queries);
+        let response = self.send(&body).await?;
+        read_results(response, queries.len())
+    }
+
+    /// One POST to the pipeline, bounded by the timeout.
+    async fn send(&self, body: &PipelineReqBody) -> AppResult<PipelineRespBody> {
+        let json = serde_json::to_string(body).map_err(AppError::internal)?;
+        let headers = Headers::new();
+        headers.set("Content-Type", "application/json")?;
+        headers.set("X-Request-Id", &self.request_id)?;
+        if let Some(auth) = &self.auth {
+            headers.set("Authorization", auth)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(json.into()));
+        let request = Request::new_with_init(&self.pipeline_url, &init)?;
+        let controller = AbortController::default();
+        let signal = controller.signal();
+
+        self.round_trips.set(self.round_trips.get() + 1);
         let started = worker::Date::now().as_millis();
         let work = Box::pin(async {
-            let mut rows = self.conn.query(sql, params).await?;
-            let names: Vec<String> = (0..rows.column_count())
-                .map(|i| rows.column_name(i).unwrap_or_default().to_owned())
-                .collect();
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().await? {
-                let mut record = Map::with_capacity(names.len());
-                for (i, name) in names.iter().enumerate() {
-                    record.insert(name.clone(), to_json(row.get_value(i as i32)?));
-                }
-                out.push(record);
-            }
-            Ok::<_, libsql::Error>(out)
+            let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
+            let status = response.status_code();
+            let text = response.text().await?;
+            Ok::<_, worker::Error>((status, text))
         });
-        let deadline = worker::Delay::from(self.timeout);
-        let outcome = select(work, deadline).await;
+        let outcome = select(work, worker::Delay::from(self.timeout)).await;
         let elapsed = worker::Date::now().as_millis().saturating_sub(started);
         self.spent_ms.set(self.spent_ms.get() + elapsed as f64);
-        match outcome {
-            Either::Left((Ok(rows), _)) => Ok(rows),
+
+        let (status, text) = match outcome {
+            Either::Left((Ok(answer), _)) => answer,
             Either::Left((Err(e), _)) => {
-                let message = e.to_string();
-                if is_unavailable(&message) {
-                    tracing::warn!(error = %message, "primary unavailable");
-                    Err(AppError::primary_unavailable("the primary did not answer"))
-                } else {
-                    Err(AppError::internal(format!("query failed: {message}")))
-                }
+                tracing::warn!(request_id = %self.request_id, error = %e, "primary unreachable");
+                return Err(AppError::primary_unavailable(
+                    "the primary could not be reached",
+                ));
             }
             Either::Right(_) => {
+                controller.abort();
                 tracing::warn!(
+                    request_id = %self.request_id,
                     timeout_ms = self.timeout.as_millis() as u64,
                     "primary timed out"
                 );
-                Err(AppError::primary_unavailable(format!(
+                return Err(AppError::primary_unavailable(format!(
                     "the primary did not answer within {} ms",
                     self.timeout.as_millis()
+                )));
+            }
+        };
+        match status {
+            200 => serde_json::from_str(&text).map_err(|e| {
+                AppError::internal(format!("unreadable answer from the primary: {e}"))
+            }),
+            429 | 500..=599 => {
+                tracing::warn!(request_id = %self.request_id, status, body = %text, "primary refused");
+                Err(AppError::primary_unavailable(format!(
+                    "the primary answered {status}"
                 )))
             }
-        }
-    }
-}
-
-fn to_json(value: libsql::Value) -> Value {
-    match value {
-        libsql::Value::Null => Value::Null,
-        libsql::Value::Integer(i) => Value::from(i),
-        libsql::Value::Real(f) => Value::from(f),
-        libsql::Value::Text(s) => Value::from(s),
-        // The schema has no blobs; show one as hex rather than fail.
-        libsql::Value::Blob(b) => {
-            Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+            401 | 403 => {
+                tracing::error!(request_id = %self.request_id, status, "the primary refused our token");
+                Err(AppError::primary_unavailable(
+                    "the primary refused our credentials",
+                ))
+            }
+            _ => Err(AppError::internal(format!(
+                "the primary answered {status}: {text}"
+            ))),
         }
     }
 }
@@ -106,15 +270,99 @@ fn to_json(value: libsql::Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libsql_hrana::proto::{Col, ExecuteStreamResp, Row};
 
     #[test]
-    fn sql_errors_are_not_outages() {
-        assert!(!is_unavailable(
-            "Hrana: `stream error: `Error { message: \"no such table\", code: \"SQLITE_ERROR\" }``"
-        ));
-        assert!(is_unavailable("Hrana: `http error: `connection refused``"));
-        assert!(is_unavailable(
-            "Hrana: `api error: `{\"code\":\"STREAMS_EXHAUSTED\"}``"
-        ));
+    fn urls() {
+        assert_eq!(
+            pipeline_url("libsql://db.turso.io/"),
+            "https://db.turso.io/v3/pipeline"
+        );
+        assert_eq!(
+            pipeline_url("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080/v3/pipeline"
+        );
+    }
+
+    #[test]
+    fn reads_go_in_one_pipeline_that_closes_its_stream() {
+        let body = reads_body(&[
+            Query::new("SELECT ?", vec![libsql::Value::Integer(7)]),
+            Query::new("SELECT ?", vec![libsql::Value::Text("x".into())]),
+        ]);
+        let json = serde_json::to_value(&body).expect("json");
+        assert_eq!(json["baton"], Value::Null);
+        let kinds: Vec<&str> = json["requests"]
+            .as_array()
+            .expect("requests")
+            .iter()
+            .map(|r| r["type"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(kinds, ["execute", "execute", "close"]);
+        assert_eq!(json["requests"][0]["stmt"]["args"][0]["value"], "7");
+    }
+
+    fn ok(cols: &[&str], rows: Vec<Vec<HranaValue>>) -> StreamResult {
+        StreamResult::Ok {
+            response: StreamResponse::Execute(ExecuteStreamResp {
+                result: StmtResult {
+                    cols: cols
+                        .iter()
+                        .map(|c| Col {
+                            name: Some(c.to_string()),
+                            decltype: None,
+                        })
+                        .collect(),
+                    rows: rows.into_iter().map(|values| Row { values }).collect(),
+                    affected_row_count: 0,
+                    last_insert_rowid: None,
+                    replication_index: None,
+                    rows_read: 0,
+                    rows_written: 0,
+                    query_duration_ms: 0.0,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn results_become_records_and_errors_become_app_errors() {
+        let body = PipelineRespBody {
+            baton: None,
+            base_url: None,
+            results: vec![
+                ok(
+                    &["n", "s"],
+                    vec![vec![HranaValue::Integer { value: 1 }, HranaValue::Null]],
+                ),
+                StreamResult::Ok {
+                    response: StreamResponse::Close(libsql_hrana::proto::CloseStreamResp {}),
+                },
+            ],
+        };
+        let rows = read_results(body, 1).expect("rows");
+        assert_eq!(rows[0][0]["n"], 1);
+        assert!(rows[0][0]["s"].is_null());
+
+        let failed = PipelineRespBody {
+            baton: None,
+            base_url: None,
+            results: vec![
+                StreamResult::Error {
+                    error: libsql_hrana::proto::Error {
+                        message: "no such table".into(),
+                        code: "SQLITE_ERROR".into(),
+                    },
+                },
+                StreamResult::None,
+            ],
+        };
+        assert_eq!(read_results(failed, 1).unwrap_err().status, 500);
+        let short = PipelineRespBody {
+            baton: None,
+            base_url: None,
+            results: vec![],
+        };
+        assert_eq!(read_results(short, 1).unwrap_err().code, "internal");
     }
 }

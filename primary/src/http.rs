@@ -9,16 +9,20 @@
 //! | `GET /v2`, `GET /v3` | 200: this version is supported                            |
 //! | `GET /version`   | the server's version                                         |
 //! | `GET /health`    | 200 when the database answers                                |
+//! | `GET /stats`     | Hrana requests served per endpoint; open streams (loopback only) |
+//! | `GET /stats/requests/{id}` | Hrana requests sent with `X-Request-Id: id` in the last two minutes (loopback only) |
 //!
 //! Failures of the whole request (bad JSON, bad baton, body too large, no
 //! auth) are HTTP errors with a JSON body `{"message": ..., "code": ...}`;
 //! failures of one statement are Hrana errors inside a 200 response.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +32,7 @@ use libsql_hrana::proto::{
     CursorReqBody, CursorRespBody, PipelineReqBody, PipelineRespBody, StreamRequest, StreamResult,
 };
 
+use crate::stats::{Endpoint, Stats};
 use crate::streams::{constant_time_eq, StreamError, Streams};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -38,6 +43,9 @@ pub struct HttpConfig {
     pub token: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Added before each Hrana request is handled, to stand for the distance
+    /// between the edge and the primary in benchmarks.
+    pub delay: Duration,
 }
 
 impl Default for HttpConfig {
@@ -45,6 +53,7 @@ impl Default for HttpConfig {
         HttpConfig {
             token: None,
             max_body_bytes: 10 * 1024 * 1024,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -53,17 +62,27 @@ impl Default for HttpConfig {
 struct AppState {
     streams: Arc<Streams>,
     config: Arc<HttpConfig>,
+    stats: Arc<Stats>,
 }
 
 pub fn router(streams: Arc<Streams>, config: HttpConfig) -> Router {
     let state = AppState {
         streams,
         config: Arc::new(config),
+        stats: Arc::default(),
     };
     let hrana = Router::new()
-        .route("/v2/pipeline", post(pipeline))
-        .route("/v3/pipeline", post(pipeline))
+        .route(
+            "/v2/pipeline",
+            post(|s, h, b| pipeline(s, h, b, Endpoint::V2Pipeline)),
+        )
+        .route(
+            "/v3/pipeline",
+            post(|s, h, b| pipeline(s, h, b, Endpoint::V3Pipeline)),
+        )
         .route("/v3/cursor", post(cursor))
+        .route("/stats", get(stats))
+        .route("/stats/requests/{id}", get(stats_for_request))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(hrana)
@@ -163,7 +182,22 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn pipeline(State(state): State<AppState>, body: Body) -> Result<Response, HttpError> {
+/// Counts the request and waits out the configured delay.
+async fn arrive(state: &AppState, headers: &HeaderMap, endpoint: Endpoint) {
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    state.stats.record(endpoint, request_id);
+    if !state.config.delay.is_zero() {
+        tokio::time::sleep(state.config.delay).await;
+    }
+}
+
+async fn pipeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+) -> Result<Response, HttpError> {
+    arrive(&state, &headers, endpoint).await;
     let req: PipelineReqBody = read_json(body, state.config.max_body_bytes).await?;
     let (lease, mut session) = state.streams.checkout(req.baton.as_deref())?;
     let streams = state.streams.clone();
@@ -205,7 +239,12 @@ async fn pipeline(State(state): State<AppState>, body: Body) -> Result<Response,
     Ok(axum::Json(body).into_response())
 }
 
-async fn cursor(State(state): State<AppState>, body: Body) -> Result<Response, HttpError> {
+async fn cursor(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    arrive(&state, &headers, Endpoint::V3Cursor).await;
     let req: CursorReqBody = read_json(body, state.config.max_body_bytes).await?;
     let (lease, mut session) = state.streams.checkout(req.baton.as_deref())?;
     let head = CursorRespBody {
@@ -280,6 +319,45 @@ async fn health(State(state): State<AppState>) -> Result<&'static str, HttpError
             "the health check failed",
         )),
     }
+}
+
+/// Stats are for the machine the primary runs on.
+fn loopback_only(request: &Request) -> Result<(), HttpError> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    match peer {
+        Some(addr) if !addr.ip().is_loopback() => Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "stats are served to loopback clients only",
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn stats(State(state): State<AppState>, request: Request) -> Result<Response, HttpError> {
+    loopback_only(&request)?;
+    let snapshot = state.stats.snapshot();
+    Ok(axum::Json(serde_json::json!({
+        "hrana_requests": snapshot,
+        "open_streams": state.streams.open_count(),
+    }))
+    .into_response())
+}
+
+async fn stats_for_request(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, HttpError> {
+    loopback_only(&request)?;
+    Ok(axum::Json(serde_json::json!({
+        "request_id": id,
+        "hrana_requests": state.stats.for_request(&id),
+    }))
+    .into_response())
 }
 
 async fn not_found() -> HttpError {

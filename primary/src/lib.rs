@@ -11,7 +11,8 @@
 //! - [`http`]: the HTTP routes; [`server`]: start and stop;
 //! - [`client`]: a small Hrana client, used by [`migrate`] and [`seed`] so
 //!   they work against any Hrana server, Turso included;
-//! - [`sql`]: splitting SQL scripts into statements.
+//! - [`sql`]: splitting SQL scripts into statements;
+//! - [`stats`]: Hrana requests counted per endpoint and per request id.
 
 pub mod client;
 pub mod engine;
@@ -20,4 +21,5 @@ pub mod migrate;
 pub mod seed;
 pub mod server;
 pub mod sql;
+pub mod stats;
 pub mod streams;

@@ -73,6 +73,10 @@ enum Command {
         /// Largest request body, in bytes.
         #[arg(long, default_value_t = 10 * 1024 * 1024)]
         max_body_bytes: usize,
+        /// Wait this long before handling each Hrana request: stands for the
+        /// distance from the edge to the primary's region in benchmarks.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Apply, revert or list schema migrations.
     Migrate {
@@ -152,6 +156,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             max_streams,
             stream_expiry_secs,
             max_body_bytes,
+            delay_ms,
         } => {
             if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
@@ -165,6 +170,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 http: HttpConfig {
                     token,
                     max_body_bytes,
+                    delay: Duration::from_millis(delay_ms),
                 },
                 limits: Limits {
                     max_streams,

@@ -90,11 +90,14 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let app = http::router(streams.clone(), config.http);
     let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = on_shutdown.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = on_shutdown.await;
+        })
+        .await
     });
     Ok(Running {
         addr,

@@ -376,3 +376,71 @@ async fn a_public_address_without_a_token_is_refused() {
     };
     assert!(e.to_string().contains("without a token"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_are_counted_per_endpoint_and_request_id() {
+    let primary = TestPrimary::start().await;
+    let http = reqwest::Client::new();
+    let send = |path: &'static str, body: Value, id: &'static str| {
+        http.post(format!("{}{path}", primary.url()))
+            .header("x-request-id", id)
+            .body(body.to_string())
+            .send()
+    };
+    let one = json!({"baton": null, "requests": [{"type": "execute", "stmt": {"sql": "SELECT 1"}}, {"type": "close"}]});
+    let batch = json!({"baton": null, "batch": {"steps": [{"stmt": {"sql": "SELECT 1"}}]}});
+    send("/v3/pipeline", one.clone(), "req-a")
+        .await
+        .expect("a1");
+    send("/v3/pipeline", one.clone(), "req-a")
+        .await
+        .expect("a2");
+    send("/v3/cursor", batch, "req-a")
+        .await
+        .expect("a3")
+        .text()
+        .await
+        .expect("drain");
+    send("/v2/pipeline", one, "req-b").await.expect("b1");
+    let count = |id: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/stats/requests/{id}", primary.url());
+        async move {
+            let body: Value = http
+                .get(url)
+                .send()
+                .await
+                .expect("stats")
+                .json()
+                .await
+                .expect("json");
+            body["hrana_requests"].as_u64().expect("count")
+        }
+    };
+    assert_eq!(count("req-a").await, 3);
+    assert_eq!(count("req-b").await, 1);
+    assert_eq!(count("never-seen").await, 0);
+    let totals: Value = http
+        .get(format!("{}/stats", primary.url()))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(totals["hrana_requests"]["v3_pipeline"], 2);
+    assert_eq!(totals["hrana_requests"]["v3_cursor"], 1);
+    assert_eq!(totals["hrana_requests"]["v2_pipeline"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_delay_flag_holds_each_request() {
+    let primary = TestPrimary::start_with(Options {
+        delay: Some(std::time::Duration::from_millis(300)),
+        ..Options::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    still_serving(&primary).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+}

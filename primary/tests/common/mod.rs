@@ -20,6 +20,7 @@ pub struct Options {
     pub token: Option<String>,
     pub limits: Option<Limits>,
     pub max_body_bytes: Option<usize>,
+    pub delay: Option<Duration>,
 }
 
 impl TestPrimary {
@@ -37,6 +38,7 @@ impl TestPrimary {
                 max_body_bytes: options
                     .max_body_bytes
                     .unwrap_or(HttpConfig::default().max_body_bytes),
+                delay: options.delay.unwrap_or_default(),
             },
             limits: options.limits.unwrap_or_default(),
         })
