@@ -359,6 +359,30 @@ async fn each_read_costs_one_round_trip(app: &TestApp) {
     assert_eq!(round_trips(app, &request_id).await, 0);
 }
 
+/// The deploy smoke test (`cargo xtask smoke`) passes against the local stack.
+async fn the_smoke_test_passes_locally(app: &TestApp) {
+    let xtask = common::root().join("target/debug/xtask");
+    assert!(
+        xtask.exists(),
+        "{} is missing: run `cargo xtask test`",
+        xtask.display()
+    );
+    let url = app.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(xtask)
+            .args(["smoke", "--url", &url])
+            .output()
+            .expect("run xtask smoke")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pipeline_and_first_routes() {
     let app = TestApp::start().await;

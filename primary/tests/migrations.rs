@@ -377,3 +377,54 @@ async fn list_queries_are_served_by_indexes() {
         );
     }
 }
+
+/// Each migration applies to a database that already holds the ones before
+/// it and data (as on a running system), and keeps that data whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_apply_one_by_one_onto_data() {
+    let primary = TestPrimary::start().await;
+    let client = primary.client();
+    let all = load_dir(&migrations_dir()).expect("load");
+    Migrator::new(client.clone(), all[..1].to_vec())
+        .up(|_| {})
+        .await
+        .expect("first migration");
+    let args = seed::SyntheticArgs {
+        issues: 500,
+        users: 300,
+        organisations: 20,
+        synonyms: 300,
+        memberships_per_user: 2,
+        feed: 2000,
+        zipf: 1.0,
+        seed: 7,
+    };
+    seed::synthetic(&client, &args, |_| {})
+        .await
+        .expect("data on the first schema");
+    for n in 2..=all.len() {
+        let applied = Migrator::new(client.clone(), all[..n].to_vec())
+            .up(|_| {})
+            .await
+            .unwrap_or_else(|e| panic!("migration {n} onto data: {e}"));
+        assert_eq!(applied, vec![all[n - 1].id]);
+        assert_eq!(
+            scalar(&client, "SELECT count(*) FROM issues", vec![]).await,
+            "500"
+        );
+        assert_eq!(
+            scalar(&client, "SELECT count(*) FROM feed", vec![]).await,
+            "2000"
+        );
+    }
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM issues_fts", vec![]).await,
+        "500",
+        "search back-filled"
+    );
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM feed_all", vec![]).await,
+        "2000"
+    );
+    assert_counts_consistent(&client).await;
+}

@@ -5,6 +5,7 @@
 //! process it started, also on Ctrl-C, SIGTERM or failure.
 
 mod proc;
+mod smoke;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -39,6 +40,15 @@ enum Task {
     },
     /// Build the Worker bundle (build/worker/shim.mjs + wasm) with worker-build.
     BuildWorker,
+    /// `wrangler deploy --dry-run` for staging and production (offline),
+    /// with the bundle's size against its budget.
+    DeployCheck,
+    /// Read-only smoke test of a running Worker (deployed or local).
+    Smoke {
+        /// Base URL of the Worker, e.g. https://quiet-riots-edge.example.workers.dev
+        #[arg(long)]
+        url: String,
+    },
     /// Run every check CI runs: fmt, clippy, unit and integration tests,
     /// the @libsql/client conformance tests, and the benchmarks in quick mode.
     Test,
@@ -66,6 +76,11 @@ fn main() -> ExitCode {
             data_dir,
         } => dev(port, primary_port, &data_dir),
         Task::BuildWorker => build_worker(),
+        Task::DeployCheck => deploy_check(),
+        Task::Smoke { url } => {
+            step(&format!("smoke test of {url}"));
+            smoke::run(&url).map(|n| eprintln!("smoke: {n} checks passed"))
+        }
         Task::Test => test(),
         Task::Bench { quick } => bench(quick),
     };
@@ -206,6 +221,58 @@ fn build_worker() -> Result {
     Ok(())
 }
 
+/// Most the gzipped wasm may weigh (Workers' limits are 3 MiB on the free
+/// plan and 10 MiB on paid ones; a smaller bundle starts faster).
+const WASM_GZIP_BUDGET: u64 = 1024 * 1024;
+
+fn gzipped_size(path: &Path) -> Result<u64> {
+    use std::io::Write;
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(&bytes)
+        .and_then(|()| encoder.finish())
+        .map(|gz| gz.len() as u64)
+        .map_err(|e| format!("gzip: {e}"))
+}
+
+fn deploy_check() -> Result {
+    ensure_node_modules()?;
+    for env in ["staging", "production"] {
+        step(&format!("wrangler deploy --dry-run --env {env}"));
+        let outdir = PathBuf::from("target/deploy").join(env);
+        let _ = std::fs::remove_dir_all(&outdir);
+        run(cmd(wrangler())
+            .args(["deploy", "--dry-run", "--env", env, "--outdir"])
+            .arg(&outdir)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_LOG_PATH", "target/deploy/logs"))?;
+        let wasm = std::fs::read_dir(&outdir)
+            .map_err(|e| format!("{}: {e}", outdir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .ok_or_else(|| format!("the dry run left no .wasm in {}", outdir.display()))?;
+        let raw = wasm.metadata().map_err(|e| e.to_string())?.len();
+        let gz = gzipped_size(&wasm)?;
+        eprintln!(
+            "    {env}: wasm {} KiB raw, {} KiB gzipped (budget {} KiB gzipped)",
+            raw / 1024,
+            gz / 1024,
+            WASM_GZIP_BUDGET / 1024
+        );
+        if gz > WASM_GZIP_BUDGET {
+            return Err(format!(
+                "the {env} wasm is {} KiB gzipped, over the {} KiB budget",
+                gz / 1024,
+                WASM_GZIP_BUDGET / 1024
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn wrangler() -> PathBuf {
     PathBuf::from("node_modules/.bin/wrangler")
 }
@@ -327,6 +394,7 @@ fn test() -> Result {
     build_worker()?;
     step("unit and integration tests (cargo test --workspace); integration tests start the primary and wrangler dev");
     run(cmd("cargo").args(["test", "--workspace"]))?;
+    deploy_check()?;
     step("@libsql/client conformance tests (node --test tests/node/)");
     run(cmd("node")
         .args(["--test", "tests/node/"])
