@@ -417,6 +417,7 @@ async fn the_pipeline_and_first_routes() {
             "one round trip per read",
             Box::pin(each_read_costs_one_round_trip(&app)),
         ),
+        ("smoke test", Box::pin(the_smoke_test_passes_locally(&app))),
     ])
     .await;
 }
