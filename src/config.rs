@@ -21,7 +21,18 @@ pub struct Config {
     pub db_timeout: Duration,
     /// `development`, `staging` or `production`.
     pub environment: String,
+    /// Key material for signed values (cursors now, sessions later).
+    pub session_secret: Vec<u8>,
+    /// Bearer token of the admin routes; `None` disables them.
+    pub admin_token: Option<String>,
+    /// A cached read is fresh this long...
+    pub cache_fresh_secs: u64,
+    /// ...then served stale (and refreshed behind the response) this long.
+    pub cache_stale_secs: u64,
 }
+
+/// Used when SESSION_SECRET is unset in development only.
+const DEV_SECRET: &[u8] = b"quiet-riots development secret; never used in staging or production";
 
 /// Settings by name; secrets are looked up separately so they can never be
 /// read from `[vars]`.
@@ -47,7 +58,24 @@ impl Config {
                 },
             }
         };
+        let environment = source
+            .var("ENVIRONMENT")
+            .unwrap_or_else(|| "development".to_owned());
+        let session_secret = match source.secret("SESSION_SECRET").filter(|s| !s.is_empty()) {
+            Some(s) if s.len() >= 32 => s.into_bytes(),
+            Some(_) => return Err("SESSION_SECRET must be at least 32 characters".into()),
+            None if environment == "development" => DEV_SECRET.to_vec(),
+            None => {
+                return Err(format!(
+                    "SESSION_SECRET is not set (wrangler secret put SESSION_SECRET --env {environment})"
+                ))
+            }
+        };
         Ok(Config {
+            session_secret,
+            admin_token: source.secret("CRON_SECRET").filter(|t| !t.is_empty()),
+            cache_fresh_secs: number("CACHE_FRESH_SECS", 30, 3600)?,
+            cache_stale_secs: number("CACHE_STALE_SECS", 86_400, 7 * 86_400)?,
             libsql_url: libsql_url.trim().to_owned(),
             libsql_auth_token: source.secret("LIBSQL_AUTH_TOKEN").filter(|t| !t.is_empty()),
             allowed_origins: source
@@ -60,9 +88,7 @@ impl Config {
                 .collect(),
             max_body_bytes: number("MAX_BODY_BYTES", 64 * 1024, 10 * 1024 * 1024)? as usize,
             db_timeout: Duration::from_millis(number("DB_TIMEOUT_MS", 3_000, 60_000)?),
-            environment: source
-                .var("ENVIRONMENT")
-                .unwrap_or_else(|| "development".to_owned()),
+            environment,
         })
     }
 
@@ -116,6 +142,20 @@ mod tests {
         assert_eq!(c.max_body_bytes, 65_536);
         assert_eq!(c.db_timeout, Duration::from_secs(3));
         assert_eq!(c.libsql_auth_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn production_needs_a_session_secret() {
+        let vars = HashMap::from([("LIBSQL_URL", "http://x"), ("ENVIRONMENT", "production")]);
+        let e = Config::from_source(&Map(vars.clone(), HashMap::new())).unwrap_err();
+        assert!(e.contains("SESSION_SECRET"), "{e}");
+        let short = Config::from_source(&Map(
+            vars.clone(),
+            HashMap::from([("SESSION_SECRET", "short")]),
+        ));
+        assert!(short.is_err());
+        let secrets = HashMap::from([("SESSION_SECRET", "0123456789abcdef0123456789abcdef-long")]);
+        assert!(Config::from_source(&Map(vars, secrets)).is_ok());
     }
 
     #[test]

@@ -1,28 +1,36 @@
-//! What a handler gets: typed config, the bindings, the request id, and the
-//! primary (connected on first use).
+//! What a handler gets: typed config, the bindings, the request id, the
+//! primary (connected on first use), and timings for `Server-Timing`.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
+use std::future::Future;
 
 use serde_json::Value;
 use worker::{Env, Response};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::error::{AppError, AppResult};
 
 pub struct Ctx {
     pub config: Config,
     pub env: Env,
     pub request_id: String,
+    worker: worker::Context,
     db: OnceCell<Db>,
+    kv_ms: Cell<u64>,
+    db_ms: Cell<u64>,
 }
 
 impl Ctx {
-    pub fn new(config: Config, env: Env, request_id: String) -> Ctx {
+    pub fn new(config: Config, env: Env, request_id: String, worker: worker::Context) -> Ctx {
         Ctx {
             config,
             env,
             request_id,
+            worker,
             db: OnceCell::new(),
+            kv_ms: Cell::new(0),
+            db_ms: Cell::new(0),
         }
     }
 
@@ -37,9 +45,35 @@ impl Ctx {
         })
     }
 
+    /// The cache's KV namespace.
+    pub fn kv(&self) -> AppResult<worker::kv::KvStore> {
+        self.env
+            .kv("CACHE")
+            .map_err(|e| AppError::internal(format!("KV binding CACHE: {e}")))
+    }
+
+    /// Runs `work` after the response is sent (within the platform's limit).
+    pub fn wait_until(&self, work: impl Future<Output = ()> + 'static) {
+        self.worker.wait_until(work);
+    }
+
+    pub fn add_kv_ms(&self, ms: u64) {
+        self.kv_ms.set(self.kv_ms.get() + ms);
+    }
+
+    pub fn add_db_ms(&self, ms: u64) {
+        self.db_ms.set(self.db_ms.get() + ms);
+    }
+
+    /// Milliseconds spent on KV, if any.
+    pub fn kv_ms(&self) -> Option<u64> {
+        Some(self.kv_ms.get()).filter(|ms| *ms > 0)
+    }
+
     /// Milliseconds spent on the primary, if it was used.
-    pub fn db_ms(&self) -> Option<f64> {
-        self.db.get().map(Db::spent_ms)
+    pub fn db_ms(&self) -> Option<u64> {
+        let direct = self.db.get().map_or(0, |db| db.spent_ms() as u64);
+        Some(direct + self.db_ms.get()).filter(|_| self.db.get().is_some() || self.db_ms.get() > 0)
     }
 }
 

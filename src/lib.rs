@@ -1,18 +1,26 @@
 //! Quiet Riots at the edge: the Worker's entry points. Everything else lives
 //! in modules named after what they are; `router` lists every route.
 
+pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod cors;
+pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod ids;
 pub mod issues;
 pub mod logging;
 pub mod objects;
+pub mod organisations;
+pub mod paging;
 pub mod pipeline;
+pub mod reads;
 pub mod request_id;
 pub mod router;
+pub mod search;
 
 use worker::{event, Context, Env, Request, Response};
 
@@ -25,6 +33,6 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    pipeline::handle(req, env).await
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    pipeline::handle(req, env, ctx).await
 }

@@ -5,12 +5,17 @@
 use serde_json::Value;
 use worker::{Date, Env, Method, Request, Response};
 
+use crate::cache::{self, Outcome, Served};
 use crate::config::Config;
 use crate::context::{json_response, Ctx};
 use crate::cors::{self, Cors};
 use crate::error::{AppError, AppResult};
+use crate::ids::Id;
+use crate::issues::ListQuery;
+use crate::paging::Page;
+use crate::reads::Read;
 use crate::router::{self, Resolved, Route};
-use crate::{health, issues, request_id};
+use crate::{admin, health, request_id};
 
 /// Security headers on every response. The API serves JSON only, so the CSP
 /// forbids everything.
@@ -28,7 +33,11 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("X-Frame-Options", "DENY"),
 ];
 
-pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
+pub async fn handle(
+    req: Request,
+    env: Env,
+    worker_ctx: worker::Context,
+) -> worker::Result<Response> {
     let started = Date::now().as_millis();
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let request_id = request_id::choose(header("X-Request-Id").as_deref());
@@ -41,18 +50,19 @@ pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
         Ok(c) => cors::check(origin.as_deref(), &c.allowed_origins),
         Err(_) => Cors::NotCors,
     };
-    let (outcome, route, db_ms) = match config {
+    let (outcome, route, timings) = match config {
         Err(problem) => (
             Err(AppError::internal(format!("configuration: {problem}"))),
             "config",
-            None,
+            (None, None),
         ),
         Ok(config) => {
-            let ctx = Ctx::new(config, env, request_id.clone());
+            let ctx = Ctx::new(config, env, request_id.clone(), worker_ctx);
             let (outcome, route) = run(req, &ctx, &cors).await;
-            (outcome, route, ctx.db_ms())
+            (outcome, route, (ctx.kv_ms(), ctx.db_ms()))
         }
     };
+    let (kv_ms, db_ms) = timings;
     let mut response = match outcome {
         Ok(r) => r,
         Err(e) => {
@@ -66,7 +76,7 @@ pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
         response = without_body(response);
     }
     let elapsed = Date::now().as_millis().saturating_sub(started);
-    decorate(&mut response, &request_id, &cors, db_ms, elapsed);
+    decorate(&mut response, &request_id, &cors, kv_ms, db_ms, elapsed);
     tracing::info!(
         request_id = %request_id,
         method = %method,
@@ -74,7 +84,8 @@ pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
         path = %path,
         status = response.status_code(),
         duration_ms = elapsed,
-        db_ms = db_ms.unwrap_or(0.0),
+        kv_ms = kv_ms.unwrap_or(0),
+        db_ms = db_ms.unwrap_or(0),
         "request"
     );
     Ok(response)
@@ -86,9 +97,10 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     if req.method() == Method::Options {
         return (preflight(cors), "preflight");
     }
-    if let Err(e) = read_body(&mut req, ctx.config.max_body_bytes).await {
-        return (Err(e), "body");
-    }
+    let body = match read_body(&mut req, ctx.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => return (Err(e), "body"),
+    };
     let route = match router::resolve(req.method().as_ref(), &req.path()) {
         Resolved::Found(route) => route,
         Resolved::MethodNotAllowed(allow) => {
@@ -101,21 +113,77 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             )
         }
     };
+    let header = |name: &str| req.headers().get(name).ok().flatten();
     match route {
         Route::Health => (health::handle(ctx).await, "health"),
-        Route::ListIssues => {
-            let query = req
-                .url()
-                .map_err(|e| AppError::bad_request("bad_url", e.to_string()))
-                .and_then(|url| issues::ListQuery::parse(url.query_pairs()));
-            let result = match query {
-                Ok(q) => issues::list(ctx, &q).await,
+        Route::InvalidateCache => (
+            admin::invalidate(ctx, header("Authorization").as_deref(), body.as_ref()).await,
+            "admin.invalidate",
+        ),
+        read_route => {
+            let read = match to_read(&req, read_route) {
+                Ok(read) => read,
+                Err(e) => return (Err(e), "read"),
+            };
+            let name = read.name();
+            let result = match cache::serve(ctx, &read).await {
+                Ok(served) => cached_response(served, header("If-None-Match").as_deref(), ctx),
                 Err(e) => Err(e),
             };
-            (result, "issues.list")
+            (result, name)
         }
-        Route::GetIssue { id } => (issues::get(ctx, &id).await, "issues.get"),
     }
+}
+
+/// The cacheable read a read route asks for; bad ids and parameters are 400s.
+fn to_read(req: &Request, route: Route) -> AppResult<Read> {
+    let pairs: Vec<(String, String)> = req
+        .url()
+        .map_err(|e| AppError::bad_request("bad_url", e.to_string()))?
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let issue = |id: &str| Id::parse(id, "id");
+    Ok(match route {
+        Route::ListIssues => Read::Issues(ListQuery::parse(pairs)?),
+        Route::GetIssue { id } => Read::Issue(issue(&id)?),
+        Route::IssueFeed { id } => Read::Feed(issue(&id)?, Page::parse(&pairs)?),
+        Route::IssueActions { id } => Read::Actions(issue(&id)?),
+        Route::IssueCountries { id } => Read::Countries(issue(&id)?),
+        Route::ListOrganisations => Read::Organisations(Page::parse(&pairs)?),
+        Route::GetOrganisation { id } => Read::Organisation(issue(&id)?),
+        Route::Health | Route::InvalidateCache => {
+            return Err(AppError::internal("not a read route"))
+        }
+    })
+}
+
+/// A cached read as HTTP: 304 when the client has this version, else the
+/// body, with ETag, Cache-Control and X-Cache.
+fn cached_response(served: Served, if_none_match: Option<&str>, ctx: &Ctx) -> AppResult<Response> {
+    let Served { entry, outcome } = served;
+    let not_modified = if_none_match.is_some_and(|h| cache::etag_matches(h, &entry.etag));
+    let mut response = if not_modified {
+        Response::empty()?.with_status(304)
+    } else {
+        let mut r = Response::ok(entry.body)?;
+        r.headers_mut().set("Content-Type", "application/json")?;
+        r
+    };
+    let headers = response.headers_mut();
+    headers.set("ETag", &entry.etag)?;
+    headers.set(
+        "Cache-Control",
+        &format!(
+            "public, max-age=60, s-maxage=300, stale-while-revalidate={}",
+            ctx.config.cache_stale_secs
+        ),
+    )?;
+    headers.set("X-Cache", outcome.header())?;
+    if outcome == Outcome::StaleOnError {
+        headers.set("Warning", "110 - \"Response is Stale\"")?;
+    }
+    Ok(response)
 }
 
 fn preflight(cors: &Cors) -> AppResult<Response> {
@@ -218,7 +286,8 @@ fn decorate(
     response: &mut Response,
     request_id: &str,
     cors: &Cors,
-    db_ms: Option<f64>,
+    kv_ms: Option<u64>,
+    db_ms: Option<u64>,
     total_ms: u64,
 ) {
     let headers = response.headers_mut();
@@ -235,10 +304,15 @@ fn decorate(
             let _ = headers.set(k, &v);
         }
     }
-    let mut timing = format!("total;dur={total_ms}");
-    if let Some(db) = db_ms {
-        timing = format!("db;dur={db:.0}, {timing}");
+    let mut timing = Vec::new();
+    if let Some(kv) = kv_ms {
+        timing.push(format!("kv;dur={kv}"));
     }
+    if let Some(db) = db_ms {
+        timing.push(format!("db;dur={db}"));
+    }
+    timing.push(format!("total;dur={total_ms}"));
+    let timing = timing.join(", ");
     let _ = headers.set("Server-Timing", &timing);
 }
 

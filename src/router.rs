@@ -5,17 +5,43 @@ pub enum Route {
     Health,
     ListIssues,
     GetIssue { id: String },
+    IssueFeed { id: String },
+    IssueActions { id: String },
+    IssueCountries { id: String },
+    ListOrganisations,
+    GetOrganisation { id: String },
+    InvalidateCache,
 }
 
 /// Method, path pattern (`:name` captures a segment), and how to build the
 /// route from the captured segments.
-type Entry = (&'static str, &'static str, fn(&[&str]) -> Route);
+pub type Entry = (&'static str, &'static str, fn(&[&str]) -> Route);
 
-const ROUTES: &[Entry] = &[
+pub const ROUTES: &[Entry] = &[
     ("GET", "/health", |_| Route::Health),
     ("GET", "/api/issues", |_| Route::ListIssues),
     ("GET", "/api/issues/:id", |p| Route::GetIssue {
         id: p[0].to_owned(),
+    }),
+    ("GET", "/api/issues/:id/feed", |p| Route::IssueFeed {
+        id: p[0].to_owned(),
+    }),
+    ("GET", "/api/issues/:id/actions", |p| Route::IssueActions {
+        id: p[0].to_owned(),
+    }),
+    ("GET", "/api/issues/:id/countries", |p| {
+        Route::IssueCountries {
+            id: p[0].to_owned(),
+        }
+    }),
+    ("GET", "/api/organisations", |_| Route::ListOrganisations),
+    ("GET", "/api/organisations/:id", |p| {
+        Route::GetOrganisation {
+            id: p[0].to_owned(),
+        }
+    }),
+    ("POST", "/api/admin/cache/invalidate", |_| {
+        Route::InvalidateCache
     }),
 ];
 
@@ -85,6 +111,14 @@ mod tests {
             Resolved::Found(Route::GetIssue { id: "abc".into() })
         );
         assert_eq!(resolve("GET", "/api/issues/abc/def"), Resolved::NotFound);
+        assert_eq!(
+            resolve("GET", "/api/issues/abc/actions"),
+            Resolved::Found(Route::IssueActions { id: "abc".into() })
+        );
+        assert_eq!(
+            resolve("GET", "/api/organisations/x"),
+            Resolved::Found(Route::GetOrganisation { id: "x".into() })
+        );
         assert_eq!(
             resolve("GET", "/api/issues//"),
             Resolved::Found(Route::ListIssues)

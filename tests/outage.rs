@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BlackHole, TestApp, DB_TIMEOUT};
+use common::{BlackHole, TestApp, CACHE_FRESH_SECS, DB_TIMEOUT};
 use serde_json::Value;
 
 /// Slack for wrangler's own overhead on a loaded two-core machine.
@@ -42,10 +42,25 @@ async fn expect_outage(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_or_hung_primary_is_a_503_in_bounded_time() {
     let mut app = TestApp::start().await;
+    let list = app.get_json("/api/issues?limit=3").await;
+    let id = list["items"][0]["id"].as_str().expect("id").to_owned();
+    let cached = format!("/api/issues/{id}");
+    let first = app.get(&cached).send().await.expect("prime");
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let body = first.text().await.expect("body");
 
     // Down: the port refuses connections.
     app.stop_primary();
     expect_outage(&app).await;
+
+    // What was cached is still served, fresh and then stale.
+    tokio::time::sleep(Duration::from_secs(CACHE_FRESH_SECS) + Duration::from_millis(500)).await;
+    for _ in 0..2 {
+        let r = app.get(&cached).send().await.expect("stale");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.headers()["x-cache"], "STALE");
+        assert_eq!(r.text().await.expect("body"), body);
+    }
 
     // Hung: the port accepts and never answers; the timeout must cut it.
     let hole = BlackHole::on_port(app.primary_port);
@@ -58,4 +73,18 @@ async fn a_missing_or_hung_primary_is_a_503_in_bounded_time() {
     assert_eq!(r.status().as_u16(), 200);
     let r = app.get("/api/issues?limit=1").send().await.expect("list");
     assert_eq!(r.status().as_u16(), 200);
+    // The stale entry is refreshed (behind one more stale answer at most).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.get(&cached).send().await.expect("refresh");
+        let state = r.headers()["x-cache"].to_str().expect("header").to_owned();
+        if state != "STALE" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still stale after the primary came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -25,6 +25,11 @@ use std::time::{Duration, Instant};
 /// Database timeout the Worker runs with in tests (DB_TIMEOUT_MS).
 pub const DB_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const ALLOWED_ORIGIN: &str = "https://app.quietriots.test";
+/// Admin token (CRON_SECRET) the Worker runs with in tests.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// Fresh TTL of cached reads in tests (CACHE_FRESH_SECS), short so that
+/// staleness can be tested.
+pub const CACHE_FRESH_SECS: u64 = 2;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -207,6 +212,8 @@ impl TestApp {
             ])
             .args(["--var", &format!("ALLOWED_ORIGINS:{ALLOWED_ORIGIN}")])
             .args(["--var", "MAX_BODY_BYTES:4096"])
+            .args(["--var", &format!("CACHE_FRESH_SECS:{CACHE_FRESH_SECS}")])
+            .args(["--var", &format!("CRON_SECRET:{ADMIN_TOKEN}")])
             .current_dir(dir.path())
             .env("WRANGLER_SEND_METRICS", "false")
             .env("WRANGLER_SEND_ERROR_REPORTS", "false")
@@ -280,6 +287,44 @@ impl TestApp {
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// GET and parse the JSON body; panics with the status on failure.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).send().await.expect("send");
+        let status = r.status();
+        let text = r.text().await.expect("body");
+        assert!(status.is_success(), "GET {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
+    }
+
+    /// Hrana requests the primary saw with this request id.
+    pub async fn round_trips(&self, request_id: &str) -> u64 {
+        let body: serde_json::Value = self
+            .http
+            .get(format!(
+                "{}/stats/requests/{request_id}",
+                self.primary_url()
+            ))
+            .send()
+            .await
+            .expect("primary stats")
+            .json()
+            .await
+            .expect("json");
+        body["hrana_requests"].as_u64().expect("count")
+    }
+
+    /// Runs SQL on the primary directly (test setup and checks).
+    pub async fn sql(
+        &self,
+        sql: &str,
+        args: Vec<qr_primary::client::Value>,
+    ) -> Vec<Vec<qr_primary::client::Value>> {
+        self.primary_client()
+            .query(sql, args)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 }
 

@@ -1,0 +1,516 @@
+//! The read path against the real stack: every read route, search, cursor
+//! pagination, and the KV cache (MISS/HIT/304, invalidation, one load for
+//! concurrent misses, one round trip per miss and none per hit).
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{run_cases, TestApp, ADMIN_TOKEN};
+use qr_primary::client::{text, Value as Hv};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
+
+fn hv_text(v: &Hv) -> String {
+    match v {
+        Hv::Text { value } => value.to_string(),
+        Hv::Integer { value } => value.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Ids of issues in the primary, most rioters first.
+async fn issue_ids(app: &TestApp) -> Vec<String> {
+    app.sql(
+        "SELECT id FROM issues ORDER BY rioter_count DESC, id",
+        vec![],
+    )
+    .await
+    .iter()
+    .map(|r| hv_text(&r[0]))
+    .collect()
+}
+
+async fn names_for(app: &TestApp, q: &str) -> Vec<String> {
+    let body = app
+        .get_json(&format!("/api/issues?q={}", urlencode(q)))
+        .await;
+    body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn search_finds_by_synonym_prefix_and_accent(app: &TestApp) {
+    assert_eq!(
+        names_for(app, "late trains").await[0],
+        "Rail delays on Southern",
+        "synonym"
+    );
+    assert_eq!(
+        names_for(app, "pothol").await[0],
+        "Potholes on local roads",
+        "prefix of the last word"
+    );
+    assert_eq!(
+        names_for(app, "CAFE").await[0],
+        "Local library closures",
+        "case and accents"
+    );
+    assert_eq!(
+        names_for(app, "sewage rivers").await[0],
+        "Sewage in rivers",
+        "all words"
+    );
+    assert!(names_for(app, "zzzzqqq").await.is_empty());
+}
+
+async fn hostile_searches_never_error(app: &TestApp) {
+    for q in [
+        "\"",
+        "\"unbalanced",
+        "*",
+        "**",
+        "NEAR(a b)",
+        "a NEAR b",
+        "-",
+        "-trains",
+        "((",
+        ")",
+        "a:b",
+        "trains AND",
+        "OR",
+        "NOT",
+        "^x",
+        "{x}",
+        "'; DROP TABLE issues; --",
+        "%",
+        "_",
+        "\\",
+        "💥",
+        "ñ",
+        &"x".repeat(3000),
+    ] {
+        let r = app
+            .get(&format!("/api/issues?q={}", urlencode(q)))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::OK, "q={q:.40}");
+        let body: Value = r.json().await.expect("json");
+        assert!(body["items"].is_array(), "q={q:.40}: {body}");
+    }
+}
+
+async fn every_read_route_answers(app: &TestApp) {
+    let ids = issue_ids(app).await;
+    let id = &ids[0];
+    let detail = app.get_json(&format!("/api/issues/{id}")).await;
+    assert!(detail["organisations"]
+        .as_array()
+        .is_some_and(|o| !o.is_empty()));
+    assert!(detail["top_countries"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty() && c.len() <= 5));
+    assert!(detail["health"]["needs_met"].is_i64(), "{detail}");
+    assert!(detail["action_count"].as_i64().is_some_and(|n| n > 0));
+
+    let actions = app.get_json(&format!("/api/issues/{id}/actions")).await;
+    assert_eq!(
+        actions["items"].as_array().map(Vec::len),
+        detail["action_count"].as_u64().map(|n| n as usize)
+    );
+    let countries = app.get_json(&format!("/api/issues/{id}/countries")).await;
+    let total: i64 = countries["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["rioter_count"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        total,
+        detail["rioter_count"].as_i64().expect("count"),
+        "countries add up to the members"
+    );
+
+    let feed = app
+        .get_json(&format!("/api/issues/{id}/feed?limit=100"))
+        .await;
+    let dates: Vec<&str> = feed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| p["created_at"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        dates.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {dates:?}"
+    );
+
+    let orgs = app.get_json("/api/organisations?limit=100").await;
+    let names: Vec<&str> = orgs["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| o["name"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        names.len() >= 10 && names.windows(2).all(|w| w[0] <= w[1]),
+        "{names:?}"
+    );
+    let org_id = orgs["items"][0]["id"].as_str().expect("org id");
+    let org = app.get_json(&format!("/api/organisations/{org_id}")).await;
+    assert_eq!(org["id"], org_id);
+    assert!(org["issues"].is_array());
+
+    for path in [
+        format!("/api/issues/{UNKNOWN}"),
+        format!("/api/issues/{UNKNOWN}/feed"),
+        format!("/api/issues/{UNKNOWN}/actions"),
+        format!("/api/issues/{UNKNOWN}/countries"),
+        format!("/api/organisations/{UNKNOWN}"),
+    ] {
+        let r = app.get(&path).send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    for path in [
+        "/api/issues/nope",
+        "/api/issues/nope/feed",
+        "/api/issues/nope/actions",
+        "/api/issues/nope/countries",
+        "/api/organisations/nope",
+    ] {
+        let r = app.get(path).send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+}
+
+async fn archived_posts_appear_in_the_feed(app: &TestApp) {
+    let ids = issue_ids(app).await;
+    let id = &ids[3];
+    app.sql(
+        "INSERT INTO feed_archive (id, issue_id, user_id, content, likes, created_at) \
+         VALUES ('aaaaaaaa-0000-4000-8000-000000000001', ?, NULL, 'An old post from the archive', 0, '2025-01-01T00:00:00.000Z')",
+        vec![text(id.as_str())],
+    )
+    .await;
+    let feed = app
+        .get_json(&format!("/api/issues/{id}/feed?limit=100"))
+        .await;
+    let last = feed["items"]
+        .as_array()
+        .expect("items")
+        .last()
+        .cloned()
+        .expect("a post");
+    assert_eq!(last["content"], "An old post from the archive");
+    assert_eq!(last["archived"], true);
+}
+
+/// Walks `path` page by page; between pages, `between` runs.
+async fn walk(
+    app: &TestApp,
+    path: &str,
+    mut between: impl FnMut(usize) -> Option<String>,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..100 {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}cursor={}", urlencode(c)),
+            None => path.to_owned(),
+        };
+        let body = app.get_json(&url).await;
+        for item in body["items"].as_array().expect("items") {
+            seen.push(item["id"].as_str().unwrap_or_default().to_owned());
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return seen,
+        }
+        if let Some(sql) = between(page) {
+            app.sql(&sql, vec![]).await;
+        }
+    }
+    panic!("more than 100 pages");
+}
+
+async fn pagination_sees_every_row_once_while_rows_are_inserted(app: &TestApp) {
+    for sort in ["popular", "new", "trending"] {
+        let before: HashSet<String> = issue_ids(app).await.into_iter().collect();
+        let mut n = 0;
+        let seen = walk(app, &format!("/api/issues?sort={sort}&limit=4"), |_| {
+            n += 1;
+            Some(format!(
+                "INSERT INTO issues (id, name, category, description, created_at, updated_at) VALUES \
+                 ('bbbbbbbb-{n:04}-4000-8000-{:012}', 'Inserted while paging {sort} {n}', 'community', '', \
+                  strftime('%Y-%m-%dT%H:%M:%fZ','now'), strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                sort.len()
+            ))
+        })
+        .await;
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "{sort}: a row came twice");
+        for id in &before {
+            assert!(seen.contains(id), "{sort}: {id} was skipped");
+        }
+    }
+    // Search results page too.
+    let all = walk(app, "/api/issues?q=the&limit=2", |_| None).await;
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len());
+}
+
+async fn cursors_are_bound_and_tamper_evident(app: &TestApp) {
+    let page = app.get_json("/api/issues?sort=new&limit=2").await;
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let mut changed = cursor.clone().into_bytes();
+    changed[3] = if changed[3] == b'A' { b'B' } else { b'A' };
+    let changed = String::from_utf8(changed).expect("ascii");
+    for path in [
+        format!(
+            "/api/issues?sort=new&limit=2&cursor={}",
+            urlencode(&changed)
+        ),
+        format!(
+            "/api/issues?sort=popular&limit=2&cursor={}",
+            urlencode(&cursor)
+        ),
+        format!(
+            "/api/issues?sort=new&category=health&cursor={}",
+            urlencode(&cursor)
+        ),
+        "/api/issues?cursor=garbage".to_owned(),
+    ] {
+        let r = app.get(&path).send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["details"]["field"], "cursor");
+    }
+    let r = app.get("/api/issues?limit=101").send().await.expect("send");
+    let body: Value = r.json().await.expect("json");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("1 to 100"));
+}
+
+async fn miss_then_hit_then_304(app: &TestApp) {
+    let ids = issue_ids(app).await;
+    let path = format!("/api/issues/{}/countries", ids[5]);
+    let first = app.get(&path).send().await.expect("first");
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let etag = first.headers()["etag"].to_str().expect("etag").to_owned();
+    assert!(first.headers()["cache-control"]
+        .to_str()
+        .expect("cc")
+        .starts_with("public, max-age=60, s-maxage=300, stale-while-revalidate="));
+    assert!(first.headers()["server-timing"]
+        .to_str()
+        .expect("st")
+        .contains("db;dur="));
+    let body = first.text().await.expect("body");
+    let second = app.get(&path).send().await.expect("second");
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert_eq!(second.headers()["etag"], etag.as_str());
+    assert_eq!(second.text().await.expect("body"), body);
+    let revalidated = app
+        .get(&path)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .expect("304");
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidated.headers()["etag"], etag.as_str());
+    assert!(revalidated.bytes().await.expect("body").is_empty());
+    let other = app
+        .get(&path)
+        .header("If-None-Match", "\"something-else\"")
+        .send()
+        .await
+        .expect("200");
+    assert_eq!(other.status(), StatusCode::OK);
+}
+
+async fn a_miss_costs_one_round_trip_and_a_hit_none(app: &TestApp) {
+    let ids = issue_ids(app).await;
+    let pid = std::process::id();
+    let paths = [
+        "/api/issues?limit=13".to_owned(),
+        "/api/issues?category=health&sort=trending&limit=3".to_owned(),
+        "/api/issues?q=buses&limit=7".to_owned(),
+        format!("/api/issues/{}", ids[9]),
+        format!("/api/issues/{}/feed?limit=9", ids[9]),
+        format!("/api/issues/{}/actions", ids[9]),
+        format!("/api/issues/{}/countries", ids[9]),
+        "/api/organisations?limit=11".to_owned(),
+        format!("/api/issues/{UNKNOWN}/feed"),
+    ];
+    for (n, path) in paths.iter().enumerate() {
+        let miss_id = format!("rt-miss-{pid}-{n}");
+        let r = app
+            .get(path)
+            .header("X-Request-Id", &miss_id)
+            .send()
+            .await
+            .expect("miss");
+        if r.status().is_success() {
+            assert_eq!(r.headers()["x-cache"], "MISS", "{path}");
+        }
+        assert_eq!(
+            app.round_trips(&miss_id).await,
+            1,
+            "{path}: a miss is one round trip"
+        );
+        let hit_id = format!("rt-hit-{pid}-{n}");
+        let r = app
+            .get(path)
+            .header("X-Request-Id", &hit_id)
+            .send()
+            .await
+            .expect("hit");
+        if r.status().is_success() {
+            assert_eq!(r.headers()["x-cache"], "HIT", "{path}");
+            assert_eq!(
+                app.round_trips(&hit_id).await,
+                0,
+                "{path}: a hit costs no round trip"
+            );
+        }
+    }
+    let health_id = format!("rt-health-{pid}");
+    app.get("/health")
+        .header("X-Request-Id", &health_id)
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(app.round_trips(&health_id).await, 1);
+}
+
+async fn concurrent_misses_share_one_load(app: &TestApp) {
+    let ids = issue_ids(app).await;
+    let path = format!("/api/issues/{}/actions", ids[11]);
+    let pid = std::process::id();
+    let requests = (0..8).map(|n| {
+        let id = format!("flight-{pid}-{n}");
+        let send = app.get(&path).header("X-Request-Id", &id).send();
+        async move {
+            let r = send.await.expect("send");
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            (id, status, body)
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let mut total = 0;
+    for (id, status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        total += app.round_trips(id).await;
+    }
+    assert_eq!(total, 1, "eight concurrent misses of one key, one load");
+}
+
+async fn an_invalidated_tag_is_refetched(app: &TestApp) {
+    let ids = issue_ids(app).await;
+    let id = &ids[12];
+    let path = format!("/api/issues/{id}");
+    let before = app.get_json(&path).await;
+    app.sql(
+        "UPDATE issues SET name = 'Renamed behind the cache' WHERE id = ?",
+        vec![text(id.as_str())],
+    )
+    .await;
+    let cached = app.get(&path).send().await.expect("cached");
+    assert_eq!(cached.headers()["x-cache"], "HIT");
+    let cached: Value = cached.json().await.expect("json");
+    assert_eq!(cached["name"], before["name"], "still the cached version");
+
+    let refused = app
+        .request(Method::POST, "/api/admin/cache/invalidate")
+        .header("Authorization", "Bearer wrong")
+        .json(&json!({"tags": [format!("issue:{id}")]}))
+        .send()
+        .await
+        .expect("refused");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let ok = app
+        .request(Method::POST, "/api/admin/cache/invalidate")
+        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .json(&json!({"tags": [format!("issue:{id}"), "issues"]}))
+        .send()
+        .await
+        .expect("invalidate");
+    assert_eq!(ok.status(), StatusCode::OK);
+    let after = app.get(&path).send().await.expect("after");
+    assert_eq!(after.headers()["x-cache"], "MISS");
+    let after: Value = after.json().await.expect("json");
+    assert_eq!(after["name"], "Renamed behind the cache");
+    let bad = app
+        .request(Method::POST, "/api/admin/cache/invalidate")
+        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .json(&json!({"tags": ["user:everything"]}))
+        .send()
+        .await
+        .expect("bad tag");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_path() {
+    let app = TestApp::start().await;
+    run_cases(vec![
+        (
+            "search",
+            Box::pin(search_finds_by_synonym_prefix_and_accent(&app)),
+        ),
+        (
+            "hostile searches",
+            Box::pin(hostile_searches_never_error(&app)),
+        ),
+        ("every read route", Box::pin(every_read_route_answers(&app))),
+        (
+            "archived posts",
+            Box::pin(archived_posts_appear_in_the_feed(&app)),
+        ),
+        (
+            "one round trip per miss",
+            Box::pin(a_miss_costs_one_round_trip_and_a_hit_none(&app)),
+        ),
+        (
+            "single flight",
+            Box::pin(concurrent_misses_share_one_load(&app)),
+        ),
+        ("MISS, HIT, 304", Box::pin(miss_then_hit_then_304(&app))),
+        (
+            "invalidation",
+            Box::pin(an_invalidated_tag_is_refetched(&app)),
+        ),
+        (
+            "cursors",
+            Box::pin(cursors_are_bound_and_tamper_evident(&app)),
+        ),
+        (
+            "pagination under inserts",
+            Box::pin(pagination_sees_every_row_once_while_rows_are_inserted(&app)),
+        ),
+    ])
+    .await;
+}
