@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod context;
 pub mod cors;
+pub mod counts;
 pub mod cursor;
 pub mod db;
 pub mod error;

@@ -1,0 +1,61 @@
+//! openapi.yaml describes every route of the router, with its method.
+
+use std::collections::BTreeSet;
+
+use quiet_riots_edge::router::ROUTES;
+
+/// (path, method) pairs under `paths:` of our openapi.yaml (two-space
+/// indented paths, four-space indented methods).
+fn documented() -> BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
+        .expect("openapi.yaml");
+    let mut out = BTreeSet::new();
+    let mut in_paths = false;
+    let mut path: Option<String> = None;
+    for line in text.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            in_paths = line.trim_end() == "paths:";
+            continue;
+        }
+        if !in_paths {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("  /") {
+            path = rest.strip_suffix(':').map(|p| format!("/{p}"));
+        } else if let Some(rest) = line.strip_prefix("    ") {
+            if let (Some(p), Some(method)) = (&path, rest.strip_suffix(':')) {
+                if ["get", "post", "put", "patch", "delete"].contains(&method) {
+                    out.insert((p.clone(), method.to_uppercase()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_route_is_documented() {
+    let documented = documented();
+    assert!(documented.len() >= 9, "{documented:?}");
+    for (method, pattern, _) in ROUTES {
+        let path: String = pattern
+            .split('/')
+            .map(|s| match s.strip_prefix(':') {
+                Some(name) => format!("{{{name}}}"),
+                None => s.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        assert!(
+            documented.contains(&(path.clone(), method.to_string())),
+            "{method} {path} is a route but not in openapi.yaml"
+        );
+    }
+    // And nothing documented that the router does not serve.
+    for (path, method) in &documented {
+        let served = ROUTES
+            .iter()
+            .any(|(m, p, _)| *m == method && p.replace(":id", "{id}") == *path);
+        assert!(served, "{method} {path} is documented but not routed");
+    }
+}
