@@ -11,7 +11,7 @@ use crate::db::{Db, Query, Record};
 use crate::error::{AppError, AppResult};
 use crate::ids::Id;
 use crate::paging::{self, Page};
-use crate::search::SearchQuery;
+use crate::search::{SearchQuery, BM25};
 
 pub const CATEGORIES: &[&str] = &[
     "transport",
@@ -166,15 +166,9 @@ pub fn list_query(q: &ListQuery, after: Option<&Position>) -> AppResult<Query> {
             let k = arg(key);
             let id = arg(libsql::Value::Text(pos.id.clone()));
             // Descending key, ascending id: rows after (k, id).
-            Ok(if q.sort == Sort::Relevance {
-                format!(
-                " AND ({prefix}{column} >= {k} AND ({prefix}{column} > {k} OR {prefix}id > {id}))"
-            )
-            } else {
-                format!(
+            Ok(format!(
                 " AND ({prefix}{column} <= {k} AND ({prefix}{column} < {k} OR {prefix}id > {id}))"
-            )
-            })
+            ))
         };
     let sql = match &q.q {
         None => {
@@ -189,23 +183,43 @@ pub fn list_query(q: &ListQuery, after: Option<&Position>) -> AppResult<Query> {
                  ORDER BY i.{column} DESC, i.id LIMIT {limit}"
             )
         }
+        Some(search) if q.sort == Sort::Relevance => {
+            // Rank in the index alone, then join only the page to issues.
+            let matching = arg(libsql::Value::Text(search.fts()));
+            let mut inner = format!(
+                "SELECT issue_id, {BM25} AS score FROM issues_fts WHERE issues_fts MATCH {matching}"
+            );
+            if let Some(pos) = after {
+                let k = arg(paging::key_value(&pos.key, false)?);
+                let id = arg(libsql::Value::Text(pos.id.clone()));
+                inner += &format!(" AND ({BM25} > {k} OR ({BM25} = {k} AND issue_id > {id}))");
+            }
+            let limit = arg(libsql::Value::Integer(i64::from(q.page.limit) + 1));
+            let category = match q.category {
+                // The page can only be cut after the category filter.
+                Some(c) => format!(" WHERE i.category = {}", arg(libsql::Value::Text(c.into()))),
+                None => {
+                    inner += &format!(" ORDER BY score, issue_id LIMIT {limit}");
+                    String::new()
+                }
+            };
+            format!(
+                "SELECT {ISSUE_COLUMNS}, f.score AS score FROM ({inner}) f \
+                 JOIN issues i ON i.id = f.issue_id{category} ORDER BY f.score, i.id LIMIT {limit}"
+            )
+        }
         Some(search) => {
             let matching = arg(libsql::Value::Text(search.fts()));
             let mut inner = format!(
-                "SELECT {ISSUE_COLUMNS}, bm25(issues_fts, 0.0, 10.0, 2.0, 5.0) AS score \
-                 FROM issues_fts f JOIN issues i ON i.id = f.issue_id WHERE issues_fts MATCH {matching}"
+                "SELECT {ISSUE_COLUMNS} FROM issues_fts f JOIN issues i ON i.id = f.issue_id \
+                 WHERE issues_fts MATCH {matching}"
             );
             if let Some(c) = q.category {
                 inner += &format!(" AND i.category = {}", arg(libsql::Value::Text(c.into())));
             }
             let after = keyset(&mut arg, "")?;
             let limit = arg(libsql::Value::Integer(i64::from(q.page.limit) + 1));
-            let order = if q.sort == Sort::Relevance {
-                "score, id".to_owned()
-            } else {
-                format!("{column} DESC, id")
-            };
-            format!("SELECT * FROM ({inner}) WHERE 1 = 1{after} ORDER BY {order} LIMIT {limit}")
+            format!("SELECT * FROM ({inner}) WHERE 1 = 1{after} ORDER BY {column} DESC, id LIMIT {limit}")
         }
     };
     Ok(Query::new(sql, args))

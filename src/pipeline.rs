@@ -116,6 +116,7 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     let header = |name: &str| req.headers().get(name).ok().flatten();
     match route {
         Route::Health => (health::handle(ctx).await, "health"),
+        Route::BenchConstant => (bench_constant(ctx), "bench.constant"),
         Route::InvalidateCache => (
             admin::invalidate(ctx, header("Authorization").as_deref(), body.as_ref()).await,
             "admin.invalidate",
@@ -152,7 +153,7 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
         Route::IssueCountries { id } => Read::Countries(issue(&id)?),
         Route::ListOrganisations => Read::Organisations(Page::parse(&pairs)?),
         Route::GetOrganisation { id } => Read::Organisation(issue(&id)?),
-        Route::Health | Route::InvalidateCache => {
+        Route::Health | Route::InvalidateCache | Route::BenchConstant => {
             return Err(AppError::internal("not a read route"))
         }
     })
@@ -184,6 +185,15 @@ fn cached_response(served: Served, if_none_match: Option<&str>, ctx: &Ctx) -> Ap
         headers.set("Warning", "110 - \"Response is Stale\"")?;
     }
     Ok(response)
+}
+
+/// The benchmark baseline: everything a request pays except data. Exists
+/// only in development.
+fn bench_constant(ctx: &Ctx) -> AppResult<Response> {
+    if ctx.config.environment != "development" {
+        return Err(AppError::not_found("no route for /__bench/constant"));
+    }
+    Ok(json_response(200, &serde_json::json!({ "ok": true }))?)
 }
 
 fn preflight(cors: &Cors) -> AppResult<Response> {

@@ -4,13 +4,26 @@
 pub enum Route {
     Health,
     ListIssues,
-    GetIssue { id: String },
-    IssueFeed { id: String },
-    IssueActions { id: String },
-    IssueCountries { id: String },
+    GetIssue {
+        id: String,
+    },
+    IssueFeed {
+        id: String,
+    },
+    IssueActions {
+        id: String,
+    },
+    IssueCountries {
+        id: String,
+    },
     ListOrganisations,
-    GetOrganisation { id: String },
+    GetOrganisation {
+        id: String,
+    },
     InvalidateCache,
+    /// A constant body through the whole pipeline (development only): the
+    /// baseline the cached reads are benchmarked against.
+    BenchConstant,
 }
 
 /// Method, path pattern (`:name` captures a segment), and how to build the
@@ -19,6 +32,7 @@ pub type Entry = (&'static str, &'static str, fn(&[&str]) -> Route);
 
 pub const ROUTES: &[Entry] = &[
     ("GET", "/health", |_| Route::Health),
+    ("GET", "/__bench/constant", |_| Route::BenchConstant),
     ("GET", "/api/issues", |_| Route::ListIssues),
     ("GET", "/api/issues/:id", |p| Route::GetIssue {
         id: p[0].to_owned(),

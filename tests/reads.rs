@@ -273,10 +273,17 @@ async fn pagination_sees_every_row_once_while_rows_are_inserted(app: &TestApp) {
             assert!(seen.contains(id), "{sort}: {id} was skipped");
         }
     }
-    // Search results page too.
-    let all = walk(app, "/api/issues?q=the&limit=2", |_| None).await;
-    let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(unique.len(), all.len());
+    // Search results page too, with and without a category.
+    for path in [
+        "/api/issues?q=the&limit=2",
+        "/api/issues?q=on&category=transport&limit=1",
+        "/api/issues?q=in&sort=new&limit=3",
+    ] {
+        let all = walk(app, path, |_| None).await;
+        let unique: HashSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "{path}");
+        assert!(!all.is_empty(), "{path}");
+    }
 }
 
 async fn cursors_are_bound_and_tamper_evident(app: &TestApp) {

@@ -156,8 +156,21 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
 }
 
+/// The data a TestApp starts with.
+pub enum Seed {
+    /// The demo set (about 19 issues).
+    Demo,
+    /// `seed synthetic` with this many issues (and as many users), no feed.
+    Synthetic { issues: usize },
+}
+
 impl TestApp {
     pub async fn start() -> TestApp {
+        Self::start_seeded(Seed::Demo, CACHE_FRESH_SECS).await
+    }
+
+    /// With a data set and a cache fresh TTL of its own.
+    pub async fn start_seeded(seed: Seed, cache_fresh_secs: u64) -> TestApp {
         let shim = root().join("build/worker/shim.mjs");
         assert!(
             shim.exists(),
@@ -168,7 +181,26 @@ impl TestApp {
         let db = dir.path().join("primary.db");
         let primary = start_primary(&db, 0);
         let bin = primary_bin();
-        for args in [&["migrate", "up"][..], &["seed", "demo"]] {
+        let synthetic;
+        let seed_args: Vec<&str> = match seed {
+            Seed::Demo => vec!["seed", "demo"],
+            Seed::Synthetic { issues } => {
+                synthetic = issues.to_string();
+                vec![
+                    "seed",
+                    "synthetic",
+                    "--issues",
+                    &synthetic,
+                    "--users",
+                    &synthetic,
+                    "--synonyms",
+                    "1000",
+                    "--feed",
+                    "0",
+                ]
+            }
+        };
+        for args in [&["migrate", "up"][..], &seed_args] {
             run_ok(
                 &format!("qr-primary {}", args.join(" ")),
                 Command::new(&bin)
@@ -212,7 +244,7 @@ impl TestApp {
             ])
             .args(["--var", &format!("ALLOWED_ORIGINS:{ALLOWED_ORIGIN}")])
             .args(["--var", "MAX_BODY_BYTES:4096"])
-            .args(["--var", &format!("CACHE_FRESH_SECS:{CACHE_FRESH_SECS}")])
+            .args(["--var", &format!("CACHE_FRESH_SECS:{cache_fresh_secs}")])
             .args(["--var", &format!("CRON_SECRET:{ADMIN_TOKEN}")])
             .current_dir(dir.path())
             .env("WRANGLER_SEND_METRICS", "false")

@@ -403,16 +403,34 @@ fn test() -> Result {
 }
 
 fn bench(quick: bool) -> Result {
-    step(&format!(
-        "primary protocol benchmark{}",
-        if quick { " (quick)" } else { "" }
-    ));
-    let mut c = cmd("cargo");
-    c.args(["bench", "-p", "qr-primary", "--bench", "protocol", "--"]);
-    if quick {
-        c.arg("--quick");
-    } else {
-        c.args(["--write", "BENCHMARKS.md"]);
+    // (package, bench, what)
+    let benches = [
+        ("qr-primary", "protocol", "primary protocol overhead"),
+        ("quiet-riots-edge", "search", "FTS5 against LIKE search"),
+        ("quiet-riots-edge", "edge", "cached reads in wrangler dev"),
+    ];
+    if !quick {
+        // The edge benchmark runs the Worker bundle and the primary binary.
+        build_primary(false)?;
+        build_worker()?;
     }
-    run(&mut c)
+    for (package, bench, what) in benches {
+        step(&format!(
+            "benchmark: {what}{}",
+            if quick { " (quick)" } else { "" }
+        ));
+        let mut c = cmd("cargo");
+        c.args(["bench", "-p", package, "--bench", bench, "--"]);
+        if quick {
+            c.arg("--quick");
+        } else {
+            // Benchmarks run in their package's folder; give an absolute path.
+            let file = std::env::current_dir()
+                .map_err(|e| format!("current dir: {e}"))?
+                .join("BENCHMARKS.md");
+            c.arg("--write").arg(file);
+        }
+        run(&mut c)?;
+    }
+    Ok(())
 }
