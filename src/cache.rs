@@ -48,8 +48,10 @@ use crate::reads::Read;
 
 /// How long an isolate trusts the generation it read for a tag.
 pub const GENERATION_SECS: u64 = 5;
-/// Most entries kept in an isolate's memory.
+/// Most entries kept in an isolate's memory...
 pub const MEMORY_ENTRIES: usize = 1024;
+/// ...and most bytes of bodies (an isolate has 128 MB in all).
+pub const MEMORY_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -149,19 +151,27 @@ fn with_isolate<T>(f: impl FnOnce(&mut Isolate) -> T) -> T {
 
 fn remember(key: &str, entry: &Entry) {
     with_isolate(|iso| {
-        if iso.entries.len() >= MEMORY_ENTRIES {
-            // Drop the oldest quarter; cheap enough at this size.
-            let mut ages: Vec<(u64, String)> = iso
+        iso.entries.insert(key.to_owned(), entry.clone());
+        let bytes: usize = iso.entries.values().map(|e| e.body.len()).sum();
+        if iso.entries.len() > MEMORY_ENTRIES || bytes > MEMORY_BYTES {
+            // Drop the oldest until within both budgets (and a quarter under
+            // the count, so this does not run on every insert).
+            let mut by_age: Vec<(u64, String, usize)> = iso
                 .entries
                 .iter()
-                .map(|(k, e)| (e.stored_at, k.clone()))
+                .map(|(k, e)| (e.stored_at, k.clone(), e.body.len()))
                 .collect();
-            ages.sort_unstable();
-            for (_, k) in ages.into_iter().take(MEMORY_ENTRIES / 4) {
+            by_age.sort_unstable();
+            let (mut count, mut total) = (iso.entries.len(), bytes);
+            for (_, k, len) in by_age {
+                if count <= MEMORY_ENTRIES * 3 / 4 && total <= MEMORY_BYTES * 3 / 4 {
+                    break;
+                }
                 iso.entries.remove(&k);
+                count -= 1;
+                total -= len;
             }
         }
-        iso.entries.insert(key.to_owned(), entry.clone());
     });
 }
 

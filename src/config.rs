@@ -21,8 +21,13 @@ pub struct Config {
     pub db_timeout: Duration,
     /// `development`, `staging` or `production`.
     pub environment: String,
-    /// Key material for signed values (cursors now, sessions later).
+    /// Key material for signed values (session cookies, cursors).
     pub session_secret: Vec<u8>,
+    /// Names `session_secret` in the cookies it signs (`SESSION_KID`).
+    pub session_key_id: String,
+    /// Earlier session keys still accepted, `(key id, secret)`, from the
+    /// secret `SESSION_SECRETS_PREVIOUS` (`kid:secret,kid:secret`).
+    pub session_previous: Vec<(String, Vec<u8>)>,
     /// Bearer token of the admin routes; `None` disables them.
     pub admin_token: Option<String>,
     /// A cached read is fresh this long...
@@ -71,8 +76,26 @@ impl Config {
                 ))
             }
         };
+        let session_previous = source
+            .secret("SESSION_SECRETS_PREVIOUS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|pair| match pair.split_once(':') {
+                Some((kid, secret)) if !kid.is_empty() && secret.len() >= 32 => {
+                    Ok((kid.to_owned(), secret.as_bytes().to_vec()))
+                }
+                _ => Err("SESSION_SECRETS_PREVIOUS must be kid:secret pairs (secrets of 32+ characters), separated by commas".to_owned()),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Config {
             session_secret,
+            session_key_id: source
+                .var("SESSION_KID")
+                .filter(|k| !k.trim().is_empty())
+                .unwrap_or_else(|| "k1".to_owned()),
+            session_previous,
             admin_token: source.secret("CRON_SECRET").filter(|t| !t.is_empty()),
             cache_fresh_secs: number("CACHE_FRESH_SECS", 30, 3600)?,
             cache_stale_secs: number("CACHE_STALE_SECS", 86_400, 7 * 86_400)?,

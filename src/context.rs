@@ -19,6 +19,7 @@ pub struct Ctx {
     db: OnceCell<Db>,
     kv_ms: Cell<u64>,
     db_ms: Cell<u64>,
+    do_ms: Cell<u64>,
 }
 
 impl Ctx {
@@ -31,6 +32,7 @@ impl Ctx {
             db: OnceCell::new(),
             kv_ms: Cell::new(0),
             db_ms: Cell::new(0),
+            do_ms: Cell::new(0),
         }
     }
 
@@ -63,6 +65,15 @@ impl Ctx {
 
     pub fn add_db_ms(&self, ms: u64) {
         self.db_ms.set(self.db_ms.get() + ms);
+    }
+
+    pub fn add_do_ms(&self, ms: u64) {
+        self.do_ms.set(self.do_ms.get() + ms);
+    }
+
+    /// Milliseconds spent waiting for Durable Objects, if any were called.
+    pub fn do_ms(&self) -> Option<u64> {
+        Some(self.do_ms.get()).filter(|ms| *ms > 0)
     }
 
     /// Milliseconds spent on KV, if any.

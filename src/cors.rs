@@ -5,8 +5,8 @@
 
 pub const ALLOW_METHODS: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 pub const ALLOW_HEADERS: &str = "Content-Type, Idempotency-Key, If-None-Match, X-Request-Id";
-pub const EXPOSE_HEADERS: &str =
-    "ETag, X-Cache, X-Request-Id, Retry-After, RateLimit, RateLimit-Policy, Server-Timing";
+pub const EXPOSE_HEADERS: &str = "ETag, X-Cache, X-Request-Id, Retry-After, RateLimit, \
+     RateLimit-Policy, Server-Timing, Location, Idempotent-Replayed";
 pub const MAX_AGE_SECS: &str = "600";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,5 +62,19 @@ mod tests {
             check(Some("https://quietriots.com.evil.example"), &allowed),
             Cors::Refused
         );
+    }
+
+    #[test]
+    fn writes_may_send_and_read_their_idempotency_headers() {
+        let allowed = preflight_headers()
+            .iter()
+            .find(|(k, _)| *k == "Access-Control-Allow-Headers")
+            .map(|(_, v)| v.split(", ").collect::<Vec<_>>())
+            .unwrap_or_default();
+        assert!(allowed.contains(&"Idempotency-Key"), "{allowed:?}");
+        let exposed: Vec<&str> = EXPOSE_HEADERS.split(", ").collect();
+        for h in ["Location", "Idempotent-Replayed"] {
+            assert!(exposed.contains(&h), "{exposed:?}");
+        }
     }
 }

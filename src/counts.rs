@@ -12,7 +12,13 @@
 //! and `pipeline::cached_response` calls [`overlay`] for `issues.get` and
 //! `issues.list` when that source knows anything.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use serde_json::Value;
+
+/// Most counts an isolate remembers.
+const REMEMBERED: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveCount {
@@ -46,6 +52,45 @@ pub fn overlay(body: &mut Value, generated_at_ms: u64, live: &dyn LiveCounts) ->
         None => apply(body),
     }
     changed
+}
+
+thread_local! {
+    static LEARNED: RefCell<HashMap<String, LiveCount>> = RefCell::new(HashMap::new());
+}
+
+/// Counts this isolate learned from the counter objects (its own joins and
+/// leaves): what the writer sees at once.
+pub struct Learned;
+
+impl LiveCounts for Learned {
+    fn get(&self, issue_id: &str) -> Option<LiveCount> {
+        LEARNED.with(|l| l.borrow().get(issue_id).copied())
+    }
+}
+
+impl Learned {
+    pub fn is_empty() -> bool {
+        LEARNED.with(|l| l.borrow().is_empty())
+    }
+}
+
+/// Keeps the newest count of an issue; bounded (the oldest are dropped).
+pub fn remember(issue_id: &str, count: LiveCount) {
+    LEARNED.with(|l| {
+        let mut l = l.borrow_mut();
+        let newer = l.get(issue_id).is_none_or(|c| c.as_of_ms <= count.as_of_ms);
+        if newer {
+            l.insert(issue_id.to_owned(), count);
+        }
+        if l.len() > REMEMBERED {
+            let mut ages: Vec<(u64, String)> =
+                l.iter().map(|(k, c)| (c.as_of_ms, k.clone())).collect();
+            ages.sort_unstable();
+            for (_, k) in ages.into_iter().take(REMEMBERED / 4) {
+                l.remove(&k);
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -96,5 +141,19 @@ mod tests {
             0,
             "nothing new the second time"
         );
+    }
+
+    #[test]
+    fn the_isolate_keeps_the_newest_count() {
+        let at = |count, as_of_ms| LiveCount { count, as_of_ms };
+        remember("x", at(5, 100));
+        remember("x", at(4, 50));
+        assert_eq!(
+            Learned.get("x"),
+            Some(at(5, 100)),
+            "an older answer arrives late"
+        );
+        remember("x", at(6, 150));
+        assert_eq!(Learned.get("x").map(|c| c.count), Some(6));
     }
 }

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use futures::future::{select, Either};
 use libsql_hrana::proto::{
-    CloseStreamReq, ExecuteStreamReq, PipelineReqBody, PipelineRespBody, Stmt, StmtResult,
-    StreamRequest, StreamResponse, StreamResult, Value as HranaValue,
+    Batch, BatchCond, BatchStep, BatchStreamReq, CloseStreamReq, ExecuteStreamReq, PipelineReqBody,
+    PipelineRespBody, Stmt, StmtResult, StreamRequest, StreamResponse, StreamResult,
+    Value as HranaValue,
 };
 use serde_json::{Map, Value};
 use worker::{AbortController, Fetch, Headers, Method, Request, RequestInit};
@@ -71,11 +72,7 @@ pub fn pipeline_url(base: &str) -> String {
 pub fn reads_body(queries: &[Query]) -> PipelineReqBody {
     let mut requests: Vec<StreamRequest> = queries
         .iter()
-        .map(|q| {
-            let mut stmt = Stmt::new(q.sql.clone(), true);
-            stmt.args = q.args.iter().map(to_hrana).collect();
-            StreamRequest::Execute(ExecuteStreamReq { stmt })
-        })
+        .map(|q| StreamRequest::Execute(ExecuteStreamReq { stmt: stmt(q) }))
         .collect();
     requests.push(StreamRequest::Close(CloseStreamReq {}));
     PipelineReqBody {
@@ -100,16 +97,120 @@ pub fn read_results(body: PipelineRespBody, expected: usize) -> AppResult<Vec<Ve
             StreamResult::Ok {
                 response: StreamResponse::Execute(r),
             } => Ok(records(r.result)),
-            StreamResult::Error { error } if error.code == "SQLITE_BUSY" => Err(
-                AppError::primary_unavailable(format!("the database is busy: {}", error.message)),
-            ),
-            StreamResult::Error { error } => Err(AppError::internal(format!(
-                "statement failed: {} ({})",
-                error.message, error.code
-            ))),
+            StreamResult::Error { error } => Err(statement_error(&error)),
             other => Err(AppError::internal(format!(
                 "unexpected result from the primary: {other:?}"
             ))),
+        })
+        .collect()
+}
+
+/// What one statement of a transaction did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Written {
+    pub rows: Vec<Record>,
+    pub affected: u64,
+}
+
+fn stmt(q: &Query) -> Stmt {
+    let mut stmt = Stmt::new(q.sql.clone(), true);
+    stmt.args = q.args.iter().map(to_hrana).collect();
+    stmt
+}
+
+/// The pipeline body for statements that must apply together: one Hrana
+/// batch `BEGIN IMMEDIATE`, each statement only if the one before it
+/// succeeded, `COMMIT` only if all did, `ROLLBACK` if the commit did not
+/// happen; then `close`. Nothing is half-applied, in one round trip.
+pub fn transaction_body(queries: &[Query]) -> PipelineReqBody {
+    let n = queries.len() as u32;
+    let plain = |sql: &str| Stmt::new(sql.to_owned(), false);
+    let mut steps = vec![BatchStep {
+        condition: None,
+        stmt: plain("BEGIN IMMEDIATE"),
+    }];
+    for (i, q) in queries.iter().enumerate() {
+        steps.push(BatchStep {
+            condition: Some(BatchCond::Ok { step: i as u32 }),
+            stmt: stmt(q),
+        });
+    }
+    steps.push(BatchStep {
+        condition: Some(BatchCond::Ok { step: n }),
+        stmt: plain("COMMIT"),
+    });
+    steps.push(BatchStep {
+        condition: Some(BatchCond::Not {
+            cond: Box::new(BatchCond::Ok { step: n + 1 }),
+        }),
+        stmt: plain("ROLLBACK"),
+    });
+    PipelineReqBody {
+        baton: None,
+        requests: vec![
+            StreamRequest::Batch(BatchStreamReq {
+                batch: Batch {
+                    steps,
+                    replication_index: None,
+                },
+            }),
+            StreamRequest::Close(CloseStreamReq {}),
+        ],
+    }
+}
+
+/// A statement error as an AppError: a busy database is 503 (retry), a
+/// constraint is 409, anything else is ours (500, logged).
+fn statement_error(error: &libsql_hrana::proto::Error) -> AppError {
+    match error.code.as_str() {
+        "SQLITE_BUSY" | "SQLITE_LOCKED" => {
+            AppError::primary_unavailable(format!("the database is busy: {}", error.message))
+        }
+        c if c.starts_with("SQLITE_CONSTRAINT") => {
+            AppError::new(409, "conflict", "the change conflicts with existing data")
+                .with_details(serde_json::json!({ "reason": error.message }))
+        }
+        _ => AppError::internal(format!(
+            "statement failed: {} ({})",
+            error.message, error.code
+        )),
+    }
+}
+
+/// Each statement's rows and affected-row count, or the error that made the
+/// transaction roll back.
+pub fn transaction_results(body: PipelineRespBody, expected: usize) -> AppResult<Vec<Written>> {
+    let batch = match body.results.into_iter().next() {
+        Some(StreamResult::Ok {
+            response: StreamResponse::Batch(b),
+        }) => b.result,
+        Some(StreamResult::Error { error }) => return Err(statement_error(&error)),
+        other => {
+            return Err(AppError::internal(format!(
+                "unexpected answer to a transaction: {other:?}"
+            )))
+        }
+    };
+    let commit = expected + 1;
+    let committed = matches!(batch.step_results.get(commit), Some(Some(_)));
+    if !committed {
+        let first_error = batch.step_errors.iter().flatten().next();
+        return Err(match first_error {
+            Some(e) => statement_error(e),
+            None => AppError::internal("the transaction did not commit and gave no error"),
+        });
+    }
+    batch
+        .step_results
+        .into_iter()
+        .skip(1)
+        .take(expected)
+        .map(|r| match r {
+            Some(r) => Ok(Written {
+                affected: r.affected_row_count,
+                rows: records(r),
+            }),
+            None => Err(AppError::internal("a committed step has no result")),
         })
         .collect()
 }
@@ -192,6 +293,13 @@ impl Db {
         let body = reads_body(&queries);
         let response = self.send(&body).await?;
         read_results(response, queries.len())
+    }
+
+    /// Runs statements as one transaction, in one round trip.
+    pub async fn transaction(&self, queries: Vec<Query>) -> AppResult<Vec<Written>> {
+        let body = transaction_body(&queries);
+        let response = self.send(&body).await?;
+        transaction_results(response, queries.len())
     }
 
     /// One POST to the pipeline, bounded by the timeout.

@@ -96,6 +96,42 @@ impl AppError {
     }
 }
 
+/// Codes an error envelope may carry when it crosses from a Durable Object
+/// to the Worker; anything else arrives as `internal`.
+const KNOWN_CODES: &[&str] = &[
+    "validation_failed",
+    "malformed_json",
+    "not_found",
+    "conflict",
+    "rate_limited",
+    "primary_unavailable",
+    "limiter_unavailable",
+    "unprocessable",
+];
+
+impl AppError {
+    /// Rebuilds an error from its JSON envelope (as [`AppError::body`] made it).
+    pub fn from_envelope(status: u16, body: &Value) -> AppError {
+        let error = &body["error"];
+        let code = error["code"].as_str().unwrap_or("");
+        match KNOWN_CODES.iter().find(|k| **k == code) {
+            Some(code) => {
+                let mut e = AppError::new(
+                    status,
+                    code,
+                    error["message"].as_str().unwrap_or("").to_owned(),
+                );
+                e.details = Some(error["details"].clone()).filter(|d| !d.is_null());
+                if status == 503 || status == 429 {
+                    e.retry_after = Some(5);
+                }
+                e
+            }
+            None => AppError::internal(format!("an object answered {status}: {body}")),
+        }
+    }
+}
+
 impl From<worker::Error> for AppError {
     fn from(e: worker::Error) -> Self {
         AppError::internal(e)
@@ -113,6 +149,16 @@ mod tests {
         assert_eq!(body["error"]["message"], "limit: at most 100");
         assert_eq!(body["error"]["details"]["field"], "limit");
         assert_eq!(body["error"]["request_id"], "req-1");
+    }
+
+    #[test]
+    fn envelopes_cross_back_into_errors() {
+        let e = AppError::validation("organisation_id", "not linked");
+        let back = AppError::from_envelope(400, &e.body(""));
+        assert_eq!(back.code, "validation_failed");
+        assert_eq!(back.details, e.details);
+        let odd = AppError::from_envelope(500, &json!({"error": {"code": "weird"}}));
+        assert_eq!(odd.code, "internal");
     }
 
     #[test]

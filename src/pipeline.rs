@@ -12,10 +12,11 @@ use crate::cors::{self, Cors};
 use crate::error::{AppError, AppResult};
 use crate::ids::Id;
 use crate::issues::ListQuery;
+use crate::membership::{self, Op};
 use crate::paging::Page;
 use crate::reads::Read;
 use crate::router::{self, Resolved, Route};
-use crate::{admin, health, request_id};
+use crate::{admin, counter, counts, health, issue_writes, me, request_id};
 
 /// Security headers on every response. The API serves JSON only, so the CSP
 /// forbids everything.
@@ -54,15 +55,15 @@ pub async fn handle(
         Err(problem) => (
             Err(AppError::internal(format!("configuration: {problem}"))),
             "config",
-            (None, None),
+            (None, None, None),
         ),
         Ok(config) => {
             let ctx = Ctx::new(config, env, request_id.clone(), worker_ctx);
             let (outcome, route) = run(req, &ctx, &cors).await;
-            (outcome, route, (ctx.kv_ms(), ctx.db_ms()))
+            (outcome, route, (ctx.kv_ms(), ctx.db_ms(), ctx.do_ms()))
         }
     };
-    let (kv_ms, db_ms) = timings;
+    let (kv_ms, db_ms, do_ms) = timings;
     let mut response = match outcome {
         Ok(r) => r,
         Err(e) => {
@@ -76,7 +77,17 @@ pub async fn handle(
         response = without_body(response);
     }
     let elapsed = Date::now().as_millis().saturating_sub(started);
-    decorate(&mut response, &request_id, &cors, kv_ms, db_ms, elapsed);
+    decorate(
+        &mut response,
+        &request_id,
+        &cors,
+        Timings {
+            kv_ms,
+            db_ms,
+            do_ms,
+            total_ms: elapsed,
+        },
+    );
     tracing::info!(
         request_id = %request_id,
         method = %method,
@@ -117,6 +128,40 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     match route {
         Route::Health => (health::handle(ctx).await, "health"),
         Route::BenchConstant => (bench_constant(ctx), "bench.constant"),
+        Route::Join { id } | Route::Leave { id } => {
+            let op = if req.method() == Method::Delete {
+                Op::Leave
+            } else {
+                Op::Join
+            };
+            let result = match Id::parse(&id, "id") {
+                Ok(issue) => {
+                    membership::handle(ctx, op, &issue, body.as_ref(), header("Cookie").as_deref())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let name = match op {
+                Op::Join => "issues.join",
+                Op::Leave => "issues.leave",
+            };
+            (result, name)
+        }
+        Route::Me => (me::get(ctx, header("Cookie").as_deref()).await, "me"),
+        Route::Logout => (me::logout(), "logout"),
+        Route::CreateIssue
+        | Route::AddPost { .. }
+        | Route::AddSynonym { .. }
+        | Route::AddAction { .. } => {
+            issue_writes::handle(
+                ctx,
+                &route,
+                body.as_ref(),
+                header("Idempotency-Key").as_deref(),
+                header("Cookie").as_deref(),
+            )
+            .await
+        }
         Route::InvalidateCache => (
             admin::invalidate(ctx, header("Authorization").as_deref(), body.as_ref()).await,
             "admin.invalidate",
@@ -128,7 +173,11 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             };
             let name = read.name();
             let result = match cache::serve(ctx, &read).await {
-                Ok(served) => cached_response(served, header("If-None-Match").as_deref(), ctx),
+                Ok(served) => cached_response(
+                    with_live_counts(served, &read),
+                    header("If-None-Match").as_deref(),
+                    ctx,
+                ),
                 Err(e) => Err(e),
             };
             (result, name)
@@ -153,10 +202,43 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
         Route::IssueCountries { id } => Read::Countries(issue(&id)?),
         Route::ListOrganisations => Read::Organisations(Page::parse(&pairs)?),
         Route::GetOrganisation { id } => Read::Organisation(issue(&id)?),
-        Route::Health | Route::InvalidateCache | Route::BenchConstant => {
-            return Err(AppError::internal("not a read route"))
-        }
+        Route::Health
+        | Route::InvalidateCache
+        | Route::BenchConstant
+        | Route::Join { .. }
+        | Route::Leave { .. }
+        | Route::Me
+        | Route::Logout
+        | Route::CreateIssue
+        | Route::AddPost { .. }
+        | Route::AddSynonym { .. }
+        | Route::AddAction { .. } => return Err(AppError::internal("not a read route")),
     })
+}
+
+/// Puts counts this isolate learned from its own joins and leaves into an
+/// issue detail or list (the writer sees its change at once). A body loaded
+/// from the primary within two flush intervals of a live count may predate
+/// the flush that carries it, so the live count wins in that window too.
+fn with_live_counts(served: Served, read: &Read) -> Served {
+    if !matches!(read, Read::Issue(_) | Read::Issues(_)) || counts::Learned::is_empty() {
+        return served;
+    }
+    let Ok(mut body) = serde_json::from_str::<Value>(&served.entry.body) else {
+        return served;
+    };
+    let loaded = served
+        .entry
+        .stored_at
+        .saturating_sub(2 * counter::FLUSH_EVERY_MS);
+    if counts::overlay(&mut body, loaded, &counts::Learned) == 0 {
+        return served;
+    }
+    let stored_at = served.entry.stored_at;
+    Served {
+        entry: cache::Entry::new(body.to_string(), stored_at),
+        outcome: served.outcome,
+    }
 }
 
 /// A cached read as HTTP: 304 when the client has this version, else the
@@ -292,14 +374,15 @@ fn without_body(response: Response) -> Response {
     }
 }
 
-fn decorate(
-    response: &mut Response,
-    request_id: &str,
-    cors: &Cors,
+/// Where a request's time went, for `Server-Timing`.
+struct Timings {
     kv_ms: Option<u64>,
     db_ms: Option<u64>,
+    do_ms: Option<u64>,
     total_ms: u64,
-) {
+}
+
+fn decorate(response: &mut Response, request_id: &str, cors: &Cors, t: Timings) {
     let headers = response.headers_mut();
     for (k, v) in SECURITY_HEADERS {
         let _ = headers.set(k, v);
@@ -315,13 +398,12 @@ fn decorate(
         }
     }
     let mut timing = Vec::new();
-    if let Some(kv) = kv_ms {
-        timing.push(format!("kv;dur={kv}"));
+    for (name, ms) in [("kv", t.kv_ms), ("do", t.do_ms), ("db", t.db_ms)] {
+        if let Some(ms) = ms {
+            timing.push(format!("{name};dur={ms}"));
+        }
     }
-    if let Some(db) = db_ms {
-        timing.push(format!("db;dur={db}"));
-    }
-    timing.push(format!("total;dur={total_ms}"));
+    timing.push(format!("total;dur={}", t.total_ms));
     let timing = timing.join(", ");
     let _ = headers.set("Server-Timing", &timing);
 }

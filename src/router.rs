@@ -20,6 +20,24 @@ pub enum Route {
     GetOrganisation {
         id: String,
     },
+    Join {
+        id: String,
+    },
+    Leave {
+        id: String,
+    },
+    Me,
+    Logout,
+    CreateIssue,
+    AddPost {
+        id: String,
+    },
+    AddSynonym {
+        id: String,
+    },
+    AddAction {
+        id: String,
+    },
     InvalidateCache,
     /// A constant body through the whole pipeline (development only): the
     /// baseline the cached reads are benchmarked against.
@@ -34,13 +52,23 @@ pub const ROUTES: &[Entry] = &[
     ("GET", "/health", |_| Route::Health),
     ("GET", "/__bench/constant", |_| Route::BenchConstant),
     ("GET", "/api/issues", |_| Route::ListIssues),
+    ("POST", "/api/issues", |_| Route::CreateIssue),
     ("GET", "/api/issues/:id", |p| Route::GetIssue {
         id: p[0].to_owned(),
     }),
     ("GET", "/api/issues/:id/feed", |p| Route::IssueFeed {
         id: p[0].to_owned(),
     }),
+    ("POST", "/api/issues/:id/feed", |p| Route::AddPost {
+        id: p[0].to_owned(),
+    }),
+    ("POST", "/api/issues/:id/synonyms", |p| Route::AddSynonym {
+        id: p[0].to_owned(),
+    }),
     ("GET", "/api/issues/:id/actions", |p| Route::IssueActions {
+        id: p[0].to_owned(),
+    }),
+    ("POST", "/api/issues/:id/actions", |p| Route::AddAction {
         id: p[0].to_owned(),
     }),
     ("GET", "/api/issues/:id/countries", |p| {
@@ -48,6 +76,14 @@ pub const ROUTES: &[Entry] = &[
             id: p[0].to_owned(),
         }
     }),
+    ("POST", "/api/issues/:id/join", |p| Route::Join {
+        id: p[0].to_owned(),
+    }),
+    ("DELETE", "/api/issues/:id/join", |p| Route::Leave {
+        id: p[0].to_owned(),
+    }),
+    ("GET", "/api/me", |_| Route::Me),
+    ("POST", "/api/logout", |_| Route::Logout),
     ("GET", "/api/organisations", |_| Route::ListOrganisations),
     ("GET", "/api/organisations/:id", |p| {
         Route::GetOrganisation {
@@ -139,8 +175,36 @@ mod tests {
         );
         assert_eq!(resolve("GET", "/nope"), Resolved::NotFound);
         assert_eq!(
+            resolve("DELETE", "/api/issues/abc/join"),
+            Resolved::Found(Route::Leave { id: "abc".into() })
+        );
+        assert_eq!(
+            resolve("GET", "/api/issues/abc/join"),
+            Resolved::MethodNotAllowed(vec!["POST", "DELETE"])
+        );
+        assert_eq!(
             resolve("DELETE", "/api/issues"),
-            Resolved::MethodNotAllowed(vec!["GET", "HEAD"])
+            Resolved::MethodNotAllowed(vec!["GET", "HEAD", "POST"])
+        );
+        assert_eq!(
+            resolve("POST", "/api/issues/"),
+            Resolved::Found(Route::CreateIssue)
+        );
+        assert_eq!(
+            resolve("POST", "/api/issues/abc/feed"),
+            Resolved::Found(Route::AddPost { id: "abc".into() })
+        );
+        assert_eq!(
+            resolve("POST", "/api/issues/abc/synonyms"),
+            Resolved::Found(Route::AddSynonym { id: "abc".into() })
+        );
+        assert_eq!(
+            resolve("POST", "/api/issues/abc/actions"),
+            Resolved::Found(Route::AddAction { id: "abc".into() })
+        );
+        assert_eq!(
+            resolve("GET", "/api/issues/abc/synonyms"),
+            Resolved::MethodNotAllowed(vec!["POST"])
         );
     }
 }

@@ -145,7 +145,7 @@ async fn unknown_routes_and_methods_are_json_errors(app: &TestApp) {
         .send()
         .await
         .expect("405");
-    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
     error_of(r, 405, "method_not_allowed").await;
 }
 

@@ -82,6 +82,7 @@ impl Engine {
             conn: self.connect()?,
             stored_sql: HashMap::new(),
             write_queue: self.write_queue.clone(),
+            in_turn: false,
         })
     }
 }
@@ -102,6 +103,8 @@ pub struct Session {
     conn: Connection,
     stored_sql: HashMap<i32, String>,
     write_queue: Arc<Mutex<()>>,
+    /// This session holds its turn in `write_queue` (for a whole batch).
+    in_turn: bool,
 }
 
 impl Session {
@@ -229,6 +232,28 @@ impl Session {
     /// before it.
     pub fn batch(&mut self, batch: &Batch) -> Result<BatchResult, HranaError> {
         validate_batch(batch)?;
+        // A batch that opens a write transaction (`BEGIN IMMEDIATE`, as
+        // clients wrap atomic batches) waits its turn with the lone writes
+        // for the whole batch, instead of spinning on SQLITE_BUSY against
+        // them.
+        let opens_write = batch.steps.first().is_some_and(|s| {
+            s.condition.is_none()
+                && s.stmt.sql.as_deref().is_some_and(|sql| {
+                    let sql = sql.trim_start().to_ascii_uppercase();
+                    sql.starts_with("BEGIN IMMEDIATE") || sql.starts_with("BEGIN EXCLUSIVE")
+                })
+        });
+        let queue = self.write_queue.clone();
+        let turn = (opens_write && self.conn.is_autocommit())
+            .then(|| queue.lock().unwrap_or_else(|p| p.into_inner()));
+        self.in_turn = turn.is_some();
+        let result = self.run_batch(batch);
+        self.in_turn = false;
+        drop(turn);
+        result
+    }
+
+    fn run_batch(&mut self, batch: &Batch) -> Result<BatchResult, HranaError> {
         let mut result = BatchResult {
             step_results: Vec::with_capacity(batch.steps.len()),
             step_errors: Vec::with_capacity(batch.steps.len()),
@@ -384,7 +409,7 @@ impl Session {
         // Inside an explicit transaction the write lock is SQLite's business
         // (the transaction may hold it across requests); a lone write waits
         // its turn here.
-        let _turn = (!readonly && self.conn.is_autocommit())
+        let _turn = (!readonly && !self.in_turn && self.conn.is_autocommit())
             .then(|| self.write_queue.lock().unwrap_or_else(|p| p.into_inner()));
         let cols: Vec<Col> = prepared
             .columns()
@@ -708,6 +733,32 @@ mod tests {
         q.bind_named("@b".into(), Value::Integer { value: 3 });
         let r = s.execute(&q).expect("execute");
         assert!(matches!(r.rows[0].values[0], Value::Integer { value: 5 }));
+    }
+
+    #[test]
+    fn a_transaction_batch_holds_the_write_turn_without_deadlocking() {
+        let (_dir, mut s) = session();
+        s.execute(&stmt("CREATE TABLE t (x INTEGER)", vec![]))
+            .expect("create");
+        let batch = crate::client::transaction_batch(vec![
+            stmt("INSERT INTO t VALUES (1)", vec![]),
+            stmt("INSERT INTO t VALUES (2)", vec![]),
+        ]);
+        // Runs on another thread so that a deadlock fails the test instead
+        // of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = s
+                .batch(&batch)
+                .map(|r| r.step_errors.iter().all(Option::is_none));
+            let after = s.execute(&stmt("INSERT INTO t VALUES (3)", vec![])).is_ok();
+            let _ = tx.send((r, after));
+        });
+        let (r, after) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the batch finished");
+        assert!(r.expect("batch"), "every step succeeded");
+        assert!(after, "the turn was given back");
     }
 
     #[test]

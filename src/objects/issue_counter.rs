@@ -1,18 +1,446 @@
-//! The IssueCounter Durable Object: one per issue.
+//! The IssueCounter Durable Object: one per issue (named by its id), the
+//! exact live rioter count. The logic is in [`crate::counter`] and
+//! [`crate::membership`]; this file is the wiring to the runtime.
+//!
+//! Requests (from the Worker only; objects are not reachable from outside):
+//! - `POST /change` with a [`Change`]: writes the membership through to the
+//!   primary and answers [`Answer`] or the error envelope's fields;
+//! - `GET /count`: the live count, without touching the primary;
+//! - `POST /recount`: take the count again from `user_issues` before the
+//!   next change (reconciliation);
+//! - `GET /health`: a storage round trip.
+//!
+//! State (SQLite storage of the object, one row): the counts, whether they
+//! are trusted, and a version that moves with every change, so the alarm
+//! knows whether the primary has the latest numbers.
 
-use worker::{durable_object, Env, Request, Response, Result, State};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use worker::{durable_object, Date, Env, Method, Request, RequestInit, Response, Result, State};
+
+use crate::config::Config;
+use crate::context::Ctx;
+use crate::counter::{self, Admission, Counts, Gate};
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+use crate::membership::{self, Change, Op, Outcome};
+
+/// How long a change waits for a count in progress before giving up (503).
+const ADMISSION_WAIT: Duration = Duration::from_secs(10);
+/// Most changes in one transaction.
+const GROUP_MAX: usize = 100;
+/// A failed flush is tried again this much later.
+const FLUSH_RETRY_MS: u64 = 5_000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Stored {
+    issue_id: Option<String>,
+    counts: Counts,
+    counted: bool,
+    version: u64,
+    flushed_version: u64,
+    last_flush_ms: u64,
+}
+
+/// The answer to a change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Answer {
+    pub changed: bool,
+    pub member: bool,
+    pub rioter_count: i64,
+    /// Unix ms at which `rioter_count` was exact.
+    pub as_of_ms: u64,
+}
+
+/// Where a queued change's answer is put.
+type Slot = Rc<RefCell<Option<AppResult<Answer>>>>;
+
+/// Clears the "a transaction is in flight" flag however the sender ends
+/// (also if its request is cancelled), so the next waiter takes over.
+struct Sending<'a>(&'a Cell<bool>);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
 
 #[durable_object]
 pub struct IssueCounter {
     state: State,
+    env: Env,
+    stored: RefCell<Stored>,
+    gate: RefCell<Gate>,
+    queue: RefCell<Vec<(Change, Slot)>>,
+    sending: Cell<bool>,
+    /// Counts moved since the alarm was last checked.
+    alarm_due: Cell<bool>,
+}
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+impl IssueCounter {
+    fn load(state: &State) -> Result<Stored> {
+        let sql = state.storage().sql();
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
+            None,
+        )?;
+        #[derive(Deserialize)]
+        struct Row {
+            state: String,
+        }
+        let rows: Vec<Row> = sql
+            .exec("SELECT state FROM counter WHERE id = 1", None)?
+            .to_array()?;
+        Ok(match rows.first() {
+            Some(row) => serde_json::from_str(&row.state).unwrap_or_default(),
+            None => Stored::default(),
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        let json = serde_json::to_string(&*self.stored.borrow())
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.state.storage().sql().exec(
+            "INSERT INTO counter (id, state) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            vec![json.into()],
+        )?;
+        Ok(())
+    }
+
+    async fn ensure_alarm(&self) -> Result<()> {
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none() {
+            let now = now_ms();
+            let at = counter::next_flush_at(self.stored.borrow().last_flush_ms, now);
+            storage
+                .set_alarm(Duration::from_millis(at.saturating_sub(now)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn db(&self, request_id: &str) -> AppResult<Db> {
+        let config = Config::load(&self.env)
+            .map_err(|e| AppError::internal(format!("configuration: {e}")))?;
+        Ok(Db::new(
+            &config.libsql_url,
+            config.libsql_auth_token.as_deref(),
+            config.db_timeout,
+            request_id,
+        ))
+    }
+
+    async fn admit(&self) -> AppResult<Admission> {
+        let deadline = now_ms() + ADMISSION_WAIT.as_millis() as u64;
+        loop {
+            match self.gate.borrow_mut().enter() {
+                Admission::Wait => {}
+                admitted => return Ok(admitted),
+            }
+            if now_ms() > deadline {
+                return Err(AppError::primary_unavailable(
+                    "the issue's count is being taken; retry shortly",
+                ));
+            }
+            worker::Delay::from(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Queues a change and waits for its answer. Changes that arrive while
+    /// a transaction is in flight go together in the next one (group
+    /// commit): a hot issue costs a few transactions a second, not one per
+    /// join. Whoever finds no transaction in flight sends the queue.
+    async fn change(&self, change: Change) -> AppResult<Answer> {
+        let slot: Slot = Rc::new(RefCell::new(None));
+        self.queue.borrow_mut().push((change, slot.clone()));
+        let deadline = now_ms() + ADMISSION_WAIT.as_millis() as u64;
+        loop {
+            if let Some(answer) = slot.borrow_mut().take() {
+                return answer;
+            }
+            if !self.sending.get() {
+                self.sending.set(true);
+                let _sending = Sending(&self.sending);
+                self.drain().await;
+                continue;
+            }
+            if now_ms() > deadline {
+                return Err(AppError::primary_unavailable(
+                    "the issue's changes are queued too long; retry shortly",
+                ));
+            }
+            worker::Delay::from(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Sends queued changes, a group at a time, until none are left.
+    async fn drain(&self) {
+        loop {
+            let group: Vec<(Change, Slot)> = {
+                let mut queue = self.queue.borrow_mut();
+                let n = queue.len().min(GROUP_MAX);
+                queue.drain(..n).collect()
+            };
+            if group.is_empty() {
+                return;
+            }
+            let changes: Vec<Change> = group.iter().map(|(c, _)| c.clone()).collect();
+            let answers = match self.apply_group(&changes).await {
+                Ok(answers) => answers,
+                Err(e) => changes.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for ((_, slot), answer) in group.into_iter().zip(answers) {
+                *slot.borrow_mut() = Some(answer);
+            }
+        }
+    }
+
+    /// One transaction for a group of changes; an answer per change.
+    async fn apply_group(&self, changes: &[Change]) -> AppResult<Vec<AppResult<Answer>>> {
+        let first = changes
+            .first()
+            .ok_or_else(|| AppError::internal("an empty group"))?;
+        let db = self.db(&first.request_id)?;
+        let admission = self.admit().await?;
+        let count = admission == Admission::Count;
+        let mut statements = Vec::new();
+        let mut sizes = Vec::with_capacity(changes.len());
+        for (i, change) in changes.iter().enumerate() {
+            // The count, when asked for, comes after the group's last change.
+            let qs = membership::statements(change, count && i + 1 == changes.len());
+            sizes.push(qs.len());
+            statements.extend(qs);
+        }
+        let result = db.transaction(statements).await;
+        // A count is trusted only once taken; a change whose outcome is
+        // unknown (the primary may have applied it) makes us count again.
+        let known = match &result {
+            Ok(_) => true,
+            Err(e) => !count && e.code != "primary_unavailable",
+        };
+        let mut written = match result {
+            Ok(w) => w.into_iter(),
+            Err(e) => {
+                self.gate.borrow_mut().leave(admission, known);
+                return Err(e);
+            }
+        };
+        let mut outcomes = Vec::with_capacity(changes.len());
+        let mut counted = false;
+        for (i, (change, size)) in changes.iter().zip(sizes).enumerate() {
+            let mine: Vec<_> = written.by_ref().take(size).collect();
+            let with_count = count && i + 1 == changes.len();
+            let outcome = membership::outcome(change, mine, with_count);
+            counted |= matches!(&outcome, Ok(o) if o.counts.is_some());
+            outcomes.push(outcome);
+        }
+        self.gate
+            .borrow_mut()
+            .leave(admission, known && (!count || counted));
+        self.record(changes, &outcomes)?;
+        let total = self.stored.borrow().counts.total;
+        let as_of_ms = now_ms();
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.map(|o| Answer {
+                    changed: o.changed,
+                    member: o.member,
+                    rioter_count: total,
+                    as_of_ms,
+                })
+            })
+            .collect())
+    }
+
+    /// Moves the stored counts by a committed group's outcomes, saves them
+    /// and makes sure a flush is due.
+    fn record(&self, changes: &[Change], outcomes: &[AppResult<Outcome>]) -> AppResult<()> {
+        {
+            let mut s = self.stored.borrow_mut();
+            let mut moved = false;
+            for (change, outcome) in changes.iter().zip(outcomes) {
+                let Ok(outcome) = outcome else { continue };
+                s.issue_id.get_or_insert_with(|| change.issue_id.clone());
+                match &outcome.counts {
+                    // Taken after every change of the group: replaces them all.
+                    Some(counts) => {
+                        moved |= !s.counted || s.counts != *counts;
+                        s.counts = counts.clone();
+                        s.counted = true;
+                    }
+                    None if outcome.changed && s.counted => {
+                        let delta = if change.op == Op::Join { 1 } else { -1 };
+                        s.counts.apply(delta, outcome.organisation_id.as_deref());
+                        moved = true;
+                    }
+                    None => {}
+                }
+            }
+            if moved {
+                s.version += 1;
+            }
+        }
+        self.save().map_err(AppError::from)?;
+        let dirty = {
+            let s = self.stored.borrow();
+            s.version != s.flushed_version
+        };
+        if dirty {
+            self.alarm_due.set(true);
+        }
+        Ok(())
+    }
+
+    /// Writes the counts to the primary if it does not have them yet.
+    async fn flush(&self) -> AppResult<()> {
+        let (issue_id, counts, version) = {
+            let s = self.stored.borrow();
+            if s.version == s.flushed_version || !s.counted {
+                return Ok(());
+            }
+            let Some(issue_id) = s.issue_id.clone() else {
+                return Ok(());
+            };
+            (issue_id, s.counts.clone(), s.version)
+        };
+        let db = self.db(&format!("flush-{issue_id}"))?;
+        db.transaction(counter::flush_queries(&issue_id, &counts))
+            .await?;
+        {
+            let mut s = self.stored.borrow_mut();
+            s.flushed_version = version;
+            s.last_flush_ms = now_ms();
+        }
+        self.save().map_err(AppError::from)?;
+        Ok(())
+    }
+}
+
+fn error_response(e: &AppError) -> Result<Response> {
+    if e.status >= 500 {
+        tracing::warn!(code = e.code, details = ?e.details, "issue counter");
+    }
+    Ok(Response::from_json(&e.body(""))?.with_status(e.status))
 }
 
 impl DurableObject for IssueCounter {
-    fn new(state: State, _env: Env) -> Self {
-        IssueCounter { state }
+    fn new(state: State, env: Env) -> Self {
+        let stored = match Self::load(&state) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "issue counter: cannot read its storage; counting again");
+                Stored::default()
+            }
+        };
+        let gate = Gate::new(stored.counted);
+        IssueCounter {
+            state,
+            env,
+            stored: RefCell::new(stored),
+            gate: RefCell::new(gate),
+            queue: RefCell::new(Vec::new()),
+            sending: Cell::new(false),
+            alarm_due: Cell::new(false),
+        }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        super::health(&self.state, &req).await
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        match (req.method(), req.path().as_str()) {
+            (Method::Post, "/change") => {
+                let change: Change = match req.json().await {
+                    Ok(c) => c,
+                    Err(e) => return Response::error(format!("bad change: {e}"), 400),
+                };
+                let answer = self.change(change).await;
+                if self.alarm_due.replace(false) {
+                    self.ensure_alarm().await?;
+                }
+                match answer {
+                    Ok(answer) => Response::from_json(&answer),
+                    Err(e) => error_response(&e),
+                }
+            }
+            (Method::Get, "/count") => {
+                let s = self.stored.borrow();
+                Response::from_json(&json!({
+                    "rioter_count": s.counts.total,
+                    "trusted": s.counted,
+                    "flushed": s.version == s.flushed_version,
+                }))
+            }
+            (Method::Post, "/recount") => {
+                self.gate.borrow_mut().recount();
+                Response::from_json(&json!({ "recount": true }))
+            }
+            _ => super::health(&self.state, &req).await,
+        }
     }
+
+    async fn alarm(&self) -> Result<Response> {
+        if let Err(e) = self.flush().await {
+            tracing::warn!(code = e.code, details = ?e.details, "issue counter: flush failed; retrying");
+            self.state
+                .storage()
+                .set_alarm(Duration::from_millis(FLUSH_RETRY_MS))
+                .await?;
+            return Response::ok("retry");
+        }
+        let dirty = {
+            let s = self.stored.borrow();
+            s.version != s.flushed_version
+        };
+        if dirty {
+            self.ensure_alarm().await?;
+        }
+        Response::ok("flushed")
+    }
+}
+
+/// The Worker's side: sends a change to the issue's object. An object that
+/// cannot be reached is 503 (writes fail closed).
+pub async fn send_change(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
+    let unavailable = |e: worker::Error| {
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "issue counter unreachable");
+        let mut err = AppError::new(
+            503,
+            "counter_unavailable",
+            "membership changes are unavailable; retry shortly",
+        );
+        err.retry_after = Some(5);
+        err
+    };
+    let namespace = ctx
+        .env
+        .durable_object("ISSUE_COUNTER")
+        .map_err(unavailable)?;
+    let stub = namespace
+        .id_from_name(&change.issue_id)
+        .and_then(|id| id.get_stub())
+        .map_err(unavailable)?;
+    let body = serde_json::to_string(change).map_err(AppError::internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    let request = Request::new_with_init("https://issue-counter/change", &init)?;
+    let started = now_ms();
+    let result = stub.fetch_with_request(request).await;
+    ctx.add_do_ms(now_ms().saturating_sub(started));
+    let mut response = result.map_err(unavailable)?;
+    let status = response.status_code();
+    let text = response.text().await.map_err(unavailable)?;
+    if status == 200 {
+        return serde_json::from_str(&text)
+            .map_err(|e| AppError::internal(format!("issue counter answered {text:.200}: {e}")));
+    }
+    let envelope: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    Err(AppError::from_envelope(status, &envelope))
 }

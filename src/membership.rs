@@ -1,0 +1,391 @@
+//! Joining and leaving an issue: the statements one membership change sends
+//! to the primary (one transaction, one round trip) and what their results
+//! mean. The IssueCounter object runs them ([`crate::objects::issue_counter`]);
+//! this module needs no JS runtime.
+//!
+//! A join inserts into `user_issues` with `ON CONFLICT DO NOTHING`, a leave
+//! deletes; only a real change (one row affected) counts, into the live count
+//! and into today's `issue_daily` row, so repeating either changes nothing.
+//! A join may name the organisation the member holds responsible; it must
+//! be one linked to the issue. The member's user row is created in the same
+//! transaction when it does not exist yet (a first write from a new
+//! session), and only when the join is valid.
+
+use libsql::Value as V;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use worker::Response;
+
+use crate::context::{json_response, Ctx};
+use crate::counter::Counts;
+use crate::counts::{self, LiveCount};
+use crate::db::{Query, Record, Written};
+use crate::error::{AppError, AppResult};
+use crate::ids::Id;
+use crate::{identity, objects};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Join,
+    Leave,
+}
+
+/// One membership change, as the Worker hands it to the issue's object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub op: Op,
+    pub issue_id: String,
+    pub user_id: String,
+    /// Join only: the organisation the member holds responsible.
+    pub organisation_id: Option<String>,
+    /// Join only: the id of the new `user_issues` row.
+    pub membership_id: String,
+    /// Passed to the primary, so its round trips line up with the API call.
+    pub request_id: String,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// A row was inserted or deleted.
+    pub changed: bool,
+    /// Whether the user is a member afterwards.
+    pub member: bool,
+    /// The organisation whose count the change moves (join: the one given;
+    /// leave: the one the membership had).
+    pub organisation_id: Option<String>,
+    /// The issue's counts, when the change was asked to take them.
+    pub counts: Option<Counts>,
+}
+
+const ISSUE_EXISTS: &str = "EXISTS (SELECT 1 FROM issues WHERE id = ?3)";
+const ORG_LINKED: &str = "(?4 IS NULL OR EXISTS (SELECT 1 FROM issue_organisation \
+     WHERE issue_id = ?3 AND organisation_id = ?4))";
+
+/// The statements of `change`, with a count of the issue's members by
+/// organisation at the end when `count` is set.
+pub fn statements(change: &Change, count: bool) -> Vec<Query> {
+    let text = |s: &str| V::Text(s.to_owned());
+    let org = change.organisation_id.as_deref().map_or(V::Null, text);
+    // ?1 membership id, ?2 user, ?3 issue, ?4 organisation
+    let args = vec![
+        text(&change.membership_id),
+        text(&change.user_id),
+        text(&change.issue_id),
+        org,
+    ];
+    let mut qs = match change.op {
+        Op::Join => vec![
+            Query::new(
+                format!(
+                    "INSERT INTO users (id) SELECT ?2 WHERE {ISSUE_EXISTS} AND {ORG_LINKED} \
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                args.clone(),
+            ),
+            Query::new(
+                format!(
+                    "INSERT INTO user_issues (id, user_id, issue_id, organisation_id) \
+                     SELECT ?1, ?2, ?3, ?4 WHERE {ISSUE_EXISTS} AND {ORG_LINKED} \
+                     ON CONFLICT (user_id, issue_id) DO NOTHING"
+                ),
+                args.clone(),
+            ),
+            daily("joins", &change.issue_id),
+        ],
+        Op::Leave => vec![
+            Query::new(
+                "DELETE FROM user_issues WHERE user_id = ?2 AND issue_id = ?3 \
+                 RETURNING organisation_id",
+                // The primary refuses arguments a statement does not use.
+                args[..3].to_vec(),
+            ),
+            daily("leaves", &change.issue_id),
+        ],
+    };
+    qs.push(Query::new(
+        format!(
+            "SELECT {ISSUE_EXISTS} AS issue_exists, {ORG_LINKED} AS org_linked, \
+             EXISTS (SELECT 1 FROM user_issues WHERE user_id = ?2 AND issue_id = ?3) AS member"
+        ),
+        args,
+    ));
+    if count {
+        qs.push(count_query(&change.issue_id));
+    }
+    qs
+}
+
+/// Today's joins or leaves of the issue, counted only when the statement
+/// before it changed a row.
+fn daily(column: &str, issue_id: &str) -> Query {
+    Query::new(
+        format!(
+            "INSERT INTO issue_daily (issue_id, day, {column}) \
+             SELECT ?1, strftime('%Y-%m-%d', 'now'), 1 WHERE changes() = 1 \
+             ON CONFLICT (issue_id, day) DO UPDATE SET {column} = {column} + 1"
+        ),
+        vec![V::Text(issue_id.to_owned())],
+    )
+}
+
+/// Members of the issue by organisation: the exact count, from the source.
+pub fn count_query(issue_id: &str) -> Query {
+    Query::new(
+        "SELECT organisation_id, count(*) AS n FROM user_issues WHERE issue_id = ?1 \
+         GROUP BY organisation_id",
+        vec![V::Text(issue_id.to_owned())],
+    )
+}
+
+pub fn counts_of(rows: &[Record]) -> Counts {
+    Counts::from_groups(rows.iter().map(|r| {
+        (
+            r.get("organisation_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            r.get("n").and_then(|v| v.as_i64()).unwrap_or(0),
+        )
+    }))
+}
+
+fn flag(row: Option<&Record>, name: &str) -> bool {
+    row.and_then(|r| r.get(name)).and_then(|v| v.as_i64()) == Some(1)
+}
+
+/// Reads the results of [`statements`]; an unknown issue is 404, an
+/// organisation not linked to the issue 400.
+pub fn outcome(change: &Change, written: Vec<Written>, count: bool) -> AppResult<Outcome> {
+    let (change_at, check_at) = match change.op {
+        Op::Join => (1, 3),
+        Op::Leave => (0, 2),
+    };
+    let check = written.get(check_at).and_then(|w| w.rows.first());
+    if !flag(check, "issue_exists") {
+        return Err(AppError::not_found("no issue with this id"));
+    }
+    if change.op == Op::Join && !flag(check, "org_linked") {
+        return Err(AppError::validation(
+            "organisation_id",
+            "is not an organisation responsible for this issue",
+        ));
+    }
+    let changed_row = written.get(change_at);
+    let changed = changed_row.is_some_and(|w| w.affected == 1);
+    let organisation_id = match change.op {
+        Op::Join => change.organisation_id.clone(),
+        Op::Leave => changed_row
+            .and_then(|w| w.rows.first())
+            .and_then(|r| r.get("organisation_id"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+    };
+    let counts = if count {
+        let rows = written
+            .get(check_at + 1)
+            .ok_or_else(|| AppError::internal("the count is missing from the results"))?;
+        Some(counts_of(&rows.rows))
+    } else {
+        None
+    };
+    Ok(Outcome {
+        changed,
+        member: flag(check, "member"),
+        organisation_id,
+        counts,
+    })
+}
+
+/// The body a join may carry: `{"organisation_id": UUID}` or nothing.
+pub fn join_organisation(body: Option<&serde_json::Value>) -> AppResult<Option<Id>> {
+    let Some(body) = body else {
+        return Ok(None);
+    };
+    let object = body
+        .as_object()
+        .ok_or_else(|| AppError::validation("body", "must be a JSON object"))?;
+    if let Some(unknown) = object.keys().find(|k| k.as_str() != "organisation_id") {
+        return Err(AppError::validation(unknown, "is not a field of a join"));
+    }
+    match object.get("organisation_id") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Id::parse(s, "organisation_id").map(Some),
+        Some(_) => Err(AppError::validation("organisation_id", "must be a UUID")),
+    }
+}
+
+/// `POST` (join) or `DELETE` (leave) `/api/issues/:id/join`: through the
+/// issue's counter object, which writes to the primary. Writes fail closed:
+/// an unreachable object is 503.
+pub async fn handle(
+    ctx: &Ctx,
+    op: Op,
+    issue: &Id,
+    body: Option<&serde_json::Value>,
+    cookie_header: Option<&str>,
+) -> AppResult<Response> {
+    let organisation = match op {
+        Op::Join => join_organisation(body)?,
+        Op::Leave => None,
+    };
+    let caller = identity::caller(ctx, cookie_header).await?;
+    let change = Change {
+        op,
+        issue_id: issue.as_str().to_owned(),
+        user_id: caller.user_id.clone(),
+        organisation_id: organisation.map(|o| o.as_str().to_owned()),
+        membership_id: uuid::Uuid::new_v4().to_string(),
+        request_id: ctx.request_id.clone(),
+    };
+    let answer = objects::issue_counter::send_change(ctx, &change).await?;
+    counts::remember(
+        issue.as_str(),
+        LiveCount {
+            count: answer.rioter_count,
+            as_of_ms: answer.as_of_ms,
+        },
+    );
+    let mut response = json_response(
+        200,
+        &json!({
+            "issue_id": issue.as_str(),
+            "member": answer.member,
+            "changed": answer.changed,
+            "rioter_count": answer.rioter_count,
+        }),
+    )?;
+    for cookie in &caller.set_cookies {
+        response.headers_mut().append("Set-Cookie", cookie)?;
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(op: Op, org: Option<&str>) -> Change {
+        Change {
+            op,
+            issue_id: "i".into(),
+            user_id: "u".into(),
+            organisation_id: org.map(str::to_owned),
+            membership_id: "m".into(),
+            request_id: "r".into(),
+        }
+    }
+
+    fn rows(v: serde_json::Value) -> Vec<Record> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| r.as_object().expect("object").clone())
+            .collect()
+    }
+
+    fn written(affected: u64, r: serde_json::Value) -> Written {
+        Written {
+            rows: rows(r),
+            affected,
+        }
+    }
+
+    #[test]
+    fn a_join_is_user_membership_daily_check_and_maybe_a_count() {
+        let qs = statements(&change(Op::Join, Some("o")), true);
+        assert_eq!(qs.len(), 5);
+        assert!(qs[0].sql.starts_with("INSERT INTO users"));
+        assert!(qs[1]
+            .sql
+            .contains("ON CONFLICT (user_id, issue_id) DO NOTHING"));
+        assert!(qs[2].sql.contains("changes() = 1"));
+        assert!(qs[4].sql.contains("GROUP BY organisation_id"));
+        assert_eq!(statements(&change(Op::Leave, None), false).len(), 3);
+    }
+
+    #[test]
+    fn outcomes() {
+        let c = change(Op::Join, Some("o"));
+        let check = |issue: i64, org: i64, member: i64| {
+            written(
+                0,
+                json!([{"issue_exists": issue, "org_linked": org, "member": member}]),
+            )
+        };
+        let done = outcome(
+            &c,
+            vec![
+                written(1, json!([])),
+                written(1, json!([])),
+                written(1, json!([])),
+                check(1, 1, 1),
+                written(
+                    0,
+                    json!([{"organisation_id": null, "n": 4}, {"organisation_id": "o", "n": 2}]),
+                ),
+            ],
+            true,
+        )
+        .expect("outcome");
+        assert!(done.changed && done.member);
+        let counts = done.counts.expect("counts");
+        assert_eq!(counts.total, 6);
+        assert_eq!(counts.by_org["o"], 2);
+
+        let again = vec![
+            written(0, json!([])),
+            written(0, json!([])),
+            written(0, json!([])),
+            check(1, 1, 1),
+        ];
+        assert!(!outcome(&c, again, false).expect("outcome").changed);
+
+        let unknown = vec![
+            written(0, json!([])),
+            written(0, json!([])),
+            written(0, json!([])),
+            check(0, 0, 0),
+        ];
+        assert_eq!(outcome(&c, unknown, false).unwrap_err().status, 404);
+        let unlinked = vec![
+            written(0, json!([])),
+            written(0, json!([])),
+            written(0, json!([])),
+            check(1, 0, 0),
+        ];
+        let e = outcome(&c, unlinked, false).unwrap_err();
+        assert_eq!(e.details.expect("details")["field"], "organisation_id");
+
+        let leave = change(Op::Leave, None);
+        let left = outcome(
+            &leave,
+            vec![
+                written(1, json!([{"organisation_id": "o"}])),
+                written(1, json!([])),
+                check(1, 1, 0),
+            ],
+            false,
+        )
+        .expect("outcome");
+        assert!(left.changed && !left.member);
+        assert_eq!(left.organisation_id.as_deref(), Some("o"));
+    }
+
+    #[test]
+    fn a_join_body_is_nothing_or_an_organisation() {
+        assert_eq!(join_organisation(None).expect("none"), None);
+        let org = "0b7f6c1e-5a1d-4c3e-9b8a-2f4d6e8a0c11";
+        let parsed = join_organisation(Some(&json!({ "organisation_id": org })));
+        assert_eq!(parsed.expect("org").expect("some").as_str(), org);
+        for (bad, field) in [
+            (json!({"organisation_id": "x"}), "organisation_id"),
+            (json!({"organisation_id": 7}), "organisation_id"),
+            (json!({"org": org}), "org"),
+            (json!([1]), "body"),
+        ] {
+            let e = join_organisation(Some(&bad)).unwrap_err();
+            assert_eq!(e.details.expect("details")["field"], field, "{bad}");
+        }
+    }
+}

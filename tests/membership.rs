@@ -1,0 +1,419 @@
+//! Identity and membership against the real stack: session cookies created
+//! on first write, tampered cookies refused, the legacy cookie upgraded
+//! once, join/leave idempotent through the IssueCounter object, exact counts
+//! under 200 concurrent joins, the flush to the primary, `/api/me`,
+//! `/api/logout`, and one round trip to the primary per join.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{run_cases, TestApp};
+use qr_primary::client::{text, Value as Hv};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
+
+fn int(v: &Hv) -> i64 {
+    match v {
+        Hv::Integer { value } => *value,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+fn string(v: &Hv) -> String {
+    match v {
+        Hv::Text { value } => value.to_string(),
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+/// An issue that no other case touches: a fresh one, inserted directly.
+async fn fresh_issue(app: &TestApp, name: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    app.sql(
+        "INSERT INTO issues (id, name, category) VALUES (?, ?, 'community')",
+        vec![text(id.as_str()), text(name)],
+    )
+    .await;
+    id
+}
+
+async fn fresh_organisation(app: &TestApp, issue: &str) -> String {
+    let org = uuid::Uuid::new_v4().to_string();
+    app.sql(
+        "INSERT INTO organisations (id, name) VALUES (?, 'Test council')",
+        vec![text(org.as_str())],
+    )
+    .await;
+    app.sql(
+        "INSERT INTO issue_organisation (id, issue_id, organisation_id) VALUES (?, ?, ?)",
+        vec![
+            text(uuid::Uuid::new_v4().to_string()),
+            text(issue),
+            text(org.as_str()),
+        ],
+    )
+    .await;
+    org
+}
+
+/// The `name=value` of the session cookie a response sets, if any.
+fn session_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("qr_session=") && !c.starts_with("qr_session=;"))
+        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+}
+
+struct Reply {
+    status: StatusCode,
+    cookie: Option<String>,
+    set_cookies: Vec<String>,
+    body: Value,
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut rb = app.request(method, path);
+    if let Some(c) = cookie {
+        rb = rb.header("Cookie", c);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.expect("send");
+    let status = r.status();
+    let cookie = session_cookie(&r);
+    let set_cookies = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let body = r.json().await.unwrap_or(Value::Null);
+    Reply {
+        status,
+        cookie,
+        set_cookies,
+        body,
+    }
+}
+
+async fn join(app: &TestApp, issue: &str, cookie: Option<&str>) -> Reply {
+    call(
+        app,
+        Method::POST,
+        &format!("/api/issues/{issue}/join"),
+        cookie,
+        None,
+    )
+    .await
+}
+
+async fn leave(app: &TestApp, issue: &str, cookie: Option<&str>) -> Reply {
+    call(
+        app,
+        Method::DELETE,
+        &format!("/api/issues/{issue}/join"),
+        cookie,
+        None,
+    )
+    .await
+}
+
+async fn primary_count(app: &TestApp, issue: &str) -> (i64, i64) {
+    let rows = app
+        .sql(
+            "SELECT rioter_count, (SELECT count(*) FROM user_issues WHERE issue_id = ?1) \
+             FROM issues WHERE id = ?1",
+            vec![text(issue)],
+        )
+        .await;
+    (int(&rows[0][0]), int(&rows[0][1]))
+}
+
+/// Waits (bounded) until the primary's `rioter_count` is `want`.
+async fn flushed(app: &TestApp, issue: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (stored, members) = primary_count(app, issue).await;
+        assert_eq!(members, want, "user_issues rows");
+        if stored == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rioter_count is {stored}, not {want}, 15 s after the joins"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn join_and_leave_are_idempotent(app: &TestApp) {
+    let issue = fresh_issue(app, "Idempotent joins").await;
+    let first = join(app, &issue, None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["changed"], true);
+    assert_eq!(first.body["member"], true);
+    assert_eq!(first.body["rioter_count"], 1);
+    let cookie = first
+        .cookie
+        .expect("a session is created on the first write");
+    let attrs = first
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("qr_session="))
+        .expect("set-cookie");
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Max-Age=31536000",
+        "Path=/",
+    ] {
+        assert!(attrs.contains(attr), "{attr} missing: {attrs}");
+    }
+
+    let again = join(app, &issue, Some(&cookie)).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(
+        again.body["changed"], false,
+        "a repeated join changes nothing"
+    );
+    assert_eq!(again.body["rioter_count"], 1);
+    assert!(again.cookie.is_none(), "a valid session is kept");
+
+    // The writer sees its own count at once, through the cache.
+    let detail = app.get_json(&format!("/api/issues/{issue}")).await;
+    assert_eq!(detail["rioter_count"], 1, "{detail}");
+
+    let other = join(app, &issue, None).await;
+    assert_eq!(other.body["rioter_count"], 2);
+
+    let left = leave(app, &issue, Some(&cookie)).await;
+    assert_eq!(left.status, StatusCode::OK, "{}", left.body);
+    assert_eq!(
+        (&left.body["changed"], &left.body["member"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(left.body["rioter_count"], 1);
+    let left_again = leave(app, &issue, Some(&cookie)).await;
+    assert_eq!(left_again.body["changed"], false);
+    assert_eq!(left_again.body["rioter_count"], 1);
+
+    flushed(app, &issue, 1).await;
+    let daily = app
+        .sql(
+            "SELECT sum(joins), sum(leaves) FROM issue_daily WHERE issue_id = ?",
+            vec![text(issue.as_str())],
+        )
+        .await;
+    assert_eq!(
+        (int(&daily[0][0]), int(&daily[0][1])),
+        (2, 1),
+        "only real changes count"
+    );
+}
+
+async fn two_hundred_concurrent_joins_count_exactly(app: &TestApp) {
+    let issue = fresh_issue(app, "A hot issue").await;
+    let org = fresh_organisation(app, &issue).await;
+    let joins = (0..200).map(|i| {
+        let issue = issue.clone();
+        let body = (i % 2 == 0).then(|| json!({ "organisation_id": org }));
+        async move {
+            call(
+                app,
+                Method::POST,
+                &format!("/api/issues/{issue}/join"),
+                None,
+                body,
+            )
+            .await
+        }
+    });
+    let replies = futures::future::join_all(joins).await;
+    for r in &replies {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["changed"], true);
+    }
+    let mut seen: Vec<i64> = replies
+        .iter()
+        .map(|r| r.body["rioter_count"].as_i64().expect("count"))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen.last(),
+        Some(&200),
+        "the live count reaches exactly 200"
+    );
+    flushed(app, &issue, 200).await;
+    let org_count = app
+        .sql(
+            "SELECT rioter_count FROM issue_organisation WHERE issue_id = ? AND organisation_id = ?",
+            vec![text(issue.as_str()), text(org.as_str())],
+        )
+        .await;
+    assert_eq!(int(&org_count[0][0]), 100, "per organisation too");
+    // Flushes are coalesced: far fewer counter writes than joins.
+    let detail = app.get_json(&format!("/api/issues/{issue}")).await;
+    assert_eq!(detail["rioter_count"], 200);
+}
+
+async fn bad_joins_are_refused_whole(app: &TestApp) {
+    let issue = fresh_issue(app, "Refusals").await;
+    let r = join(app, UNKNOWN, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(r.cookie.is_none(), "nothing is created for a failed write");
+    let r = join(app, "not-a-uuid", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(
+        app,
+        Method::POST,
+        &format!("/api/issues/{issue}/join"),
+        None,
+        Some(json!({ "organisation_id": UNKNOWN })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"]["details"]["field"], "organisation_id");
+    let r = call(
+        app,
+        Method::POST,
+        &format!("/api/issues/{issue}/join"),
+        None,
+        Some(json!({ "organisation": "x" })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"]["details"]["field"], "organisation");
+    let (stored, members) = primary_count(app, &issue).await;
+    assert_eq!((stored, members), (0, 0), "nothing half-written");
+}
+
+async fn tampered_cookies_are_never_trusted(app: &TestApp) {
+    let issue = fresh_issue(app, "Cookies").await;
+    let first = join(app, &issue, None).await;
+    let cookie = first.cookie.expect("cookie");
+    let me = call(app, Method::GET, "/api/me", Some(&cookie), None).await;
+    let user = me.body["user"]["id"].as_str().expect("user id").to_owned();
+    assert_eq!(me.body["issues"][0]["id"], issue.as_str());
+
+    let value = cookie.strip_prefix("qr_session=").expect("value");
+    let mut flipped: Vec<char> = value.chars().collect();
+    let at = flipped.len() / 2;
+    flipped[at] = if flipped[at] == 'A' { 'B' } else { 'A' };
+    let flipped: String = flipped.into_iter().collect();
+    let (head, _mac) = value.rsplit_once('.').expect("signed");
+    let forged = format!("{head}.{}", "A".repeat(43));
+    for bad in [
+        flipped,
+        value[..value.len() - 5].to_owned(),
+        forged,
+        "v1.k1.e30.AAAA".to_owned(),
+    ] {
+        let cookie = format!("qr_session={bad}");
+        let me = call(app, Method::GET, "/api/me", Some(&cookie), None).await;
+        assert_eq!(me.body["user"], Value::Null, "{bad} was trusted");
+        let r = join(app, &issue, Some(&cookie)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["changed"], true, "a new user, not {user}");
+        assert!(r.cookie.is_some(), "a fresh session replaces the bad one");
+    }
+
+    let out = call(app, Method::POST, "/api/logout", Some(&cookie), None).await;
+    assert_eq!(out.status, StatusCode::OK);
+    assert!(
+        out.set_cookies
+            .iter()
+            .any(|c| c.starts_with("qr_session=;") && c.contains("Max-Age=0")),
+        "{:?}",
+        out.set_cookies
+    );
+}
+
+async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
+    let issue = fresh_issue(app, "Legacy").await;
+    let rows = app
+        .sql(
+            "SELECT id FROM users WHERE NOT EXISTS (SELECT 1 FROM user_identities \
+             WHERE provider = 'cookie' AND subject = users.id) LIMIT 1",
+            vec![],
+        )
+        .await;
+    let legacy_user = string(&rows[0][0]);
+    let legacy = format!("qr_user_id={legacy_user}");
+    let first = join(app, &issue, Some(&legacy)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let upgraded = first
+        .cookie
+        .expect("a signed session replaces the legacy cookie");
+    assert!(first
+        .set_cookies
+        .iter()
+        .any(|c| c.starts_with("qr_user_id=;") && c.contains("Max-Age=0")));
+    let me = call(app, Method::GET, "/api/me", Some(&upgraded), None).await;
+    assert_eq!(me.body["user"]["id"], legacy_user.as_str());
+
+    // The same legacy id again is not that user any more.
+    let second = join(app, &issue, Some(&legacy)).await;
+    let replay = second.cookie.expect("a new session");
+    let me = call(app, Method::GET, "/api/me", Some(&replay), None).await;
+    assert_ne!(me.body["user"]["id"], legacy_user.as_str());
+    assert_eq!(second.body["changed"], true, "joined as a new user");
+}
+
+async fn a_join_is_one_round_trip(app: &TestApp) {
+    let issue = fresh_issue(app, "Round trips").await;
+    let first = join(app, &issue, None).await;
+    let cookie = first.cookie.expect("cookie");
+    let other = fresh_issue(app, "Round trips 2").await;
+    for (method, id) in [(Method::POST, "rt-join-1"), (Method::DELETE, "rt-leave-1")] {
+        let r = app
+            .request(method, &format!("/api/issues/{other}/join"))
+            .header("Cookie", &cookie)
+            .header("X-Request-Id", id)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::OK);
+        // The first change of an issue also takes its count: still one
+        // transaction, one round trip.
+        assert_eq!(app.round_trips(id).await, 1, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_and_membership() {
+    let app = TestApp::start().await;
+    run_cases(vec![
+        (
+            "join and leave are idempotent",
+            Box::pin(join_and_leave_are_idempotent(&app)),
+        ),
+        (
+            "200 concurrent joins",
+            Box::pin(two_hundred_concurrent_joins_count_exactly(&app)),
+        ),
+        ("bad joins", Box::pin(bad_joins_are_refused_whole(&app))),
+        (
+            "tampered cookies",
+            Box::pin(tampered_cookies_are_never_trusted(&app)),
+        ),
+        (
+            "legacy cookie",
+            Box::pin(the_legacy_cookie_is_upgraded_once(&app)),
+        ),
+        ("one round trip", Box::pin(a_join_is_one_round_trip(&app))),
+    ])
+    .await;
+}
