@@ -30,6 +30,10 @@ pub struct Config {
     pub session_previous: Vec<(String, Vec<u8>)>,
     /// Bearer token of the admin routes; `None` disables them.
     pub admin_token: Option<String>,
+    /// Rate-limit policies (`RATE_LIMITS` overrides, e.g. `reads=120/60`).
+    pub rate_limits: crate::rate_limit::Policies,
+    /// The header holding the client's IP (`CLIENT_IP_HEADER`).
+    pub client_ip_header: String,
     /// A cached read is fresh this long...
     pub cache_fresh_secs: u64,
     /// ...then served stale (and refreshed behind the response) this long.
@@ -89,7 +93,16 @@ impl Config {
                 _ => Err("SESSION_SECRETS_PREVIOUS must be kid:secret pairs (secrets of 32+ characters), separated by commas".to_owned()),
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let rate_limits =
+            crate::rate_limit::Policies::from_overrides(source.var("RATE_LIMITS").as_deref())
+                .map_err(|e| format!("RATE_LIMITS: {e}"))?;
         Ok(Config {
+            rate_limits,
+            client_ip_header: source
+                .var("CLIENT_IP_HEADER")
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "CF-Connecting-IP".to_owned()),
             session_secret,
             session_key_id: source
                 .var("SESSION_KID")

@@ -10,6 +10,7 @@ use worker::{Env, Response};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
+use crate::limits::Verdict;
 
 pub struct Ctx {
     pub config: Config,
@@ -20,6 +21,7 @@ pub struct Ctx {
     kv_ms: Cell<u64>,
     db_ms: Cell<u64>,
     do_ms: Cell<u64>,
+    rate_limit: Cell<Option<Verdict>>,
 }
 
 impl Ctx {
@@ -33,6 +35,7 @@ impl Ctx {
             kv_ms: Cell::new(0),
             db_ms: Cell::new(0),
             do_ms: Cell::new(0),
+            rate_limit: Cell::new(None),
         }
     }
 
@@ -65,6 +68,16 @@ impl Ctx {
 
     pub fn add_db_ms(&self, ms: u64) {
         self.db_ms.set(self.db_ms.get() + ms);
+    }
+
+    /// The limiter's verdict, for the `RateLimit` headers (the last one
+    /// set wins: the strictest policy a request paid is checked last).
+    pub fn set_rate_limit(&self, verdict: Verdict) {
+        self.rate_limit.set(Some(verdict));
+    }
+
+    pub fn rate_limit(&self) -> Option<Verdict> {
+        self.rate_limit.get()
     }
 
     pub fn add_do_ms(&self, ms: u64) {

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ids;
 pub mod issue_writes;
 pub mod issues;
+pub mod limits;
 pub mod logging;
 pub mod me;
 pub mod membership;

@@ -16,7 +16,7 @@ use crate::membership::{self, Op};
 use crate::paging::Page;
 use crate::reads::Read;
 use crate::router::{self, Resolved, Route};
-use crate::{admin, counter, counts, health, issue_writes, me, request_id};
+use crate::{admin, counter, counts, health, identity, issue_writes, limits, me, request_id};
 
 /// Security headers on every response. The API serves JSON only, so the CSP
 /// forbids everything.
@@ -55,15 +55,16 @@ pub async fn handle(
         Err(problem) => (
             Err(AppError::internal(format!("configuration: {problem}"))),
             "config",
-            (None, None, None),
+            (None, None, None, None),
         ),
         Ok(config) => {
             let ctx = Ctx::new(config, env, request_id.clone(), worker_ctx);
             let (outcome, route) = run(req, &ctx, &cors).await;
-            (outcome, route, (ctx.kv_ms(), ctx.db_ms(), ctx.do_ms()))
+            let seen = (ctx.kv_ms(), ctx.db_ms(), ctx.do_ms(), ctx.rate_limit());
+            (outcome, route, seen)
         }
     };
-    let (kv_ms, db_ms, do_ms) = timings;
+    let (kv_ms, db_ms, do_ms, rate_limit) = timings;
     let mut response = match outcome {
         Ok(r) => r,
         Err(e) => {
@@ -73,6 +74,11 @@ pub async fn handle(
             error_response(&e, &request_id)?
         }
     };
+    if let Some(verdict) = rate_limit {
+        for (name, value) in verdict.headers() {
+            let _ = response.headers_mut().set(name, &value);
+        }
+    }
     if method == Method::Head {
         response = without_body(response);
     }
@@ -125,6 +131,9 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         }
     };
     let header = |name: &str| req.headers().get(name).ok().flatten();
+    if let Err(e) = limit(ctx, &route, &req).await {
+        return (Err(e), "rate_limited");
+    }
     match route {
         Route::Health => (health::handle(ctx).await, "health"),
         Route::BenchConstant => (bench_constant(ctx), "bench.constant"),
@@ -182,6 +191,27 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             };
             (result, name)
         }
+    }
+}
+
+/// The rate limits a request pays before its handler runs (see
+/// [`limits`]): reads per IP through the isolate's gate, writes per IP,
+/// creating an issue also per user. Health, the benchmark baseline and the
+/// admin routes (behind their own token) are not limited.
+async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let ip = limits::client_ip(ctx, header);
+    let policies = &ctx.config.rate_limits;
+    match route {
+        Route::Health | Route::BenchConstant | Route::InvalidateCache => Ok(()),
+        _ if matches!(req.method(), Method::Get | Method::Head) => limits::read(ctx, &ip).await,
+        Route::CreateIssue => {
+            limits::write(ctx, &policies.writes, &ip).await?;
+            let user =
+                identity::session(ctx, header("Cookie").as_deref())?.map_or(ip, |s| s.user_id);
+            limits::write(ctx, &policies.create, &user).await
+        }
+        _ => limits::write(ctx, &policies.writes, &ip).await,
     }
 }
 

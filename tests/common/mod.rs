@@ -30,6 +30,9 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// Fresh TTL of cached reads in tests (CACHE_FRESH_SECS), short so that
 /// staleness can be tested.
 pub const CACHE_FRESH_SECS: u64 = 2;
+/// The header the Worker takes the client IP from in tests
+/// (CLIENT_IP_HEADER; Cloudflare's CF-Connecting-IP in production).
+pub const CLIENT_IP_HEADER: &str = "X-Test-Client-Ip";
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -171,6 +174,17 @@ impl TestApp {
 
     /// With a data set and a cache fresh TTL of its own.
     pub async fn start_seeded(seed: Seed, cache_fresh_secs: u64) -> TestApp {
+        Self::start_configured(seed, cache_fresh_secs, &[]).await
+    }
+
+    /// With Worker vars of its own on top of the test defaults (which set
+    /// rate limits high enough not to get in other tests' way, and take the
+    /// client IP from [`CLIENT_IP_HEADER`] so tests can act as many clients).
+    pub async fn start_configured(
+        seed: Seed,
+        cache_fresh_secs: u64,
+        vars: &[(&str, &str)],
+    ) -> TestApp {
         let shim = root().join("build/worker/shim.mjs");
         assert!(
             shim.exists(),
@@ -246,6 +260,7 @@ impl TestApp {
             .args(["--var", "MAX_BODY_BYTES:4096"])
             .args(["--var", &format!("CACHE_FRESH_SECS:{cache_fresh_secs}")])
             .args(["--var", &format!("CRON_SECRET:{ADMIN_TOKEN}")])
+            .args(worker_vars(vars))
             .current_dir(dir.path())
             .env("WRANGLER_SEND_METRICS", "false")
             .env("WRANGLER_SEND_ERROR_REPORTS", "false")
@@ -358,6 +373,24 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
+}
+
+/// The test defaults for vars not given in `vars`, then `vars`, as
+/// `--var NAME:VALUE` arguments.
+fn worker_vars(vars: &[(&str, &str)]) -> Vec<String> {
+    let defaults = [
+        (
+            "RATE_LIMITS",
+            "reads=100000/60,writes=100000/60,create=100000/60",
+        ),
+        ("CLIENT_IP_HEADER", CLIENT_IP_HEADER),
+    ];
+    defaults
+        .iter()
+        .filter(|(name, _)| !vars.iter().any(|(n, _)| n == name))
+        .chain(vars.iter())
+        .flat_map(|(name, value)| ["--var".to_owned(), format!("{name}:{value}")])
+        .collect()
 }
 
 /// wrangler.toml for tests: no build step, `main` pointing at the bundle.

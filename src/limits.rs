@@ -1,0 +1,177 @@
+//! Rate limits on the request path: which policy a request pays, from whom,
+//! and what happens when the limiter cannot answer.
+//!
+//! - Reads (`GET /api/...`) pay `reads` per client IP through the isolate's
+//!   [`LocalGate`]: a block of tokens is reserved from the RateLimiter
+//!   object at once and spent locally, so a cached read rarely pays a
+//!   Durable Object round trip, and the limit stays global (see
+//!   [`crate::rate_limit`] for the error bound). A limiter failure lets the
+//!   read through (fail open, logged).
+//! - Writes (`POST`/`DELETE /api/...`, but not the admin routes) pay
+//!   `writes` per IP, one token each, asked of the object every time
+//!   (exact); creating an issue also pays `create` per user (the session's,
+//!   else the IP). A limiter failure refuses the write (503, fail closed).
+//!
+//! Every limited response carries `RateLimit-Policy` and `RateLimit`; a
+//! refusal is 429 `rate_limited` with `Retry-After`.
+//!
+//! The client IP comes from the header named by `CLIENT_IP_HEADER`
+//! (`CF-Connecting-IP`, which Cloudflare sets and clients cannot forge).
+
+use std::cell::RefCell;
+
+use serde_json::json;
+use worker::Date;
+
+use crate::context::Ctx;
+use crate::error::{AppError, AppResult};
+use crate::objects::rate_limiter;
+use crate::rate_limit::{self, Local, LocalGate, Policy};
+
+thread_local! {
+    static GATE: RefCell<LocalGate> = RefCell::new(LocalGate::new());
+}
+
+/// What the limiter said, for the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub policy: Policy,
+    pub remaining: u32,
+    pub reset_ms: u64,
+}
+
+impl Verdict {
+    pub fn headers(&self) -> [(&'static str, String); 2] {
+        let decision = rate_limit::Decision {
+            allowed: true,
+            new_tat_ns: 0,
+            remaining: self.remaining,
+            reset_ms: self.reset_ms,
+            retry_after_ms: 0,
+            retryable: true,
+        };
+        [
+            ("RateLimit-Policy", rate_limit::policy_header(&self.policy)),
+            (
+                "RateLimit",
+                rate_limit::limit_header(&self.policy, &decision),
+            ),
+        ]
+    }
+}
+
+/// The 429 for `policy`, with its headers remembered for the response.
+pub fn refused(ctx: &Ctx, policy: &Policy, retry_after_ms: u64, reset_ms: u64) -> AppError {
+    ctx.set_rate_limit(Verdict {
+        policy: *policy,
+        remaining: 0,
+        reset_ms,
+    });
+    let secs = retry_after_ms.div_ceil(1000).max(1);
+    let mut e = AppError::new(
+        429,
+        "rate_limited",
+        format!("too many requests; retry in {secs} s"),
+    )
+    .with_details(json!({ "policy": policy.name, "retry_after_secs": secs }));
+    e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
+    e
+}
+
+/// The caller's IP, as the configured header gives it.
+pub fn client_ip(ctx: &Ctx, header: impl Fn(&str) -> Option<String>) -> String {
+    header(&ctx.config.client_ip_header)
+        .map(|ip| ip.trim().to_owned())
+        .filter(|ip| !ip.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A read: through the isolate's gate; fails open.
+pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
+    let policy = ctx.config.rate_limits.reads;
+    let key = rate_limit::object_name(&policy, subject);
+    let now = Date::now().as_millis();
+    match GATE.with(|g| g.borrow_mut().take(&key, now)) {
+        Local::Allowed { remaining_hint } => {
+            ctx.set_rate_limit(Verdict {
+                policy,
+                remaining: remaining_hint,
+                reset_ms: 0,
+            });
+            Ok(())
+        }
+        Local::Denied { retry_after_ms } => Err(refused(ctx, &policy, retry_after_ms, 0)),
+        Local::AskGlobal => {
+            let block = rate_limit::block_size(&policy);
+            match rate_limiter::take(ctx, &policy, subject, block, true).await {
+                Ok(t) if t.granted > 0 => {
+                    let expires = now + rate_limit::grant_ttl_ms(&policy);
+                    GATE.with(|g| g.borrow_mut().grant(&key, t.granted - 1, expires));
+                    ctx.set_rate_limit(Verdict {
+                        policy,
+                        remaining: t.remaining,
+                        reset_ms: t.reset_ms,
+                    });
+                    Ok(())
+                }
+                Ok(t) => {
+                    GATE.with(|g| g.borrow_mut().deny(&key, now + t.retry_after_ms));
+                    Err(refused(ctx, &policy, t.retry_after_ms, t.reset_ms))
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = %ctx.request_id, details = ?e.details, "rate limiter failed; read let through");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// A write (or creation): one token from the object; fails closed.
+pub async fn write(ctx: &Ctx, policy: &Policy, subject: &str) -> AppResult<()> {
+    match rate_limiter::take(ctx, policy, subject, 1, false).await {
+        Ok(t) if t.granted > 0 => {
+            ctx.set_rate_limit(Verdict {
+                policy: *policy,
+                remaining: t.remaining,
+                reset_ms: t.reset_ms,
+            });
+            Ok(())
+        }
+        Ok(t) => Err(refused(ctx, policy, t.retry_after_ms, t.reset_ms)),
+        Err(e) => {
+            tracing::error!(request_id = %ctx.request_id, details = ?e.details, "rate limiter failed; write refused");
+            let mut e = AppError::new(
+                503,
+                "limiter_unavailable",
+                "writes are paused for a moment; retry shortly",
+            );
+            e.retry_after = Some(5);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_headers() {
+        let v = Verdict {
+            policy: Policy {
+                name: "writes",
+                limit: 30,
+                window_ms: 60_000,
+            },
+            remaining: 29,
+            reset_ms: 1_500,
+        };
+        let [(p, pv), (l, lv)] = v.headers();
+        assert_eq!(
+            (p, pv.as_str()),
+            ("RateLimit-Policy", "\"writes\";q=30;w=60")
+        );
+        assert_eq!((l, lv.as_str()), ("RateLimit", "\"writes\";r=29;t=2"));
+    }
+}

@@ -1,0 +1,151 @@
+//! Rate limits against the real stack, with small policies: the (N+1)th
+//! read and write in a window is 429 with the IETF headers and
+//! `Retry-After`, concurrent requests together never get more than the
+//! limit, clients are limited apart, and creating issues is limited per
+//! user.
+
+mod common;
+
+use common::{run_cases, Seed, TestApp, CACHE_FRESH_SECS, CLIENT_IP_HEADER};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const READS: usize = 50;
+const WRITES: usize = 5;
+const CREATES: usize = 3;
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn get_as(app: &TestApp, ip: &str, path: &str) -> reqwest::Response {
+    app.get(path)
+        .header(CLIENT_IP_HEADER, ip)
+        .send()
+        .await
+        .expect("send")
+}
+
+async fn the_read_after_the_limit_is_refused(app: &TestApp) {
+    let ip = "198.51.100.1";
+    for i in 0..READS {
+        let r = get_as(app, ip, "/api/issues?limit=1").await;
+        assert_eq!(r.status(), StatusCode::OK, "read {i}");
+        assert_eq!(header(&r, "ratelimit-policy"), "\"reads\";q=50;w=60");
+        assert!(header(&r, "ratelimit").starts_with("\"reads\";r="));
+    }
+    let r = get_as(app, ip, "/api/issues?limit=1").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = header(&r, "retry-after").parse().expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(header(&r, "ratelimit-policy"), "\"reads\";q=50;w=60");
+    assert!(header(&r, "ratelimit").starts_with("\"reads\";r=0;"));
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["details"]["policy"], "reads");
+
+    let other = get_as(app, "198.51.100.2", "/api/issues?limit=1").await;
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another client is not limited"
+    );
+}
+
+async fn concurrent_writes_never_exceed_the_limit(app: &TestApp) {
+    let ip = "198.51.100.3";
+    let issue = app.get_json("/api/issues?limit=1").await["items"][0]["id"]
+        .as_str()
+        .expect("an issue")
+        .to_owned();
+    let joins = (0..4 * WRITES).map(|_| {
+        app.request(Method::POST, &format!("/api/issues/{issue}/join"))
+            .header(CLIENT_IP_HEADER, ip)
+            .send()
+    });
+    let replies = futures::future::join_all(joins).await;
+    let mut ok = 0;
+    let mut refused = 0;
+    for r in replies {
+        let r = r.expect("send");
+        match r.status() {
+            StatusCode::OK => {
+                ok += 1;
+                assert_eq!(header(&r, "ratelimit-policy"), "\"writes\";q=5;w=60");
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert!(!header(&r, "retry-after").is_empty());
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, WRITES, "exactly the limit got through");
+    assert_eq!(refused, 3 * WRITES);
+}
+
+async fn creating_is_limited_per_user(app: &TestApp) {
+    // A session first (its own IP, so the writes budget is separate).
+    let issue = app.get_json("/api/issues?limit=1").await["items"][0]["id"]
+        .as_str()
+        .expect("an issue")
+        .to_owned();
+    let r = app
+        .request(Method::POST, &format!("/api/issues/{issue}/join"))
+        .header(CLIENT_IP_HEADER, "198.51.100.10")
+        .send()
+        .await
+        .expect("join");
+    let cookie = header(&r, "set-cookie")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cookie.starts_with("qr_session="), "{cookie}");
+    // Each create from another IP: only the per-user budget is shared.
+    for i in 0..=CREATES {
+        let r = app
+            .request(Method::POST, "/api/issues")
+            .header(CLIENT_IP_HEADER, format!("198.51.100.{}", 20 + i))
+            .header("Cookie", &cookie)
+            .json(&json!({"name": format!("Limited issue {i}"), "category": "community"}))
+            .send()
+            .await
+            .expect("create");
+        if i < CREATES {
+            assert_eq!(r.status(), StatusCode::CREATED, "create {i}");
+        } else {
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(header(&r, "ratelimit-policy"), "\"create\";q=3;w=60");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits() {
+    let app = TestApp::start_configured(
+        Seed::Demo,
+        CACHE_FRESH_SECS,
+        &[("RATE_LIMITS", "reads=50/60,writes=5/60,create=3/60")],
+    )
+    .await;
+    run_cases(vec![
+        (
+            "reads past the limit",
+            Box::pin(the_read_after_the_limit_is_refused(&app)),
+        ),
+        (
+            "concurrent writes",
+            Box::pin(concurrent_writes_never_exceed_the_limit(&app)),
+        ),
+        (
+            "creating per user",
+            Box::pin(creating_is_limited_per_user(&app)),
+        ),
+    ])
+    .await;
+}
