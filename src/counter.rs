@@ -19,8 +19,10 @@
 //! any order (they commute). When the object has no count yet, or an outcome
 //! is unknown (the primary timed out or could not be reached after the
 //! request was sent), the count is taken again from `user_issues` inside the
-//! next write transaction; while that happens no other write of the issue
-//! is in flight ([`Gate`]), so no change is counted twice or missed.
+//! next write transaction ([`trusted_after`]). The object sends one
+//! transaction at a time (changes that arrive meanwhile are grouped into
+//! the next), so no other change of the issue is in flight while a count is
+//! taken, and no change is counted twice or missed.
 
 use std::collections::BTreeMap;
 
@@ -76,82 +78,11 @@ impl Counts {
     }
 }
 
-/// What a write of the issue may do now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Write, and apply the change as a delta.
-    Delta,
-    /// Write, and take the count again in the same transaction.
-    Count,
-    /// Wait: a count is being taken, or must wait for writes in flight.
-    Wait,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Ready,
-    NeedsCount,
-    Counting,
-}
-
-/// Keeps deltas and counts apart: a count is taken only when no write is in
-/// flight, and no write starts while it is taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gate {
-    mode: Mode,
-    in_flight: u32,
-}
-
-impl Gate {
-    /// `counted`: the object holds a count it trusts.
-    pub fn new(counted: bool) -> Gate {
-        Gate {
-            mode: if counted {
-                Mode::Ready
-            } else {
-                Mode::NeedsCount
-            },
-            in_flight: 0,
-        }
-    }
-
-    pub fn enter(&mut self) -> Admission {
-        match self.mode {
-            Mode::Ready => {
-                self.in_flight += 1;
-                Admission::Delta
-            }
-            Mode::NeedsCount if self.in_flight == 0 => {
-                self.mode = Mode::Counting;
-                self.in_flight = 1;
-                Admission::Count
-            }
-            Mode::NeedsCount | Mode::Counting => Admission::Wait,
-        }
-    }
-
-    /// A write admitted with `admission` finished. `known`: its outcome is
-    /// known (it committed, or certainly did not).
-    pub fn leave(&mut self, admission: Admission, known: bool) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        match (admission, known) {
-            (Admission::Count, true) => self.mode = Mode::Ready,
-            (Admission::Count, false) => self.mode = Mode::NeedsCount,
-            (Admission::Delta, false) => self.mode = Mode::NeedsCount,
-            _ => {}
-        }
-    }
-
-    /// Take the count again before the next change (reconciliation).
-    pub fn recount(&mut self) {
-        if self.mode == Mode::Ready {
-            self.mode = Mode::NeedsCount;
-        }
-    }
-
-    pub fn trusted(&self) -> bool {
-        self.mode == Mode::Ready
-    }
+/// Whether the object may keep moving its count by deltas after a
+/// transaction: only if the outcome is known (it committed, or certainly
+/// did not) and, when the transaction was to take the count, it did.
+pub fn trusted_after(counting: bool, known: bool, counted: bool) -> bool {
+    known && (!counting || counted)
 }
 
 /// When the next flush may run, given the last one.
@@ -200,35 +131,15 @@ mod tests {
     }
 
     #[test]
-    fn a_count_waits_for_writes_in_flight_and_blocks_new_ones() {
-        let mut g = Gate::new(false);
-        let first = g.enter();
-        assert_eq!(first, Admission::Count);
-        assert_eq!(g.enter(), Admission::Wait, "nothing while counting");
-        g.leave(first, true);
-        assert!(g.trusted());
-        let a = g.enter();
-        let b = g.enter();
-        assert_eq!((a, b), (Admission::Delta, Admission::Delta));
-        // b's outcome is unknown: count again, but only once a has finished.
-        g.leave(b, false);
-        assert!(!g.trusted());
-        assert_eq!(g.enter(), Admission::Wait, "a is still in flight");
-        g.leave(a, true);
-        let recount = g.enter();
-        assert_eq!(recount, Admission::Count);
-        g.leave(recount, false);
-        assert_eq!(g.enter(), Admission::Count, "a failed count is retried");
-    }
-
-    #[test]
-    fn a_failed_write_with_known_outcome_keeps_the_count() {
-        let mut g = Gate::new(true);
-        let a = g.enter();
-        g.leave(a, true);
-        assert!(g.trusted());
-        g.recount();
-        assert_eq!(g.enter(), Admission::Count);
+    fn only_known_outcomes_and_taken_counts_are_trusted() {
+        assert!(trusted_after(false, true, false), "a delta that committed");
+        assert!(!trusted_after(false, false, false), "a delta that may have");
+        assert!(trusted_after(true, true, true), "a count taken");
+        assert!(
+            !trusted_after(true, true, false),
+            "a count asked, not taken"
+        );
+        assert!(!trusted_after(true, false, false));
     }
 
     #[test]

@@ -42,19 +42,11 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn headers(&self) -> [(&'static str, String); 2] {
-        let decision = rate_limit::Decision {
-            allowed: true,
-            new_tat_ns: 0,
-            remaining: self.remaining,
-            reset_ms: self.reset_ms,
-            retry_after_ms: 0,
-            retryable: true,
-        };
         [
             ("RateLimit-Policy", rate_limit::policy_header(&self.policy)),
             (
                 "RateLimit",
-                rate_limit::limit_header(&self.policy, &decision),
+                rate_limit::limit_header(&self.policy, self.remaining, self.reset_ms),
             ),
         ]
     }
@@ -67,14 +59,14 @@ pub fn refused(ctx: &Ctx, policy: &Policy, retry_after_ms: u64, reset_ms: u64) -
         remaining: 0,
         reset_ms,
     });
-    let secs = retry_after_ms.div_ceil(1000).max(1);
+    let secs = rate_limit::retry_after_secs_of(retry_after_ms);
     let mut e = AppError::new(
         429,
         "rate_limited",
         format!("too many requests; retry in {secs} s"),
     )
     .with_details(json!({ "policy": policy.name, "retry_after_secs": secs }));
-    e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
+    e.retry_after = Some(secs);
     e
 }
 

@@ -137,13 +137,13 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     match route {
         Route::Health => (health::handle(ctx).await, "health"),
         Route::BenchConstant => (bench_constant(ctx), "bench.constant"),
-        Route::Join { id } | Route::Leave { id } => {
-            let op = if req.method() == Method::Delete {
+        Route::Join { ref id } | Route::Leave { ref id } => {
+            let op = if matches!(route, Route::Leave { .. }) {
                 Op::Leave
             } else {
                 Op::Join
             };
-            let result = match Id::parse(&id, "id") {
+            let result = match Id::parse(id, "id") {
                 Ok(issue) => {
                     membership::handle(ctx, op, &issue, body.as_ref(), header("Cookie").as_deref())
                         .await

@@ -304,21 +304,26 @@ pub fn policy_header(policy: &Policy) -> String {
 }
 
 /// The `RateLimit` value: `"reads";r=REMAINING;t=SECONDS_UNTIL_FULL`.
-pub fn limit_header(policy: &Policy, d: &Decision) -> String {
+pub fn limit_header(policy: &Policy, remaining: u32, reset_ms: u64) -> String {
     format!(
         "{};r={};t={}",
         sf_string(policy.name),
-        d.remaining,
-        d.reset_ms.div_ceil(1000)
+        remaining,
+        reset_ms.div_ceil(1000)
     )
 }
 
-/// The `Retry-After` seconds: 0 when allowed, else rounded up and at least 1.
+/// The `Retry-After` seconds: 0 when allowed, else [`retry_after_secs_of`].
 pub fn retry_after_secs(d: &Decision) -> u32 {
     if d.allowed {
         return 0;
     }
-    u32::try_from(d.retry_after_ms.div_ceil(1000))
+    retry_after_secs_of(d.retry_after_ms)
+}
+
+/// A refusal's wait in whole seconds: rounded up, at least 1.
+pub fn retry_after_secs_of(retry_after_ms: u64) -> u32 {
+    u32::try_from(retry_after_ms.div_ceil(1000))
         .unwrap_or(u32::MAX)
         .max(1)
 }
@@ -642,13 +647,19 @@ mod tests {
 
         let mut g = Gcra::default();
         let d = g.admit(&p.reads, NOW, 1);
-        assert_eq!(limit_header(&p.reads, &d), r#""reads";r=119;t=1"#);
+        assert_eq!(
+            limit_header(&p.reads, d.remaining, d.reset_ms),
+            r#""reads";r=119;t=1"#
+        );
         assert_eq!(retry_after_secs(&d), 0);
         for _ in 1..120 {
             g.admit(&p.reads, NOW, 1);
         }
         let d = g.admit(&p.reads, NOW, 1);
-        assert_eq!(limit_header(&p.reads, &d), r#""reads";r=0;t=60"#);
+        assert_eq!(
+            limit_header(&p.reads, d.remaining, d.reset_ms),
+            r#""reads";r=0;t=60"#
+        );
         assert_eq!(retry_after_secs(&d), 1, "500 ms rounds up to 1 s");
 
         let mut g = Gcra::default();
@@ -657,7 +668,10 @@ mod tests {
         }
         let d = g.admit(&p.otp, NOW + 1, 1);
         assert_eq!(retry_after_secs(&d), 720);
-        assert_eq!(limit_header(&p.otp, &d), r#""otp";r=0;t=3600"#);
+        assert_eq!(
+            limit_header(&p.otp, d.remaining, d.reset_ms),
+            r#""otp";r=0;t=3600"#
+        );
 
         let odd = Policy {
             name: "a\"b\\c\n",

@@ -8,19 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_cases, TestApp};
+use common::{int, run_cases, session_cookie, TestApp};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
-
-fn int(v: &Hv) -> i64 {
-    match v {
-        Hv::Integer { value } => *value,
-        other => panic!("not an integer: {other:?}"),
-    }
-}
 
 fn string(v: &Hv) -> String {
     match v {
@@ -29,24 +22,9 @@ fn string(v: &Hv) -> String {
     }
 }
 
-/// An issue that no other case touches: a fresh one, inserted directly.
-async fn fresh_issue(app: &TestApp, name: &str) -> String {
-    let id = uuid::Uuid::new_v4().to_string();
-    app.sql(
-        "INSERT INTO issues (id, name, category) VALUES (?, ?, 'community')",
-        vec![text(id.as_str()), text(name)],
-    )
-    .await;
-    id
-}
-
+/// A new organisation linked to `issue`.
 async fn fresh_organisation(app: &TestApp, issue: &str) -> String {
-    let org = uuid::Uuid::new_v4().to_string();
-    app.sql(
-        "INSERT INTO organisations (id, name) VALUES (?, 'Test council')",
-        vec![text(org.as_str())],
-    )
-    .await;
+    let org = app.fresh_organisation("Test council").await;
     app.sql(
         "INSERT INTO issue_organisation (id, issue_id, organisation_id) VALUES (?, ?, ?)",
         vec![
@@ -57,16 +35,6 @@ async fn fresh_organisation(app: &TestApp, issue: &str) -> String {
     )
     .await;
     org
-}
-
-/// The `name=value` of the session cookie a response sets, if any.
-fn session_cookie(r: &reqwest::Response) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("qr_session=") && !c.starts_with("qr_session=;"))
-        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
 }
 
 struct Reply {
@@ -92,7 +60,7 @@ async fn call(
     }
     let r = rb.send().await.expect("send");
     let status = r.status();
-    let cookie = session_cookie(&r);
+    let cookie = session_cookie(r.headers());
     let set_cookies = r
         .headers()
         .get_all("set-cookie")
@@ -159,7 +127,7 @@ async fn flushed(app: &TestApp, issue: &str, want: i64) {
 }
 
 async fn join_and_leave_are_idempotent(app: &TestApp) {
-    let issue = fresh_issue(app, "Idempotent joins").await;
+    let issue = app.fresh_issue("Idempotent joins").await;
     let first = join(app, &issue, None).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     assert_eq!(first.body["changed"], true);
@@ -225,7 +193,7 @@ async fn join_and_leave_are_idempotent(app: &TestApp) {
 }
 
 async fn two_hundred_concurrent_joins_count_exactly(app: &TestApp) {
-    let issue = fresh_issue(app, "A hot issue").await;
+    let issue = app.fresh_issue("A hot issue").await;
     let org = fresh_organisation(app, &issue).await;
     let joins = (0..200).map(|i| {
         let issue = issue.clone();
@@ -270,7 +238,7 @@ async fn two_hundred_concurrent_joins_count_exactly(app: &TestApp) {
 }
 
 async fn bad_joins_are_refused_whole(app: &TestApp) {
-    let issue = fresh_issue(app, "Refusals").await;
+    let issue = app.fresh_issue("Refusals").await;
     let r = join(app, UNKNOWN, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     assert!(r.cookie.is_none(), "nothing is created for a failed write");
@@ -301,7 +269,7 @@ async fn bad_joins_are_refused_whole(app: &TestApp) {
 }
 
 async fn tampered_cookies_are_never_trusted(app: &TestApp) {
-    let issue = fresh_issue(app, "Cookies").await;
+    let issue = app.fresh_issue("Cookies").await;
     let first = join(app, &issue, None).await;
     let cookie = first.cookie.expect("cookie");
     let me = call(app, Method::GET, "/api/me", Some(&cookie), None).await;
@@ -342,7 +310,7 @@ async fn tampered_cookies_are_never_trusted(app: &TestApp) {
 }
 
 async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
-    let issue = fresh_issue(app, "Legacy").await;
+    let issue = app.fresh_issue("Legacy").await;
     let rows = app
         .sql(
             "SELECT id FROM users WHERE NOT EXISTS (SELECT 1 FROM user_identities \
@@ -373,10 +341,10 @@ async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
 }
 
 async fn a_join_is_one_round_trip(app: &TestApp) {
-    let issue = fresh_issue(app, "Round trips").await;
+    let issue = app.fresh_issue("Round trips").await;
     let first = join(app, &issue, None).await;
     let cookie = first.cookie.expect("cookie");
-    let other = fresh_issue(app, "Round trips 2").await;
+    let other = app.fresh_issue("Round trips 2").await;
     for (method, id) in [(Method::POST, "rt-join-1"), (Method::DELETE, "rt-leave-1")] {
         let r = app
             .request(method, &format!("/api/issues/{other}/join"))

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{run_cases, Seed, TestApp, CACHE_FRESH_SECS, CLIENT_IP_HEADER};
+use common::{run_cases, session_cookie, Seed, TestApp, CACHE_FRESH_SECS, CLIENT_IP_HEADER};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -100,12 +100,7 @@ async fn creating_is_limited_per_user(app: &TestApp) {
         .send()
         .await
         .expect("join");
-    let cookie = header(&r, "set-cookie")
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(cookie.starts_with("qr_session="), "{cookie}");
+    let cookie = session_cookie(r.headers()).expect("a session");
     // Each create from another IP: only the per-user budget is shared.
     for i in 0..=CREATES {
         let r = app

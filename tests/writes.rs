@@ -6,44 +6,17 @@
 
 mod common;
 
-use common::{run_cases, TestApp};
+use common::{int, run_cases, session_cookie, TestApp};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
 
-fn int(v: &Hv) -> i64 {
-    match v {
-        Hv::Integer { value } => *value,
-        other => panic!("not an integer: {other:?}"),
-    }
-}
-
 /// One integer from the primary.
 async fn count(app: &TestApp, sql: &str, args: Vec<Hv>) -> i64 {
     let rows = app.sql(sql, args).await;
     int(&rows[0][0])
-}
-
-async fn fresh_issue(app: &TestApp, name: &str) -> String {
-    let id = uuid::Uuid::new_v4().to_string();
-    app.sql(
-        "INSERT INTO issues (id, name, category) VALUES (?, ?, 'community')",
-        vec![text(id.as_str()), text(name)],
-    )
-    .await;
-    id
-}
-
-async fn fresh_organisation(app: &TestApp, name: &str) -> String {
-    let id = uuid::Uuid::new_v4().to_string();
-    app.sql(
-        "INSERT INTO organisations (id, name) VALUES (?, ?)",
-        vec![text(id.as_str()), text(name)],
-    )
-    .await;
-    id
 }
 
 struct Reply {
@@ -60,12 +33,7 @@ impl Reply {
 
     /// The `name=value` of the session cookie set, if any.
     fn session(&self) -> Option<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|c| c.starts_with("qr_session=") && !c.starts_with("qr_session=;"))
-            .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+        session_cookie(&self.headers)
     }
 
     fn field(&self) -> &str {
@@ -108,7 +76,7 @@ async fn post(app: &TestApp, path: &str, body: Value, with: With<'_>) -> Reply {
 
 /// A session of its own: the cookie a first write starts.
 async fn session(app: &TestApp) -> String {
-    let issue = fresh_issue(app, "Session starter").await;
+    let issue = app.fresh_issue("Session starter").await;
     let r = post(
         app,
         &format!("/api/issues/{issue}/feed"),
@@ -130,7 +98,7 @@ fn names(list: &Value) -> Vec<String> {
 }
 
 async fn a_new_issue_is_readable_and_searchable_at_once(app: &TestApp) {
-    let org = fresh_organisation(app, "Quokkaville council").await;
+    let org = app.fresh_organisation("Quokkaville council").await;
     // Cached before the write: the write must invalidate these.
     let search = "/api/issues?q=quokkaville";
     assert!(names(&app.get_json(search).await).is_empty());
@@ -189,8 +157,8 @@ async fn a_new_issue_is_readable_and_searchable_at_once(app: &TestApp) {
 }
 
 async fn each_validation_error_names_its_field(app: &TestApp) {
-    let issue = fresh_issue(app, "Validation").await;
-    let org = fresh_organisation(app, "Validation council").await;
+    let issue = app.fresh_issue("Validation").await;
+    let org = app.fresh_organisation("Validation council").await;
     let cases = [
         (
             "/api/issues".to_owned(),
@@ -325,7 +293,7 @@ async fn writes_to_an_unknown_issue_are_404(app: &TestApp) {
 
 async fn an_idempotent_retry_replays_the_first_response(app: &TestApp) {
     let cookie = session(app).await;
-    let issue = fresh_issue(app, "Idempotent posts").await;
+    let issue = app.fresh_issue("Idempotent posts").await;
     let path = format!("/api/issues/{issue}/feed");
     let body = json!({"content": "Only once, please"});
     let with = With {
@@ -415,7 +383,7 @@ async fn an_idempotent_retry_replays_the_first_response(app: &TestApp) {
 
 async fn concurrent_duplicates_write_once(app: &TestApp) {
     let cookie = session(app).await;
-    let issue = fresh_issue(app, "Concurrent retries").await;
+    let issue = app.fresh_issue("Concurrent retries").await;
     let path = format!("/api/issues/{issue}/actions");
     let body = json!({"title": "Sign the petition", "type": "action"});
     let ids: Vec<String> = (0..6).map(|i| format!("wr-burst-{i}")).collect();
@@ -470,7 +438,7 @@ async fn concurrent_duplicates_write_once(app: &TestApp) {
 }
 
 async fn a_duplicate_synonym_is_409_and_a_new_one_is_searchable(app: &TestApp) {
-    let issue = fresh_issue(app, "Uneven pavements").await;
+    let issue = app.fresh_issue("Uneven pavements").await;
     let search = "/api/issues?q=wobbly%20flagstones";
     assert!(names(&app.get_json(search).await).is_empty());
     let detail = format!("/api/issues/{issue}");
@@ -511,7 +479,7 @@ async fn a_duplicate_synonym_is_409_and_a_new_one_is_searchable(app: &TestApp) {
 
 async fn posts_and_actions_show_at_once_and_count_daily(app: &TestApp) {
     let cookie = session(app).await;
-    let issue = fresh_issue(app, "Daily counts").await;
+    let issue = app.fresh_issue("Daily counts").await;
     let feed = format!("/api/issues/{issue}/feed");
     let actions = format!("/api/issues/{issue}/actions");
     let detail = format!("/api/issues/{issue}");
@@ -561,7 +529,7 @@ async fn posts_and_actions_show_at_once_and_count_daily(app: &TestApp) {
 
 async fn a_write_is_one_round_trip_two_with_a_key(app: &TestApp) {
     let cookie = session(app).await;
-    let issue = fresh_issue(app, "Round trips").await;
+    let issue = app.fresh_issue("Round trips").await;
     let feed = format!("/api/issues/{issue}/feed");
     let cases = [
         ("wr-rt-plain", None, 1, "a write without a key"),

@@ -24,13 +24,13 @@ use worker::{durable_object, Date, Env, Method, Request, RequestInit, Response, 
 
 use crate::config::Config;
 use crate::context::Ctx;
-use crate::counter::{self, Admission, Counts, Gate};
+use crate::counter::{self, Counts};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::membership::{self, Change, Op, Outcome};
 
-/// How long a change waits for a count in progress before giving up (503).
-const ADMISSION_WAIT: Duration = Duration::from_secs(10);
+/// How long a change waits in the queue before giving up (503).
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// Most changes in one transaction.
 const GROUP_MAX: usize = 100;
 /// A failed flush is tried again this much later.
@@ -74,7 +74,9 @@ pub struct IssueCounter {
     state: State,
     env: Env,
     stored: RefCell<Stored>,
-    gate: RefCell<Gate>,
+    /// The count can be moved by deltas; when false, the next group takes
+    /// it again from `user_issues`.
+    trusted: Cell<bool>,
     queue: RefCell<Vec<(Change, Slot)>>,
     sending: Cell<bool>,
     /// Counts moved since the alarm was last checked.
@@ -139,22 +141,6 @@ impl IssueCounter {
         ))
     }
 
-    async fn admit(&self) -> AppResult<Admission> {
-        let deadline = now_ms() + ADMISSION_WAIT.as_millis() as u64;
-        loop {
-            match self.gate.borrow_mut().enter() {
-                Admission::Wait => {}
-                admitted => return Ok(admitted),
-            }
-            if now_ms() > deadline {
-                return Err(AppError::primary_unavailable(
-                    "the issue's count is being taken; retry shortly",
-                ));
-            }
-            worker::Delay::from(Duration::from_millis(5)).await;
-        }
-    }
-
     /// Queues a change and waits for its answer. Changes that arrive while
     /// a transaction is in flight go together in the next one (group
     /// commit): a hot issue costs a few transactions a second, not one per
@@ -162,7 +148,7 @@ impl IssueCounter {
     async fn change(&self, change: Change) -> AppResult<Answer> {
         let slot: Slot = Rc::new(RefCell::new(None));
         self.queue.borrow_mut().push((change, slot.clone()));
-        let deadline = now_ms() + ADMISSION_WAIT.as_millis() as u64;
+        let deadline = now_ms() + QUEUE_WAIT.as_millis() as u64;
         loop {
             if let Some(answer) = slot.borrow_mut().take() {
                 return answer;
@@ -210,8 +196,9 @@ impl IssueCounter {
             .first()
             .ok_or_else(|| AppError::internal("an empty group"))?;
         let db = self.db(&first.request_id)?;
-        let admission = self.admit().await?;
-        let count = admission == Admission::Count;
+        // One group is in flight at a time (the queue has one sender), so
+        // a count taken here sees no other change of the issue in flight.
+        let count = !self.trusted.get();
         let mut statements = Vec::new();
         let mut sizes = Vec::with_capacity(changes.len());
         for (i, change) in changes.iter().enumerate() {
@@ -221,16 +208,12 @@ impl IssueCounter {
             statements.extend(qs);
         }
         let result = db.transaction(statements).await;
-        // A count is trusted only once taken; a change whose outcome is
-        // unknown (the primary may have applied it) makes us count again.
-        let known = match &result {
-            Ok(_) => true,
-            Err(e) => !count && e.code != "primary_unavailable",
-        };
         let mut written = match result {
             Ok(w) => w.into_iter(),
             Err(e) => {
-                self.gate.borrow_mut().leave(admission, known);
+                let known = e.code != "primary_unavailable";
+                self.trusted
+                    .set(counter::trusted_after(count, known, false));
                 return Err(e);
             }
         };
@@ -243,9 +226,8 @@ impl IssueCounter {
             counted |= matches!(&outcome, Ok(o) if o.counts.is_some());
             outcomes.push(outcome);
         }
-        self.gate
-            .borrow_mut()
-            .leave(admission, known && (!count || counted));
+        self.trusted
+            .set(counter::trusted_after(count, true, counted));
         self.record(changes, &outcomes)?;
         let total = self.stored.borrow().counts.total;
         let as_of_ms = now_ms();
@@ -342,12 +324,12 @@ impl DurableObject for IssueCounter {
                 Stored::default()
             }
         };
-        let gate = Gate::new(stored.counted);
+        let trusted = stored.counted;
         IssueCounter {
             state,
             env,
             stored: RefCell::new(stored),
-            gate: RefCell::new(gate),
+            trusted: Cell::new(trusted),
             queue: RefCell::new(Vec::new()),
             sending: Cell::new(false),
             alarm_due: Cell::new(false),
@@ -379,7 +361,7 @@ impl DurableObject for IssueCounter {
                 }))
             }
             (Method::Post, "/recount") => {
-                self.gate.borrow_mut().recount();
+                self.trusted.set(false);
                 Response::from_json(&json!({ "recount": true }))
             }
             _ => super::health(&self.state, &req).await,

@@ -393,6 +393,56 @@ fn worker_vars(vars: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// Fixtures: rows no other case touches, written straight to the primary.
+impl TestApp {
+    /// A new issue (category `community`); its id.
+    pub async fn fresh_issue(&self, name: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.sql(
+            "INSERT INTO issues (id, name, category) VALUES (?, ?, 'community')",
+            vec![
+                qr_primary::client::text(id.as_str()),
+                qr_primary::client::text(name),
+            ],
+        )
+        .await;
+        id
+    }
+
+    /// A new organisation; its id.
+    pub async fn fresh_organisation(&self, name: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.sql(
+            "INSERT INTO organisations (id, name) VALUES (?, ?)",
+            vec![
+                qr_primary::client::text(id.as_str()),
+                qr_primary::client::text(name),
+            ],
+        )
+        .await;
+        id
+    }
+}
+
+/// An integer the primary returned.
+pub fn int(v: &qr_primary::client::Value) -> i64 {
+    match v {
+        qr_primary::client::Value::Integer { value } => *value,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+/// The `name=value` of the session cookie a response sets, if any (not
+/// the one that clears it).
+pub fn session_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("qr_session=") && !c.starts_with("qr_session=;"))
+        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+}
+
 /// wrangler.toml for tests: no build step, `main` pointing at the bundle.
 pub fn test_config(toml: &str, shim: &Path) -> String {
     let mut out = String::new();
