@@ -199,6 +199,10 @@ impl IssueCounter {
         // One group is in flight at a time (the queue has one sender), so
         // a count taken here sees no other change of the issue in flight.
         let count = !self.trusted.get();
+        // Untrusted until the outcome is known: if this request is dropped
+        // mid-flight (its caller went away), the next group counts again
+        // instead of missing a change that may have committed.
+        self.trusted.set(false);
         let mut statements = Vec::new();
         let mut sizes = Vec::with_capacity(changes.len());
         for (i, change) in changes.iter().enumerate() {
