@@ -16,7 +16,8 @@ pub struct Ctx {
     pub config: Config,
     pub env: Env,
     pub request_id: String,
-    worker: worker::Context,
+    /// The event's context; none for a scheduled run.
+    worker: Option<worker::Context>,
     db: OnceCell<Db>,
     kv_ms: Cell<u64>,
     db_ms: Cell<u64>,
@@ -30,7 +31,22 @@ impl Ctx {
             config,
             env,
             request_id,
-            worker,
+            worker: Some(worker),
+            db: OnceCell::new(),
+            kv_ms: Cell::new(0),
+            db_ms: Cell::new(0),
+            do_ms: Cell::new(0),
+            rate_limit: Cell::new(None),
+        }
+    }
+
+    /// For work outside a request (scheduled jobs).
+    pub fn background(config: Config, env: Env, request_id: String) -> Ctx {
+        Ctx {
+            config,
+            env,
+            request_id,
+            worker: None,
             db: OnceCell::new(),
             kv_ms: Cell::new(0),
             db_ms: Cell::new(0),
@@ -59,7 +75,10 @@ impl Ctx {
 
     /// Runs `work` after the response is sent (within the platform's limit).
     pub fn wait_until(&self, work: impl Future<Output = ()> + 'static) {
-        self.worker.wait_until(work);
+        match &self.worker {
+            Some(event) => event.wait_until(work),
+            None => worker::wasm_bindgen_futures::spawn_local(work),
+        }
     }
 
     pub fn add_kv_ms(&self, ms: u64) {

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ids;
 pub mod issue_writes;
 pub mod issues;
+pub mod jobs;
 pub mod limits;
 pub mod logging;
 pub mod me;
@@ -31,9 +32,11 @@ pub mod request_id;
 pub mod router;
 pub mod search;
 pub mod session;
+#[cfg(test)]
+pub mod test_db;
 pub mod writes;
 
-use worker::{event, Context, Env, Request, Response};
+use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
 pub use objects::{IssueCounter, RateLimiter};
 
@@ -46,4 +49,9 @@ fn start() {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     pipeline::handle(req, env, ctx).await
+}
+
+#[event(scheduled)]
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    jobs::run::scheduled(&event.cron(), env).await;
 }

@@ -16,7 +16,7 @@ use crate::membership::{self, Op};
 use crate::paging::Page;
 use crate::reads::Read;
 use crate::router::{self, Resolved, Route};
-use crate::{admin, counter, counts, health, identity, issue_writes, limits, me, request_id};
+use crate::{admin, counter, counts, health, identity, issue_writes, jobs, limits, me, request_id};
 
 /// Security headers on every response. The API serves JSON only, so the CSP
 /// forbids everything.
@@ -175,6 +175,17 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             admin::invalidate(ctx, header("Authorization").as_deref(), body.as_ref()).await,
             "admin.invalidate",
         ),
+        Route::RunJob { ref name } => (
+            jobs::run::run_now(ctx, header("Authorization").as_deref(), name, body.as_ref()).await,
+            "admin.jobs.run",
+        ),
+        Route::ListJobs => {
+            let result = match query_pairs(&req) {
+                Ok(pairs) => jobs::run::list(ctx, header("Authorization").as_deref(), &pairs).await,
+                Err(e) => Err(e),
+            };
+            (result, "admin.jobs.list")
+        }
         read_route => {
             let read = match to_read(&req, read_route) {
                 Ok(read) => read,
@@ -203,7 +214,11 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
     let ip = limits::client_ip(ctx, header);
     let policies = &ctx.config.rate_limits;
     match route {
-        Route::Health | Route::BenchConstant | Route::InvalidateCache => Ok(()),
+        Route::Health
+        | Route::BenchConstant
+        | Route::InvalidateCache
+        | Route::RunJob { .. }
+        | Route::ListJobs => Ok(()),
         _ if matches!(req.method(), Method::Get | Method::Head) => limits::read(ctx, &ip).await,
         Route::CreateIssue => {
             limits::write(ctx, &policies.writes, &ip).await?;
@@ -215,14 +230,19 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
     }
 }
 
-/// The cacheable read a read route asks for; bad ids and parameters are 400s.
-fn to_read(req: &Request, route: Route) -> AppResult<Read> {
-    let pairs: Vec<(String, String)> = req
+/// The query string's parameters.
+fn query_pairs(req: &Request) -> AppResult<Vec<(String, String)>> {
+    Ok(req
         .url()
         .map_err(|e| AppError::bad_request("bad_url", e.to_string()))?
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+        .collect())
+}
+
+/// The cacheable read a read route asks for; bad ids and parameters are 400s.
+fn to_read(req: &Request, route: Route) -> AppResult<Read> {
+    let pairs = query_pairs(req)?;
     let issue = |id: &str| Id::parse(id, "id");
     Ok(match route {
         Route::ListIssues => Read::Issues(ListQuery::parse(pairs)?),
@@ -234,6 +254,8 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
         Route::GetOrganisation { id } => Read::Organisation(issue(&id)?),
         Route::Health
         | Route::InvalidateCache
+        | Route::RunJob { .. }
+        | Route::ListJobs
         | Route::BenchConstant
         | Route::Join { .. }
         | Route::Leave { .. }

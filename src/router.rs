@@ -39,6 +39,10 @@ pub enum Route {
         id: String,
     },
     InvalidateCache,
+    RunJob {
+        name: String,
+    },
+    ListJobs,
     /// A constant body through the whole pipeline (development only): the
     /// baseline the cached reads are benchmarked against.
     BenchConstant,
@@ -92,6 +96,10 @@ pub const ROUTES: &[Entry] = &[
     }),
     ("POST", "/api/admin/cache/invalidate", |_| {
         Route::InvalidateCache
+    }),
+    ("GET", "/api/admin/jobs", |_| Route::ListJobs),
+    ("POST", "/api/admin/jobs/:name", |p| Route::RunJob {
+        name: p[0].to_owned(),
     }),
 ];
 
@@ -204,6 +212,20 @@ mod tests {
         );
         assert_eq!(
             resolve("GET", "/api/issues/abc/synonyms"),
+            Resolved::MethodNotAllowed(vec!["POST"])
+        );
+        assert_eq!(
+            resolve("POST", "/api/admin/jobs/trending"),
+            Resolved::Found(Route::RunJob {
+                name: "trending".into()
+            })
+        );
+        assert_eq!(
+            resolve("GET", "/api/admin/jobs"),
+            Resolved::Found(Route::ListJobs)
+        );
+        assert_eq!(
+            resolve("GET", "/api/admin/jobs/trending"),
             Resolved::MethodNotAllowed(vec!["POST"])
         );
     }

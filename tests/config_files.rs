@@ -146,3 +146,27 @@ fn pinned_settings_and_durable_object_migrations() {
         );
     }
 }
+
+/// The cron triggers are exactly the ones the jobs are scheduled on
+/// (`jobs::SCHEDULE`), so none runs nothing and no schedule is unreachable.
+#[test]
+fn cron_triggers_match_the_job_schedule() {
+    let config = wrangler();
+    let crons: BTreeSet<String> = config["triggers"]["crons"]
+        .as_array()
+        .expect("[triggers] crons")
+        .iter()
+        .map(|c| c.as_str().expect("a cron string").to_owned())
+        .collect();
+    let scheduled: BTreeSet<String> = quiet_riots_edge::jobs::SCHEDULE
+        .iter()
+        .map(|(cron, _)| (*cron).to_owned())
+        .collect();
+    assert_eq!(crons, scheduled);
+    for env in ["staging", "production"] {
+        assert!(
+            config["env"][env].get("triggers").is_none(),
+            "{env} inherits the top-level triggers"
+        );
+    }
+}

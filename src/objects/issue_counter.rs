@@ -6,8 +6,9 @@
 //! - `POST /change` with a [`Change`]: writes the membership through to the
 //!   primary and answers [`Answer`] or the error envelope's fields;
 //! - `GET /count`: the live count, without touching the primary;
-//! - `POST /recount`: take the count again from `user_issues` before the
-//!   next change (reconciliation);
+//! - `POST /recount` with a [`RecountAsk`]: take the count again from
+//!   `user_issues` now, with no change in flight, and answer [`Recount`]
+//!   (the reconcile_counts job);
 //! - `GET /health`: a storage round trip.
 //!
 //! State (SQLite storage of the object, one row): the counts, whether they
@@ -54,6 +55,21 @@ pub struct Answer {
     pub rioter_count: i64,
     /// Unix ms at which `rioter_count` was exact.
     pub as_of_ms: u64,
+}
+
+/// What the reconcile job asks of an issue's object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecountAsk {
+    pub issue_id: String,
+    pub request_id: String,
+}
+
+/// The object's count before and after a recount (`before` is `None` when
+/// it had no count yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recount {
+    pub before: Option<i64>,
+    pub after: i64,
 }
 
 /// Where a queued change's answer is put.
@@ -166,6 +182,49 @@ impl IssueCounter {
             }
             worker::Delay::from(Duration::from_millis(2)).await;
         }
+    }
+
+    /// Takes the count again from `user_issues`, as the only transaction in
+    /// flight (changes that arrive meanwhile wait, then go as usual), so
+    /// the count it takes is exact. A count that differs is saved and
+    /// flushed like any change.
+    async fn recount(&self, ask: &RecountAsk) -> AppResult<Recount> {
+        let deadline = now_ms() + QUEUE_WAIT.as_millis() as u64;
+        while self.sending.get() {
+            if now_ms() > deadline {
+                return Err(AppError::primary_unavailable(
+                    "the issue's changes are queued too long; retry shortly",
+                ));
+            }
+            worker::Delay::from(Duration::from_millis(2)).await;
+        }
+        self.sending.set(true);
+        let _sending = Sending(&self.sending);
+        let db = self.db(&ask.request_id)?;
+        let count = membership::count_query(&ask.issue_id);
+        let rows = db.query(&count.sql, count.args).await?;
+        let counts = membership::counts_of(&rows);
+        let before = {
+            let mut s = self.stored.borrow_mut();
+            let before = s.counted.then_some(s.counts.total);
+            s.issue_id.get_or_insert_with(|| ask.issue_id.clone());
+            if !s.counted || s.counts != counts {
+                s.counts = counts;
+                s.counted = true;
+                s.version += 1;
+            }
+            before
+        };
+        self.trusted.set(true);
+        self.save().map_err(AppError::from)?;
+        let s = self.stored.borrow();
+        if s.version != s.flushed_version {
+            self.alarm_due.set(true);
+        }
+        Ok(Recount {
+            before,
+            after: s.counts.total,
+        })
     }
 
     /// Sends queued changes, a group at a time, until none are left.
@@ -365,8 +424,18 @@ impl DurableObject for IssueCounter {
                 }))
             }
             (Method::Post, "/recount") => {
-                self.trusted.set(false);
-                Response::from_json(&json!({ "recount": true }))
+                let ask: RecountAsk = match req.json().await {
+                    Ok(a) => a,
+                    Err(e) => return Response::error(format!("bad recount: {e}"), 400),
+                };
+                let answer = self.recount(&ask).await;
+                if self.alarm_due.replace(false) {
+                    self.ensure_alarm().await?;
+                }
+                match answer {
+                    Ok(answer) => Response::from_json(&answer),
+                    Err(e) => error_response(&e),
+                }
             }
             _ => super::health(&self.state, &req).await,
         }
@@ -395,6 +464,25 @@ impl DurableObject for IssueCounter {
 /// The Worker's side: sends a change to the issue's object. An object that
 /// cannot be reached is 503 (writes fail closed).
 pub async fn send_change(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
+    call(ctx, &change.issue_id, "change", change).await
+}
+
+/// Asks the issue's object to take its count again (reconcile_counts).
+pub async fn recount(ctx: &Ctx, issue_id: &str) -> AppResult<Recount> {
+    let ask = RecountAsk {
+        issue_id: issue_id.to_owned(),
+        request_id: ctx.request_id.clone(),
+    };
+    call(ctx, issue_id, "recount", &ask).await
+}
+
+/// POSTs `body` to `/{path}` of the issue's object and reads its answer.
+async fn call<T: Serialize, A: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    issue_id: &str,
+    path: &str,
+    body: &T,
+) -> AppResult<A> {
     let unavailable = |e: worker::Error| {
         tracing::warn!(request_id = %ctx.request_id, error = %e, "issue counter unreachable");
         let mut err = AppError::new(
@@ -410,13 +498,13 @@ pub async fn send_change(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
         .durable_object("ISSUE_COUNTER")
         .map_err(unavailable)?;
     let stub = namespace
-        .id_from_name(&change.issue_id)
+        .id_from_name(issue_id)
         .and_then(|id| id.get_stub())
         .map_err(unavailable)?;
-    let body = serde_json::to_string(change).map_err(AppError::internal)?;
+    let body = serde_json::to_string(body).map_err(AppError::internal)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
-    let request = Request::new_with_init("https://issue-counter/change", &init)?;
+    let request = Request::new_with_init(&format!("https://issue-counter/{path}"), &init)?;
     let started = now_ms();
     let result = stub.fetch_with_request(request).await;
     ctx.add_do_ms(now_ms().saturating_sub(started));

@@ -1,0 +1,555 @@
+//! Running jobs in the Worker: a run (lease, batches, record, cache tags),
+//! each job's batch, the admin routes and the cron entry point.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use worker::{Date, Env, Response};
+
+use super::countries::{self, Breakdown};
+use super::health::{self, Activity, Scores};
+use super::sql::{self, HEARTBEAT_LEN};
+use super::{jobs_for_cron, Job, Plan, Progress, Tags, MAX_COUNTER_CALLS};
+use crate::admin::authorise;
+use crate::config::Config;
+use crate::context::{json_response, Ctx};
+use crate::db::{Record, Written};
+use crate::error::{AppError, AppResult};
+use crate::objects::issue_counter;
+use crate::{cache, reads};
+
+/// What the primary said when the run took its lease.
+struct Clock {
+    today: String,
+    archive_before: String,
+    /// Where the last run stopped.
+    cursor: Option<String>,
+}
+
+/// A finished run, as the admin routes show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub job: &'static str,
+    pub status: &'static str,
+    pub rows_touched: u64,
+    pub batches: u32,
+    /// The pass is not complete: the next run continues at `cursor`.
+    pub more: bool,
+    pub cursor: Option<String>,
+    pub details: Value,
+}
+
+/// What one batch did.
+struct Batch {
+    touched: u64,
+    progress: Progress,
+}
+
+/// What a run collects across its batches.
+#[derive(Default)]
+struct Collected {
+    tags: Tags,
+    corrections: Vec<Value>,
+    counter_calls: usize,
+    counter_failures: usize,
+}
+
+fn str_of(r: &Record, key: &str) -> Option<String> {
+    r.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn int_of(r: &Record, key: &str) -> i64 {
+    r.get(key).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+/// The statement results after the heartbeat.
+fn own(written: Vec<Written>) -> Vec<Written> {
+    written.into_iter().skip(HEARTBEAT_LEN).collect()
+}
+
+/// A batch whose fence failed lost its lease to another run.
+fn lease_lost(e: AppError) -> AppError {
+    let overflow = e
+        .details
+        .as_ref()
+        .is_some_and(|d| d.to_string().contains("integer overflow"));
+    if overflow {
+        AppError::new(
+            409,
+            "lease_lost",
+            "another run of this job took over its lease; this run stopped",
+        )
+    } else {
+        e
+    }
+}
+
+fn bounds(written: &[Written], at: usize) -> (u64, Option<String>) {
+    let row = written.get(at).and_then(|w| w.rows.first());
+    (
+        row.map_or(0, |r| int_of(r, "n")).max(0) as u64,
+        row.and_then(|r| str_of(r, "last")),
+    )
+}
+
+/// Runs `job` now: takes its lease (409 `job_running` if another run holds
+/// it), works through batches within `plan`, records the run, and
+/// invalidates the cache tags of what it changed.
+pub async fn run(ctx: &Ctx, job: Job, plan: Plan) -> AppResult<Report> {
+    let db = ctx.db();
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let taken = db.transaction(sql::acquire(job, &run_id)).await?;
+    let lapsed = taken.first().map_or(0, |w| w.affected);
+    let ours = taken.get(1).is_some_and(|w| w.affected == 1);
+    let row = taken
+        .get(2)
+        .and_then(|w| w.rows.first())
+        .cloned()
+        .unwrap_or_default();
+    if !ours {
+        let holder = str_of(&row, "holder")
+            .and_then(|h| serde_json::from_str::<Value>(&h).ok())
+            .unwrap_or(Value::Null);
+        return Err(AppError::new(
+            409,
+            "job_running",
+            format!("{} is running already; try again later", job.name()),
+        )
+        .with_details(json!({ "job": job.name(), "running": holder })));
+    }
+    if lapsed > 0 {
+        tracing::warn!(job = job.name(), run_id = %run_id, lapsed, "took over a lapsed lease");
+    }
+    let clock = Clock {
+        today: str_of(&row, "today").unwrap_or_default(),
+        archive_before: str_of(&row, "archive_before").unwrap_or_default(),
+        cursor: str_of(&row, "cursor"),
+    };
+
+    let started = now_ms();
+    let mut cursor = clock.cursor.clone();
+    let mut touched = 0u64;
+    let mut batches = 0u32;
+    let mut more = true;
+    let mut collected = Collected::default();
+    let mut failure = None;
+    while plan.another_batch(batches, now_ms().saturating_sub(started)) {
+        let step = batch(
+            ctx,
+            job,
+            &run_id,
+            &clock,
+            cursor.as_deref(),
+            touched,
+            plan.batch_size,
+            &mut collected,
+        )
+        .await;
+        match step {
+            Ok(b) => {
+                touched += b.touched;
+                batches += 1;
+                cursor = b.progress.cursor().map(str::to_owned);
+                if b.progress == Progress::Done {
+                    more = false;
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(lease_lost(e));
+                break;
+            }
+        }
+    }
+
+    let mut details = json!({
+        "batches": batches,
+        "took_over_lapsed": lapsed,
+        "cache_tags": collected.tags.tags.len() + collected.tags.dropped,
+    });
+    if job == Job::ReconcileCounts {
+        details["corrections"] = Value::from(collected.corrections.clone());
+        details["counter_calls"] = Value::from(collected.counter_calls);
+        details["counter_failures"] = Value::from(collected.counter_failures);
+    }
+    let status = if failure.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    };
+    let error = failure
+        .as_ref()
+        .map(|e| format!("{}: {}", e.code, e.message));
+    let finish = sql::finish(
+        &run_id,
+        status,
+        touched,
+        error.as_deref(),
+        cursor.as_deref(),
+        Some(&details.to_string()),
+    );
+    match db.transaction(vec![finish]).await {
+        Ok(w) if w.first().is_some_and(|w| w.affected == 1) => {}
+        Ok(_) => {
+            tracing::warn!(job = job.name(), run_id = %run_id, "the run lost its lease before it finished")
+        }
+        Err(e) => {
+            tracing::error!(job = job.name(), run_id = %run_id, code = e.code, details = ?e.details, "cannot record the run's end; its lease will lapse")
+        }
+    }
+    if !collected.tags.tags.is_empty() {
+        if let Err(e) = cache::invalidate(ctx, &collected.tags.tags).await {
+            tracing::warn!(job = job.name(), code = e.code, details = ?e.details, "cannot invalidate cache tags after a job");
+        }
+    }
+    tracing::info!(
+        job = job.name(),
+        run_id = %run_id,
+        status,
+        rows_touched = touched,
+        batches,
+        duration_ms = now_ms().saturating_sub(started),
+        "job run"
+    );
+    if let Some(mut e) = failure {
+        let mut d = e.details.take().unwrap_or_else(|| json!({}));
+        if d.is_object() {
+            d["run_id"] = Value::from(run_id.clone());
+        }
+        e.details = Some(d);
+        return Err(e);
+    }
+    Ok(Report {
+        id: run_id,
+        job: job.name(),
+        status,
+        rows_touched: touched,
+        batches,
+        more,
+        cursor,
+        details,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn batch(
+    ctx: &Ctx,
+    job: Job,
+    run_id: &str,
+    clock: &Clock,
+    cursor: Option<&str>,
+    touched: u64,
+    size: u32,
+    collected: &mut Collected,
+) -> AppResult<Batch> {
+    let db = ctx.db();
+    let mut qs = sql::heartbeat(run_id, cursor, touched);
+    match job {
+        Job::Trending => {
+            qs.push(sql::batch_bounds(cursor, size));
+            qs.push(sql::trending(cursor, size, &clock.today));
+            let w = own(db.transaction(qs).await?);
+            let (n, last) = bounds(&w, 0);
+            let changed = w.get(1).cloned().unwrap_or_default();
+            if changed.affected > 0 {
+                collected.tags.add(reads::ISSUES_TAG.to_owned());
+            }
+            for r in &changed.rows {
+                if let Some(id) = str_of(r, "id") {
+                    collected.tags.add(format!("issue:{id}"));
+                }
+            }
+            Ok(Batch {
+                touched: changed.affected,
+                progress: Progress::after(n, size, last),
+            })
+        }
+        Job::ReconcileCounts => {
+            qs.push(sql::batch_bounds(cursor, size));
+            qs.extend(sql::reconcile(cursor, size, &clock.today));
+            let w = own(db.transaction(qs).await?);
+            let (n, last) = bounds(&w, 0);
+            let rows = |i: usize| w.get(i).map(|w| w.rows.clone()).unwrap_or_default();
+            let affected = |i: usize| w.get(i).map_or(0, |w| w.affected);
+            let mut recount = BTreeSet::new();
+            for r in rows(1) {
+                let id = str_of(&r, "id").unwrap_or_default();
+                let (was, now) = (int_of(&r, "was"), int_of(&r, "now"));
+                tracing::warn!(job = job.name(), issue_id = %id, was, now, "corrected an issue's rioter_count");
+                collected.corrections.push(json!({
+                    "issue_id": id, "rioter_count": { "was": was, "now": now },
+                }));
+                collected.tags.add(format!("issue:{id}"));
+                recount.insert(id);
+            }
+            for r in rows(2) {
+                let id = str_of(&r, "issue_id").unwrap_or_default();
+                let org = str_of(&r, "organisation_id").unwrap_or_default();
+                let (was, now) = (int_of(&r, "was"), int_of(&r, "now"));
+                tracing::warn!(job = job.name(), issue_id = %id, organisation_id = %org, was, now, "corrected an organisation's rioter_count");
+                collected.corrections.push(json!({
+                    "issue_id": id, "organisation_id": org,
+                    "rioter_count": { "was": was, "now": now },
+                }));
+                collected.tags.add(format!("issue:{id}"));
+                collected.tags.add(format!("org:{org}"));
+                recount.insert(id);
+            }
+            if affected(3) + affected(4) > 0 {
+                collected.tags.add(reads::ISSUES_TAG.to_owned());
+            }
+            recount.extend(rows(5).iter().filter_map(|r| str_of(r, "id")));
+            recount_counters(ctx, recount, collected).await;
+            Ok(Batch {
+                touched: affected(3) + affected(4),
+                progress: Progress::after(n, size, last),
+            })
+        }
+        Job::Health => {
+            let q = sql::health_inputs(cursor, size, &clock.today);
+            let rows = db.query(&q.sql, q.args).await?;
+            let mut ids = Vec::new();
+            for r in &rows {
+                let Some(id) = str_of(r, "id") else { continue };
+                let wanted = health::scores(&Activity {
+                    members: int_of(r, "members"),
+                    joins: int_of(r, "joins"),
+                    leaves: int_of(r, "leaves"),
+                    posts: int_of(r, "posts"),
+                    actions: int_of(r, "actions"),
+                });
+                let stored = r.get("needs_met").filter(|v| !v.is_null()).map(|_| Scores {
+                    needs_met: int_of(r, "needs_met"),
+                    membership: int_of(r, "membership"),
+                    influence: int_of(r, "influence"),
+                    connection: int_of(r, "connection"),
+                });
+                if stored != Some(wanted) {
+                    qs.push(sql::health_upsert(&id, &wanted));
+                    ids.push(id);
+                }
+            }
+            let w = own(db.transaction(qs).await?);
+            let mut changed = 0;
+            for (id, w) in ids.iter().zip(&w) {
+                if w.affected > 0 {
+                    changed += w.affected;
+                    collected.tags.add(format!("issue:{id}"));
+                }
+            }
+            let last = rows.last().and_then(|r| str_of(r, "id"));
+            Ok(Batch {
+                touched: changed,
+                progress: Progress::after(rows.len() as u64, size, last),
+            })
+        }
+        Job::Countries => {
+            let read = db.queries(sql::countries_inputs(cursor, size)).await?;
+            let rows = |i: usize| read.get(i).cloned().unwrap_or_default();
+            let breakdown = |rows: Vec<Record>| -> Breakdown {
+                rows.iter()
+                    .filter_map(|r| {
+                        Some((
+                            (str_of(r, "issue_id")?, str_of(r, "country_code")?),
+                            int_of(r, "n"),
+                        ))
+                    })
+                    .collect()
+            };
+            let issues = rows(0);
+            let changes = countries::diff(&breakdown(rows(1)), &breakdown(rows(2)));
+            let mut ids = Vec::new();
+            for change in &changes {
+                let id = match change {
+                    countries::Change::Set { issue_id, .. }
+                    | countries::Change::Remove { issue_id, .. } => issue_id.clone(),
+                };
+                qs.push(sql::country_change(
+                    change,
+                    &uuid::Uuid::new_v4().to_string(),
+                ));
+                ids.push(id);
+            }
+            let w = own(db.transaction(qs).await?);
+            let mut changed = 0;
+            for (id, w) in ids.iter().zip(&w) {
+                if w.affected > 0 {
+                    changed += w.affected;
+                    collected.tags.add(format!("issue:{id}"));
+                }
+            }
+            let last = issues.last().and_then(|r| str_of(r, "id"));
+            Ok(Batch {
+                touched: changed,
+                progress: Progress::after(issues.len() as u64, size, last),
+            })
+        }
+        Job::ArchiveFeed => {
+            qs.extend(sql::archive(&clock.archive_before, size));
+            let w = own(db.transaction(qs).await?);
+            for r in w.first().map(|w| w.rows.as_slice()).unwrap_or_default() {
+                if let Some(id) = str_of(r, "issue_id") {
+                    collected.tags.add(format!("feed:{id}"));
+                }
+            }
+            let moved = w.get(2).map_or(0, |w| w.affected);
+            Ok(Batch {
+                touched: moved,
+                progress: Progress::after(moved, size, None),
+            })
+        }
+    }
+}
+
+/// Asks the counter objects of `issues` to take their counts again (after
+/// the primary was corrected, or because they are live), and records the
+/// ones whose count was wrong.
+async fn recount_counters(ctx: &Ctx, issues: BTreeSet<String>, collected: &mut Collected) {
+    for id in issues {
+        if collected.counter_calls >= MAX_COUNTER_CALLS {
+            tracing::warn!(issue_id = %id, "reconcile_counts: counter calls spent; the next run continues");
+            return;
+        }
+        collected.counter_calls += 1;
+        match issue_counter::recount(ctx, &id).await {
+            Ok(r) => {
+                if let Some(before) = r.before.filter(|b| *b != r.after) {
+                    tracing::warn!(issue_id = %id, was = before, now = r.after, "corrected an issue counter object");
+                    collected.corrections.push(json!({
+                        "issue_id": id, "counter": { "was": before, "now": r.after },
+                    }));
+                    collected.tags.add(format!("issue:{id}"));
+                }
+            }
+            Err(e) => {
+                collected.counter_failures += 1;
+                tracing::warn!(issue_id = %id, code = e.code, details = ?e.details, "reconcile_counts: cannot recount a counter object");
+            }
+        }
+    }
+}
+
+/// The job a path segment names; 404 listing the jobs otherwise.
+fn job_named(name: &str) -> AppResult<Job> {
+    Job::parse(name).ok_or_else(|| {
+        AppError::not_found(format!("no job named {name:.60}"))
+            .with_details(json!({ "jobs": Job::names() }))
+    })
+}
+
+/// An optional whole number in the body.
+fn body_int(body: &Value, field: &str) -> AppResult<Option<i64>> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| AppError::validation(field, "must be a whole number")),
+    }
+}
+
+/// `POST /api/admin/jobs/:name`, optional body `{"max_batches", "batch_size"}`.
+pub async fn run_now(
+    ctx: &Ctx,
+    authorization: Option<&str>,
+    name: &str,
+    body: Option<&Value>,
+) -> AppResult<Response> {
+    authorise(ctx.config.admin_token.as_deref(), authorization)?;
+    let job = job_named(name)?;
+    let empty = json!({});
+    let body = body.unwrap_or(&empty);
+    let fields = body
+        .as_object()
+        .ok_or_else(|| AppError::validation("body", "must be a JSON object"))?;
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["max_batches", "batch_size"].contains(&k.as_str()))
+    {
+        return Err(AppError::validation(
+            unknown,
+            "unknown field (max_batches, batch_size)",
+        ));
+    }
+    let plan = Plan::with_overrides(
+        job,
+        body_int(body, "max_batches")?,
+        body_int(body, "batch_size")?,
+    )
+    .map_err(|(field, problem)| AppError::validation(field, problem))?;
+    let report = run(ctx, job, plan).await?;
+    Ok(json_response(200, &json!({ "run": report }))?)
+}
+
+/// `GET /api/admin/jobs?job=NAME&limit=N`: recent runs, newest first.
+pub async fn list(
+    ctx: &Ctx,
+    authorization: Option<&str>,
+    params: &[(String, String)],
+) -> AppResult<Response> {
+    authorise(ctx.config.admin_token.as_deref(), authorization)?;
+    let mut job = None;
+    let mut limit = 20;
+    for (k, v) in params {
+        match k.as_str() {
+            "job" => {
+                job = Some(Job::parse(v).ok_or_else(|| {
+                    AppError::validation("job", format!("one of {}", Job::names().join(", ")))
+                })?)
+            }
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| AppError::validation("limit", "must be from 1 to 100"))?
+            }
+            _ => {}
+        }
+    }
+    let q = sql::list_runs(job, limit);
+    let mut rows = ctx.db().query(&q.sql, q.args).await?;
+    for r in &mut rows {
+        if let Some(Value::String(d)) = r.get("details") {
+            let parsed = serde_json::from_str(d).unwrap_or(Value::Null);
+            r.insert("details".to_owned(), parsed);
+        }
+    }
+    Ok(json_response(200, &json!({ "runs": rows }))?)
+}
+
+/// The cron entry point: runs the trigger's jobs one after another. A job
+/// whose lease is held is skipped (its running run does the work).
+pub async fn scheduled(cron: &str, env: Env) {
+    let jobs = jobs_for_cron(cron);
+    if jobs.is_empty() {
+        tracing::warn!(cron, "no job is scheduled for this cron trigger");
+        return;
+    }
+    let config = match Config::load(&env) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(cron, error = %e, "configuration; no job ran");
+            return;
+        }
+    };
+    let request_id = format!("cron-{}", uuid::Uuid::new_v4());
+    let ctx = Ctx::background(config, env, request_id);
+    for job in jobs {
+        match run(&ctx, *job, Plan::for_job(*job)).await {
+            Ok(_) => {}
+            Err(e) if e.code == "job_running" => {
+                tracing::info!(cron, job = job.name(), "skipped: a run holds the lease")
+            }
+            Err(e) => {
+                tracing::error!(cron, job = job.name(), code = e.code, details = ?e.details, "job failed")
+            }
+        }
+    }
+}
