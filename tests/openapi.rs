@@ -33,19 +33,24 @@ fn documented() -> BTreeSet<(String, String)> {
     out
 }
 
+/// A router pattern as an OpenAPI path: `:name` becomes `{name}`.
+fn openapi_path(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|s| match s.strip_prefix(':') {
+            Some(name) => format!("{{{name}}}"),
+            None => s.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[test]
 fn every_route_is_documented() {
     let documented = documented();
     assert!(documented.len() >= 9, "{documented:?}");
     for (method, pattern, _) in ROUTES {
-        let path: String = pattern
-            .split('/')
-            .map(|s| match s.strip_prefix(':') {
-                Some(name) => format!("{{{name}}}"),
-                None => s.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        let path = openapi_path(pattern);
         assert!(
             documented.contains(&(path.clone(), method.to_string())),
             "{method} {path} is a route but not in openapi.yaml"
@@ -55,7 +60,7 @@ fn every_route_is_documented() {
     for (path, method) in &documented {
         let served = ROUTES
             .iter()
-            .any(|(m, p, _)| *m == method && p.replace(":id", "{id}") == *path);
+            .any(|(m, p, _)| *m == method && openapi_path(p) == *path);
         assert!(served, "{method} {path} is documented but not routed");
     }
 }
