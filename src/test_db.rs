@@ -15,7 +15,7 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    pub fn new() -> TestDb {
+    pub fn migrated() -> TestDb {
         let dir = tempfile::tempdir().expect("dir");
         let engine = Engine::open(&dir.path().join("t.db")).expect("engine");
         let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");

@@ -411,7 +411,7 @@ mod on_libsql {
     const B: &str = "20000000-0000-4000-8000-000000000002";
 
     fn db_with_issues() -> TestDb {
-        let db = TestDb::new();
+        let db = TestDb::migrated();
         db.exec(&format!(
             "INSERT INTO issues (id, name, category) VALUES ('{A}', 'A', 'transport'), ('{B}', 'B', 'health');"
         ));
@@ -425,7 +425,7 @@ mod on_libsql {
 
     #[test]
     fn one_run_holds_the_lease_and_a_lapsed_one_is_taken_over() {
-        let mut db = TestDb::new();
+        let mut db = TestDb::migrated();
         assert!(take(&mut db, Job::Trending, "r1"));
         assert!(!take(&mut db, Job::Trending, "r2"), "r1 holds it");
         assert!(take(&mut db, Job::Health, "h1"), "other jobs are free");
