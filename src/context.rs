@@ -74,6 +74,8 @@ impl Ctx {
     }
 
     /// Runs `work` after the response is sent (within the platform's limit).
+    /// Outside a request (a scheduled run) nothing waits for it, so jobs
+    /// await their work instead.
     pub fn wait_until(&self, work: impl Future<Output = ()> + 'static) {
         match &self.worker {
             Some(event) => event.wait_until(work),

@@ -972,96 +972,35 @@ mod tests {
     /// as the Worker reads them.
     mod on_libsql {
         use super::*;
-        use libsql_hrana::proto::{PipelineRespBody, StreamResult};
-        use qr_primary::engine::{Engine, Session};
+        use crate::test_db::TestDb;
 
-        struct Db {
-            _dir: tempfile::TempDir,
-            engine: Engine,
-            session: Session,
-        }
+        /// The engine with the fixtures every case starts from.
+        struct Db(TestDb);
 
         impl Db {
             fn new() -> Db {
-                let dir = tempfile::tempdir().expect("dir");
-                let engine = Engine::open(&dir.path().join("t.db")).expect("engine");
-                let conn = engine.connect().expect("conn");
-                let migrations =
-                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-                let mut files: Vec<_> = std::fs::read_dir(&migrations)
-                    .expect("migrations")
-                    .map(|e| e.expect("entry").path())
-                    .filter(|p| {
-                        let name = p.to_string_lossy();
-                        name.ends_with(".sql") && !name.ends_with(".down.sql")
-                    })
-                    .collect();
-                files.sort();
-                for f in files {
-                    conn.execute_batch(&std::fs::read_to_string(&f).expect("sql"))
-                        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-                }
-                conn.execute_batch(&format!(
+                let db = TestDb::migrated();
+                db.exec(&format!(
                     "INSERT INTO issues (id, name, category) VALUES ('{ISSUE}', 'Potholes', 'transport');
                      INSERT INTO organisations (id, name) VALUES ('{ORG}', 'Council');"
-                ))
-                .expect("fixtures");
-                let session = engine.session().expect("session");
-                Db {
-                    _dir: dir,
-                    engine,
-                    session,
-                }
+                ));
+                Db(db)
             }
 
             fn transaction(&mut self, queries: Vec<Query>) -> AppResult<Vec<Written>> {
-                let n = queries.len();
-                let body = crate::db::transaction_body(&queries);
-                let results = body
-                    .requests
-                    .into_iter()
-                    .map(|r| match self.session.handle(r) {
-                        Ok(response) => StreamResult::Ok { response },
-                        Err(error) => StreamResult::Error { error },
-                    })
-                    .collect();
-                crate::db::transaction_results(
-                    PipelineRespBody {
-                        baton: None,
-                        base_url: None,
-                        results,
-                    },
-                    n,
-                )
+                self.0.transaction(queries)
             }
 
             fn read(&mut self, query: Query) -> Vec<Record> {
-                let body = crate::db::reads_body(&[query]);
-                let results = body
-                    .requests
-                    .into_iter()
-                    .map(|r| match self.session.handle(r) {
-                        Ok(response) => StreamResult::Ok { response },
-                        Err(error) => StreamResult::Error { error },
-                    })
-                    .collect();
-                let body = PipelineRespBody {
-                    baton: None,
-                    base_url: None,
-                    results,
-                };
-                crate::db::read_results(body, 1)
+                self.0
+                    .reads(vec![query])
                     .expect("read")
                     .pop()
                     .unwrap_or_default()
             }
 
             fn count(&self, sql: &str) -> i64 {
-                self.engine
-                    .connect()
-                    .expect("conn")
-                    .query_row(sql, [], |r| r.get(0))
-                    .expect(sql)
+                self.0.int(sql)
             }
 
             fn run(
@@ -1205,13 +1144,7 @@ mod tests {
             );
 
             // An expired record is replaced.
-            db.engine
-                .connect()
-                .expect("conn")
-                .execute_batch(
-                    "UPDATE idempotency_keys SET expires_at = '2000-01-01T00:00:00.000Z'",
-                )
-                .expect("expire");
+            db.0.exec("UPDATE idempotency_keys SET expires_at = '2000-01-01T00:00:00.000Z'");
             db.run(post, "cccccccc-0000-4000-8000-000000000003", Some(&i))
                 .expect("after expiry");
             assert_eq!(db.count("SELECT count(*) FROM idempotency_keys"), 1);

@@ -86,4 +86,16 @@ impl TestDb {
         let body = self.send(db::reads_body(&queries));
         db::read_results(body, n)
     }
+
+    /// `EXPLAIN QUERY PLAN` of a statement with its arguments, a step a line.
+    pub fn query_plan(&mut self, q: &Query) -> String {
+        let explain = Query::new(format!("EXPLAIN QUERY PLAN {}", q.sql), q.args.clone());
+        self.reads(vec![explain])
+            .unwrap_or_else(|e| panic!("{}: {e:?}", q.sql))
+            .concat()
+            .iter()
+            .filter_map(|r| r.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }

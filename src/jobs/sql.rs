@@ -556,6 +556,26 @@ mod on_libsql {
     }
 
     #[test]
+    fn batches_are_read_through_indexes() {
+        let mut db = TestDb::migrated();
+        let plan = db.query_plan(&archive("x", 1)[2]);
+        assert!(plan.contains("idx_feed_created"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "no sort of the feed: {plan}");
+        for q in [trending(None, 1, TODAY), health_inputs(None, 1, TODAY)]
+            .iter()
+            .chain(reconcile(None, 1, TODAY).iter())
+        {
+            let plan = db.query_plan(q);
+            // Only the batch itself (at most its size of rows) is scanned.
+            let scans: Vec<&str> = plan
+                .lines()
+                .filter(|l| l.trim_start().starts_with("SCAN") && l.trim() != "SCAN b")
+                .collect();
+            assert!(scans.is_empty(), "{}\n{plan}", q.sql);
+        }
+    }
+
+    #[test]
     fn health_and_country_inputs_read_the_batch() {
         let mut db = db_with_issues();
         db.exec(&format!(
