@@ -105,8 +105,11 @@ pub const MAX_BATCHES: u32 = 50;
 /// Cache tags one run invalidates at most; beyond that, cached reads catch
 /// up within their fresh TTL.
 pub const MAX_TAGS: usize = 50;
-/// IssueCounter objects one reconcile run asks to recount at most.
-pub const MAX_COUNTER_CALLS: usize = 100;
+/// IssueCounter objects one reconcile run asks to recount at most (each
+/// call is a subrequest): those of corrected issues first, then live ones.
+pub const MAX_COUNTER_CALLS: usize = 200;
+/// Corrections one reconcile run lists in its `details` (all are counted).
+pub const MAX_CORRECTIONS_LISTED: usize = 100;
 
 /// How much one run may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use worker::{Date, Env, Response};
 use super::countries::{self, Breakdown};
 use super::health::{self, Activity, Scores};
 use super::sql::{self, HEARTBEAT_LEN};
-use super::{jobs_for_cron, Job, Plan, Progress, Tags, MAX_COUNTER_CALLS};
+use super::{jobs_for_cron, Job, Plan, Progress, Tags, MAX_CORRECTIONS_LISTED, MAX_COUNTER_CALLS};
 use crate::admin::authorise;
 use crate::config::Config;
 use crate::context::{json_response, Ctx};
@@ -51,9 +51,25 @@ struct Batch {
 #[derive(Default)]
 struct Collected {
     tags: Tags,
+    /// The first [`MAX_CORRECTIONS_LISTED`] corrections; `corrected`
+    /// counts them all.
     corrections: Vec<Value>,
+    corrected: usize,
     counter_calls: usize,
     counter_failures: usize,
+    /// Live counter objects not asked this run (the call budget was spent).
+    counter_skipped: usize,
+}
+
+impl Collected {
+    /// Logs and lists a correction (`what` names the count corrected).
+    fn correction(&mut self, what: &str, entry: Value) {
+        self.corrected += 1;
+        if self.corrections.len() < MAX_CORRECTIONS_LISTED {
+            tracing::warn!(job = "reconcile_counts", correction = %entry, "corrected {what}");
+            self.corrections.push(entry);
+        }
+    }
 }
 
 fn str_of(r: &Record, key: &str) -> Option<String> {
@@ -174,9 +190,11 @@ pub async fn run(ctx: &Ctx, job: Job, plan: Plan) -> AppResult<Report> {
         "cache_tags": collected.tags.tags.len() + collected.tags.dropped,
     });
     if job == Job::ReconcileCounts {
+        details["corrected"] = Value::from(collected.corrected);
         details["corrections"] = Value::from(collected.corrections.clone());
         details["counter_calls"] = Value::from(collected.counter_calls);
         details["counter_failures"] = Value::from(collected.counter_failures);
+        details["counter_skipped"] = Value::from(collected.counter_skipped);
     }
     let status = if failure.is_some() {
         "failed"
@@ -277,34 +295,39 @@ async fn batch(
             let (n, last) = bounds(&w, 0);
             let rows = |i: usize| w.get(i).map(|w| w.rows.clone()).unwrap_or_default();
             let affected = |i: usize| w.get(i).map_or(0, |w| w.affected);
-            let mut recount = BTreeSet::new();
+            // Objects of corrected issues first, then the live ones.
+            let mut drifted = BTreeSet::new();
             for r in rows(1) {
                 let id = str_of(&r, "id").unwrap_or_default();
-                let (was, now) = (int_of(&r, "was"), int_of(&r, "now"));
-                tracing::warn!(job = job.name(), issue_id = %id, was, now, "corrected an issue's rioter_count");
-                collected.corrections.push(json!({
-                    "issue_id": id, "rioter_count": { "was": was, "now": now },
-                }));
+                let entry = json!({
+                    "issue_id": id,
+                    "rioter_count": { "was": int_of(&r, "was"), "now": int_of(&r, "now") },
+                });
+                collected.correction("an issue's rioter_count", entry);
                 collected.tags.add(format!("issue:{id}"));
-                recount.insert(id);
+                drifted.insert(id);
             }
             for r in rows(2) {
                 let id = str_of(&r, "issue_id").unwrap_or_default();
                 let org = str_of(&r, "organisation_id").unwrap_or_default();
-                let (was, now) = (int_of(&r, "was"), int_of(&r, "now"));
-                tracing::warn!(job = job.name(), issue_id = %id, organisation_id = %org, was, now, "corrected an organisation's rioter_count");
-                collected.corrections.push(json!({
+                let entry = json!({
                     "issue_id": id, "organisation_id": org,
-                    "rioter_count": { "was": was, "now": now },
-                }));
+                    "rioter_count": { "was": int_of(&r, "was"), "now": int_of(&r, "now") },
+                });
+                collected.correction("an organisation's rioter_count", entry);
                 collected.tags.add(format!("issue:{id}"));
                 collected.tags.add(format!("org:{org}"));
-                recount.insert(id);
+                drifted.insert(id);
             }
             if affected(3) + affected(4) > 0 {
                 collected.tags.add(reads::ISSUES_TAG.to_owned());
             }
-            recount.extend(rows(5).iter().filter_map(|r| str_of(r, "id")));
+            let live = rows(5)
+                .iter()
+                .filter_map(|r| str_of(r, "id"))
+                .filter(|id| !drifted.contains(id))
+                .collect::<Vec<_>>();
+            let recount = drifted.into_iter().chain(live).collect();
             recount_counters(ctx, recount, collected).await;
             Ok(Batch {
                 touched: affected(3) + affected(4),
@@ -410,20 +433,20 @@ async fn batch(
 /// Asks the counter objects of `issues` to take their counts again (after
 /// the primary was corrected, or because they are live), and records the
 /// ones whose count was wrong.
-async fn recount_counters(ctx: &Ctx, issues: BTreeSet<String>, collected: &mut Collected) {
+async fn recount_counters(ctx: &Ctx, issues: Vec<String>, collected: &mut Collected) {
     for id in issues {
         if collected.counter_calls >= MAX_COUNTER_CALLS {
-            tracing::warn!(issue_id = %id, "reconcile_counts: counter calls spent; the next run continues");
-            return;
+            collected.counter_skipped += 1;
+            continue;
         }
         collected.counter_calls += 1;
         match issue_counter::recount(ctx, &id).await {
             Ok(r) => {
                 if let Some(before) = r.before.filter(|b| *b != r.after) {
-                    tracing::warn!(issue_id = %id, was = before, now = r.after, "corrected an issue counter object");
-                    collected.corrections.push(json!({
+                    let entry = json!({
                         "issue_id": id, "counter": { "was": before, "now": r.after },
-                    }));
+                    });
+                    collected.correction("an issue counter object", entry);
                     collected.tags.add(format!("issue:{id}"));
                 }
             }
@@ -551,5 +574,28 @@ pub async fn scheduled(cron: &str, env: Env) {
                 tracing::error!(cron, job = job.name(), code = e.code, details = ?e.details, "job failed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fence_is_a_lost_lease_and_other_errors_stay() {
+        let fenced = AppError::internal("statement failed: integer overflow (SQLITE_ERROR)");
+        assert_eq!(lease_lost(fenced).code, "lease_lost");
+        let busy = AppError::primary_unavailable("busy");
+        assert_eq!(lease_lost(busy.clone()), busy);
+    }
+
+    #[test]
+    fn corrections_are_counted_and_listed_up_to_a_bound() {
+        let mut c = Collected::default();
+        for i in 0..MAX_CORRECTIONS_LISTED + 3 {
+            c.correction("a count", json!({ "i": i }));
+        }
+        assert_eq!(c.corrected, MAX_CORRECTIONS_LISTED + 3);
+        assert_eq!(c.corrections.len(), MAX_CORRECTIONS_LISTED);
     }
 }

@@ -35,7 +35,7 @@ pub fn acquire(job: Job, run_id: &str) -> Vec<Query> {
             format!(
                 "UPDATE job_runs SET status = 'failed', finished_at = {NOW}, lease_until = NULL, \
                  error = 'lease expired: the run stopped without finishing' \
-                 WHERE job = ?1 AND status = 'running' AND lease_until <= {NOW}"
+                 WHERE job = ?1 AND status = 'running' AND (lease_until IS NULL OR lease_until <= {NOW})"
             ),
             vec![text(name)],
         ),
@@ -455,6 +455,11 @@ mod on_libsql {
             .expect("finish");
         assert_eq!(w[0].affected, 1);
         assert!(take(&mut db, Job::Trending, "r4"), "free after finishing");
+        db.exec("INSERT INTO job_runs (id, job, status) VALUES ('odd', 'countries', 'running')");
+        assert!(
+            take(&mut db, Job::Countries, "c1"),
+            "a running row without a lease blocks nothing"
+        );
     }
 
     #[test]
