@@ -201,9 +201,11 @@ pub async fn run(ctx: &Ctx, job: Job, plan: Plan) -> AppResult<Report> {
     } else {
         "succeeded"
     };
-    let error = failure
-        .as_ref()
-        .map(|e| format!("{}: {}", e.code, e.message));
+    // job_runs is for operators: an internal error keeps its cause there.
+    let error = failure.as_ref().map(|e| match &e.details {
+        Some(d) if e.code == "internal" => format!("{}: {}", e.code, d["log"]),
+        _ => format!("{}: {}", e.code, e.message),
+    });
     let finish = sql::finish(
         &run_id,
         status,
