@@ -547,6 +547,20 @@ async fn cron_triggers_run_their_jobs(app: &TestApp) {
     trigger(app, "30 * * * *", &["archive_feed"]).await;
     trigger(app, "*/15 * * * *", &["reconcile_counts", "trending"]).await;
     trigger(app, "0 * * * *", &["health", "countries"]).await;
+    // A job whose lease is held is skipped; the trigger's other job runs.
+    let held = uuid::Uuid::new_v4().to_string();
+    app.sql(
+        "INSERT INTO job_runs (id, job, status, lease_until) \
+         VALUES (?, 'trending', 'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+60 seconds'))",
+        vec![text(held.as_str())],
+    )
+    .await;
+    trigger(app, "*/15 * * * *", &["reconcile_counts"]).await;
+    app.sql(
+        "UPDATE job_runs SET status = 'failed', lease_until = NULL, finished_at = started_at WHERE id = ?",
+        vec![text(held.as_str())],
+    )
+    .await;
     let before = runs_by_job(app).await;
     app.get("/cdn-cgi/handler/scheduled?cron=1+2+3+4+5")
         .send()

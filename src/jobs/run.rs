@@ -14,7 +14,7 @@ use super::{jobs_for_cron, Job, Plan, Progress, Tags, MAX_CORRECTIONS_LISTED, MA
 use crate::admin::authorise;
 use crate::config::Config;
 use crate::context::{json_response, Ctx};
-use crate::db::{Record, Written};
+use crate::db::{Query, Record, Written};
 use crate::error::{AppError, AppResult};
 use crate::objects::issue_counter;
 use crate::{cache, reads};
@@ -156,18 +156,15 @@ pub async fn run(ctx: &Ctx, job: Job, plan: Plan) -> AppResult<Report> {
     let mut collected = Collected::default();
     let mut failure = None;
     while plan.another_batch(batches, now_ms().saturating_sub(started)) {
-        let step = batch(
+        let step = Step {
             ctx,
-            job,
-            &run_id,
-            &clock,
-            cursor.as_deref(),
+            run_id: &run_id,
+            clock: &clock,
+            cursor: cursor.as_deref(),
             touched,
-            plan.batch_size,
-            &mut collected,
-        )
-        .await;
-        match step {
+            size: plan.batch_size,
+        };
+        match batch(job, &step, &mut collected).await {
             Ok(b) => {
                 touched += b.touched;
                 batches += 1;
@@ -257,179 +254,211 @@ pub async fn run(ctx: &Ctx, job: Job, plan: Plan) -> AppResult<Report> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn batch(
-    ctx: &Ctx,
-    job: Job,
-    run_id: &str,
-    clock: &Clock,
-    cursor: Option<&str>,
+/// One batch to do: where it starts, and what the run did before it.
+struct Step<'a> {
+    ctx: &'a Ctx,
+    run_id: &'a str,
+    clock: &'a Clock,
+    cursor: Option<&'a str>,
     touched: u64,
     size: u32,
-    collected: &mut Collected,
-) -> AppResult<Batch> {
-    let db = ctx.db();
-    let mut qs = sql::heartbeat(run_id, cursor, touched);
+}
+
+impl Step<'_> {
+    /// The statements every batch transaction starts with.
+    fn heartbeat(&self) -> Vec<Query> {
+        sql::heartbeat(self.run_id, self.cursor, self.touched)
+    }
+}
+
+async fn batch(job: Job, step: &Step<'_>, collected: &mut Collected) -> AppResult<Batch> {
     match job {
-        Job::Trending => {
-            qs.push(sql::batch_bounds(cursor, size));
-            qs.push(sql::trending(cursor, size, &clock.today));
-            let w = own(db.transaction(qs).await?);
-            let (n, last) = bounds(&w, 0);
-            let changed = w.get(1).cloned().unwrap_or_default();
-            if changed.affected > 0 {
-                collected.tags.add(reads::ISSUES_TAG.to_owned());
-            }
-            for r in &changed.rows {
-                if let Some(id) = str_of(r, "id") {
-                    collected.tags.add(format!("issue:{id}"));
-                }
-            }
-            Ok(Batch {
-                touched: changed.affected,
-                progress: Progress::after(n, size, last),
-            })
-        }
-        Job::ReconcileCounts => {
-            qs.push(sql::batch_bounds(cursor, size));
-            qs.extend(sql::reconcile(cursor, size, &clock.today));
-            let w = own(db.transaction(qs).await?);
-            let (n, last) = bounds(&w, 0);
-            let rows = |i: usize| w.get(i).map(|w| w.rows.clone()).unwrap_or_default();
-            let affected = |i: usize| w.get(i).map_or(0, |w| w.affected);
-            // Objects of corrected issues first, then the live ones.
-            let mut drifted = BTreeSet::new();
-            for r in rows(1) {
-                let id = str_of(&r, "id").unwrap_or_default();
-                let entry = json!({
-                    "issue_id": id,
-                    "rioter_count": { "was": int_of(&r, "was"), "now": int_of(&r, "now") },
-                });
-                collected.correction("an issue's rioter_count", entry);
-                collected.tags.add(format!("issue:{id}"));
-                drifted.insert(id);
-            }
-            for r in rows(2) {
-                let id = str_of(&r, "issue_id").unwrap_or_default();
-                let org = str_of(&r, "organisation_id").unwrap_or_default();
-                let entry = json!({
-                    "issue_id": id, "organisation_id": org,
-                    "rioter_count": { "was": int_of(&r, "was"), "now": int_of(&r, "now") },
-                });
-                collected.correction("an organisation's rioter_count", entry);
-                collected.tags.add(format!("issue:{id}"));
-                collected.tags.add(format!("org:{org}"));
-                drifted.insert(id);
-            }
-            if affected(3) + affected(4) > 0 {
-                collected.tags.add(reads::ISSUES_TAG.to_owned());
-            }
-            let live = rows(5)
-                .iter()
-                .filter_map(|r| str_of(r, "id"))
-                .filter(|id| !drifted.contains(id))
-                .collect::<Vec<_>>();
-            let recount = drifted.into_iter().chain(live).collect();
-            recount_counters(ctx, recount, collected).await;
-            Ok(Batch {
-                touched: affected(3) + affected(4),
-                progress: Progress::after(n, size, last),
-            })
-        }
-        Job::Health => {
-            let q = sql::health_inputs(cursor, size, &clock.today);
-            let rows = db.query(&q.sql, q.args).await?;
-            let mut ids = Vec::new();
-            for r in &rows {
-                let Some(id) = str_of(r, "id") else { continue };
-                let wanted = health::scores(&Activity {
-                    members: int_of(r, "members"),
-                    joins: int_of(r, "joins"),
-                    leaves: int_of(r, "leaves"),
-                    posts: int_of(r, "posts"),
-                    actions: int_of(r, "actions"),
-                });
-                let stored = r.get("needs_met").filter(|v| !v.is_null()).map(|_| Scores {
-                    needs_met: int_of(r, "needs_met"),
-                    membership: int_of(r, "membership"),
-                    influence: int_of(r, "influence"),
-                    connection: int_of(r, "connection"),
-                });
-                if stored != Some(wanted) {
-                    qs.push(sql::health_upsert(&id, &wanted));
-                    ids.push(id);
-                }
-            }
-            let w = own(db.transaction(qs).await?);
-            let mut changed = 0;
-            for (id, w) in ids.iter().zip(&w) {
-                if w.affected > 0 {
-                    changed += w.affected;
-                    collected.tags.add(format!("issue:{id}"));
-                }
-            }
-            let last = rows.last().and_then(|r| str_of(r, "id"));
-            Ok(Batch {
-                touched: changed,
-                progress: Progress::after(rows.len() as u64, size, last),
-            })
-        }
-        Job::Countries => {
-            let read = db.queries(sql::countries_inputs(cursor, size)).await?;
-            let rows = |i: usize| read.get(i).cloned().unwrap_or_default();
-            let breakdown = |rows: Vec<Record>| -> Breakdown {
-                rows.iter()
-                    .filter_map(|r| {
-                        Some((
-                            (str_of(r, "issue_id")?, str_of(r, "country_code")?),
-                            int_of(r, "n"),
-                        ))
-                    })
-                    .collect()
-            };
-            let issues = rows(0);
-            let changes = countries::diff(&breakdown(rows(1)), &breakdown(rows(2)));
-            let mut ids = Vec::new();
-            for change in &changes {
-                let id = match change {
-                    countries::Change::Set { issue_id, .. }
-                    | countries::Change::Remove { issue_id, .. } => issue_id.clone(),
-                };
-                qs.push(sql::country_change(
-                    change,
-                    &uuid::Uuid::new_v4().to_string(),
-                ));
-                ids.push(id);
-            }
-            let w = own(db.transaction(qs).await?);
-            let mut changed = 0;
-            for (id, w) in ids.iter().zip(&w) {
-                if w.affected > 0 {
-                    changed += w.affected;
-                    collected.tags.add(format!("issue:{id}"));
-                }
-            }
-            let last = issues.last().and_then(|r| str_of(r, "id"));
-            Ok(Batch {
-                touched: changed,
-                progress: Progress::after(issues.len() as u64, size, last),
-            })
-        }
-        Job::ArchiveFeed => {
-            qs.extend(sql::archive(&clock.archive_before, size));
-            let w = own(db.transaction(qs).await?);
-            for r in w.first().map(|w| w.rows.as_slice()).unwrap_or_default() {
-                if let Some(id) = str_of(r, "issue_id") {
-                    collected.tags.add(format!("feed:{id}"));
-                }
-            }
-            let moved = w.get(2).map_or(0, |w| w.affected);
-            Ok(Batch {
-                touched: moved,
-                progress: Progress::after(moved, size, None),
-            })
+        Job::Trending => trending_batch(step, collected).await,
+        Job::ReconcileCounts => reconcile_batch(step, collected).await,
+        Job::Health => health_batch(step, collected).await,
+        Job::Countries => countries_batch(step, collected).await,
+        Job::ArchiveFeed => archive_batch(step, collected).await,
+    }
+}
+
+/// trending: one statement per batch.
+async fn trending_batch(step: &Step<'_>, collected: &mut Collected) -> AppResult<Batch> {
+    let (db, cursor, size) = (step.ctx.db(), step.cursor, step.size);
+    let mut qs = step.heartbeat();
+    qs.push(sql::batch_bounds(cursor, size));
+    qs.push(sql::trending(cursor, size, &step.clock.today));
+    let w = own(db.transaction(qs).await?);
+    let (n, last) = bounds(&w, 0);
+    let changed = w.get(1).cloned().unwrap_or_default();
+    if changed.affected > 0 {
+        collected.tags.add(reads::ISSUES_TAG.to_owned());
+    }
+    for r in &changed.rows {
+        if let Some(id) = str_of(r, "id") {
+            collected.tags.add(format!("issue:{id}"));
         }
     }
+    Ok(Batch {
+        touched: changed.affected,
+        progress: Progress::after(n, size, last),
+    })
+}
+
+/// reconcile_counts: the primary corrected in one transaction, then the
+/// counter objects asked to recount.
+async fn reconcile_batch(step: &Step<'_>, collected: &mut Collected) -> AppResult<Batch> {
+    let (db, cursor, size) = (step.ctx.db(), step.cursor, step.size);
+    let mut qs = step.heartbeat();
+    qs.push(sql::batch_bounds(cursor, size));
+    qs.extend(sql::reconcile(cursor, size, &step.clock.today));
+    let w = own(db.transaction(qs).await?);
+    let (n, last) = bounds(&w, 0);
+    let rows = |i: usize| w.get(i).map(|w| w.rows.clone()).unwrap_or_default();
+    let affected = |i: usize| w.get(i).map_or(0, |w| w.affected);
+    // Objects of corrected issues first, then the live ones.
+    let mut drifted = BTreeSet::new();
+    for r in rows(1) {
+        let id = str_of(&r, "id").unwrap_or_default();
+        let entry = json!({
+            "issue_id": id,
+            "rioter_count": { "was": int_of(&r, "was"), "now": int_of(&r, "now") },
+        });
+        collected.correction("an issue's rioter_count", entry);
+        collected.tags.add(format!("issue:{id}"));
+        drifted.insert(id);
+    }
+    for r in rows(2) {
+        let id = str_of(&r, "issue_id").unwrap_or_default();
+        let org = str_of(&r, "organisation_id").unwrap_or_default();
+        let entry = json!({
+            "issue_id": id, "organisation_id": org,
+            "rioter_count": { "was": int_of(&r, "was"), "now": int_of(&r, "now") },
+        });
+        collected.correction("an organisation's rioter_count", entry);
+        collected.tags.add(format!("issue:{id}"));
+        collected.tags.add(format!("org:{org}"));
+        drifted.insert(id);
+    }
+    if affected(3) + affected(4) > 0 {
+        collected.tags.add(reads::ISSUES_TAG.to_owned());
+    }
+    let live = rows(5)
+        .iter()
+        .filter_map(|r| str_of(r, "id"))
+        .filter(|id| !drifted.contains(id))
+        .collect::<Vec<_>>();
+    let recount = drifted.into_iter().chain(live).collect();
+    recount_counters(step.ctx, recount, collected).await;
+    Ok(Batch {
+        touched: affected(3) + affected(4),
+        progress: Progress::after(n, size, last),
+    })
+}
+
+/// health: read the batch's activity, compute the scores here, write those
+/// that differ.
+async fn health_batch(step: &Step<'_>, collected: &mut Collected) -> AppResult<Batch> {
+    let (db, cursor, size) = (step.ctx.db(), step.cursor, step.size);
+    let mut qs = step.heartbeat();
+    let q = sql::health_inputs(cursor, size, &step.clock.today);
+    let rows = db.query(&q.sql, q.args).await?;
+    let mut ids = Vec::new();
+    for r in &rows {
+        let Some(id) = str_of(r, "id") else { continue };
+        let wanted = health::scores(&Activity {
+            members: int_of(r, "members"),
+            joins: int_of(r, "joins"),
+            leaves: int_of(r, "leaves"),
+            posts: int_of(r, "posts"),
+            actions: int_of(r, "actions"),
+        });
+        let stored = r.get("needs_met").filter(|v| !v.is_null()).map(|_| Scores {
+            needs_met: int_of(r, "needs_met"),
+            membership: int_of(r, "membership"),
+            influence: int_of(r, "influence"),
+            connection: int_of(r, "connection"),
+        });
+        if stored != Some(wanted) {
+            qs.push(sql::health_upsert(&id, &wanted));
+            ids.push(id);
+        }
+    }
+    let w = own(db.transaction(qs).await?);
+    let mut changed = 0;
+    for (id, w) in ids.iter().zip(&w) {
+        if w.affected > 0 {
+            changed += w.affected;
+            collected.tags.add(format!("issue:{id}"));
+        }
+    }
+    let last = rows.last().and_then(|r| str_of(r, "id"));
+    Ok(Batch {
+        touched: changed,
+        progress: Progress::after(rows.len() as u64, size, last),
+    })
+}
+
+/// countries: read what the breakdown should be and is, write the difference.
+async fn countries_batch(step: &Step<'_>, collected: &mut Collected) -> AppResult<Batch> {
+    let (db, cursor, size) = (step.ctx.db(), step.cursor, step.size);
+    let mut qs = step.heartbeat();
+    let read = db.queries(sql::countries_inputs(cursor, size)).await?;
+    let rows = |i: usize| read.get(i).cloned().unwrap_or_default();
+    let breakdown = |rows: Vec<Record>| -> Breakdown {
+        rows.iter()
+            .filter_map(|r| {
+                Some((
+                    (str_of(r, "issue_id")?, str_of(r, "country_code")?),
+                    int_of(r, "n"),
+                ))
+            })
+            .collect()
+    };
+    let issues = rows(0);
+    let changes = countries::diff(&breakdown(rows(1)), &breakdown(rows(2)));
+    let mut ids = Vec::new();
+    for change in &changes {
+        let id = match change {
+            countries::Change::Set { issue_id, .. }
+            | countries::Change::Remove { issue_id, .. } => issue_id.clone(),
+        };
+        qs.push(sql::country_change(
+            change,
+            &uuid::Uuid::new_v4().to_string(),
+        ));
+        ids.push(id);
+    }
+    let w = own(db.transaction(qs).await?);
+    let mut changed = 0;
+    for (id, w) in ids.iter().zip(&w) {
+        if w.affected > 0 {
+            changed += w.affected;
+            collected.tags.add(format!("issue:{id}"));
+        }
+    }
+    let last = issues.last().and_then(|r| str_of(r, "id"));
+    Ok(Batch {
+        touched: changed,
+        progress: Progress::after(issues.len() as u64, size, last),
+    })
+}
+
+/// archive_feed: copy, then delete, the oldest posts, in one transaction.
+async fn archive_batch(step: &Step<'_>, collected: &mut Collected) -> AppResult<Batch> {
+    let (db, size) = (step.ctx.db(), step.size);
+    let mut qs = step.heartbeat();
+    qs.extend(sql::archive(&step.clock.archive_before, size));
+    let w = own(db.transaction(qs).await?);
+    for r in w.first().map(|w| w.rows.as_slice()).unwrap_or_default() {
+        if let Some(id) = str_of(r, "issue_id") {
+            collected.tags.add(format!("feed:{id}"));
+        }
+    }
+    let moved = w.get(2).map_or(0, |w| w.affected);
+    Ok(Batch {
+        touched: moved,
+        progress: Progress::after(moved, size, None),
+    })
 }
 
 /// Asks the counter objects of `issues` to take their counts again (after
