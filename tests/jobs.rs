@@ -486,6 +486,7 @@ async fn runs_are_listed_newest_first(app: &TestApp) {
     let one = admin_json(app, "/api/admin/jobs?job=health&limit=1").await;
     assert_eq!(one["runs"].as_array().map(Vec::len), Some(1));
     assert_eq!(one["runs"][0]["job"], "health");
+    assert!(one["runs"][0]["duration_ms"].as_i64() >= Some(0), "{one}");
     for bad in ["job=nope", "limit=0", "limit=101", "limit=x"] {
         let r = app
             .get(&format!("/api/admin/jobs?{bad}"))

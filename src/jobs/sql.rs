@@ -118,8 +118,9 @@ pub fn finish(
 /// Recent runs, newest first; of one job or all.
 pub fn list_runs(job: Option<Job>, limit: u32) -> Query {
     Query::new(
-        "SELECT id, job, status, started_at, finished_at, rows_touched, error, cursor, details, \
-         lease_until FROM job_runs WHERE (?1 IS NULL OR job = ?1) \
+        "SELECT id, job, status, started_at, finished_at, \
+         CAST(round((julianday(finished_at) - julianday(started_at)) * 86400000) AS INTEGER) AS duration_ms, \
+         rows_touched, error, cursor, details, lease_until FROM job_runs WHERE (?1 IS NULL OR job = ?1) \
          ORDER BY started_at DESC, id LIMIT ?2",
         vec![opt_text(job.map(Job::name)), V::Integer(i64::from(limit))],
     )
