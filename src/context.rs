@@ -16,7 +16,8 @@ pub struct Ctx {
     pub config: Config,
     pub env: Env,
     pub request_id: String,
-    worker: worker::Context,
+    /// `None` in a [`Ctx::detached`] copy.
+    worker: Option<worker::Context>,
     db: OnceCell<Db>,
     kv_ms: Cell<u64>,
     db_ms: Cell<u64>,
@@ -30,7 +31,7 @@ impl Ctx {
             config,
             env,
             request_id,
-            worker,
+            worker: Some(worker),
             db: OnceCell::new(),
             kv_ms: Cell::new(0),
             db_ms: Cell::new(0),
@@ -57,9 +58,31 @@ impl Ctx {
             .map_err(|e| AppError::internal(format!("KV binding CACHE: {e}")))
     }
 
+    /// A copy that owns everything it needs, for work that outlives the
+    /// request's handler (webhook processing after the `200`); its own
+    /// `wait_until` work is spawned on the same event.
+    pub fn detached(&self) -> Ctx {
+        Ctx {
+            config: self.config.clone(),
+            env: self.env.clone(),
+            request_id: self.request_id.clone(),
+            worker: None,
+            db: OnceCell::new(),
+            kv_ms: Cell::new(0),
+            db_ms: Cell::new(0),
+            do_ms: Cell::new(0),
+            rate_limit: Cell::new(None),
+        }
+    }
+
     /// Runs `work` after the response is sent (within the platform's limit).
     pub fn wait_until(&self, work: impl Future<Output = ()> + 'static) {
-        self.worker.wait_until(work);
+        match &self.worker {
+            Some(worker) => worker.wait_until(work),
+            // Already inside a `wait_until`: the event stays alive while
+            // the spawned work runs alongside.
+            None => wasm_bindgen_futures::spawn_local(work),
+        }
     }
 
     pub fn add_kv_ms(&self, ms: u64) {

@@ -619,21 +619,30 @@ async fn run(
             return respond(&reply, &caller.set_cookies, true);
         }
     }
-    let plan = plan(
-        &write,
-        &caller.user_id,
-        &Fresh::new(&write),
-        now,
-        idempotency.as_ref(),
-    );
+    let (reply, replayed) =
+        perform(ctx, &write, &caller.user_id, idempotency.as_ref(), now).await?;
+    respond(&reply, &caller.set_cookies, replayed)
+}
+
+/// Runs a parsed write for `user_id` (one round trip; with a key, two at
+/// most when a concurrent request with the same key won): the reply, and
+/// whether it is a replay of an earlier one.
+pub async fn perform(
+    ctx: &Ctx,
+    write: &Write,
+    user_id: &str,
+    idempotency: Option<&Idempotency>,
+    now: u64,
+) -> AppResult<(Reply, bool)> {
+    let plan = plan(write, user_id, &Fresh::new(write), now, idempotency);
     match ctx.db().transaction(plan.queries).await {
-        Ok(written) => outcome(&write, &written)?,
+        Ok(written) => outcome(write, &written)?,
         Err(e) => {
-            let Some(i) = idempotency.as_ref().filter(|_| is_key_conflict(&e)) else {
+            let Some(i) = idempotency.filter(|_| is_key_conflict(&e)) else {
                 return Err(e);
             };
-            return match stored(ctx, &write, i, now).await? {
-                Some(reply) => respond(&reply, &caller.set_cookies, true),
+            return match stored(ctx, write, i, now).await? {
+                Some(reply) => Ok((reply, true)),
                 None => Err(e),
             };
         }
@@ -643,7 +652,7 @@ async fn run(
     if let Err(e) = cache::invalidate(ctx, &write.tags()).await {
         tracing::warn!(request_id = %ctx.request_id, error = ?e, "cache invalidation after a write failed");
     }
-    respond(&plan.reply, &caller.set_cookies, false)
+    Ok((plan.reply, false))
 }
 
 /// The response an earlier use of the key stored, if any (one round trip).

@@ -2,6 +2,7 @@
 //! in modules named after what they are; `router` lists every route.
 
 pub mod admin;
+pub mod bot;
 pub mod cache;
 pub mod config;
 pub mod context;
@@ -24,6 +25,7 @@ pub mod objects;
 pub mod organisations;
 pub mod paging;
 pub mod phone;
+pub mod phone_link;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod reads;

@@ -215,6 +215,34 @@ pub fn join_organisation(body: Option<&serde_json::Value>) -> AppResult<Option<I
     }
 }
 
+/// Joins or leaves for `user_id` through the issue's counter object, and
+/// remembers the live count it answers in this isolate.
+pub async fn change(
+    ctx: &Ctx,
+    op: Op,
+    issue: &Id,
+    user_id: &str,
+    organisation: Option<&Id>,
+) -> AppResult<objects::issue_counter::Answer> {
+    let change = Change {
+        op,
+        issue_id: issue.as_str().to_owned(),
+        user_id: user_id.to_owned(),
+        organisation_id: organisation.map(|o| o.as_str().to_owned()),
+        membership_id: uuid::Uuid::new_v4().to_string(),
+        request_id: ctx.request_id.clone(),
+    };
+    let answer = objects::issue_counter::send_change(ctx, &change).await?;
+    counts::remember(
+        issue.as_str(),
+        LiveCount {
+            count: answer.rioter_count,
+            as_of_ms: answer.as_of_ms,
+        },
+    );
+    Ok(answer)
+}
+
 /// `POST` (join) or `DELETE` (leave) `/api/issues/:id/join`: through the
 /// issue's counter object, which writes to the primary. Writes fail closed:
 /// an unreachable object is 503.
@@ -230,22 +258,7 @@ pub async fn handle(
         Op::Leave => None,
     };
     let caller = identity::caller(ctx, cookie_header).await?;
-    let change = Change {
-        op,
-        issue_id: issue.as_str().to_owned(),
-        user_id: caller.user_id.clone(),
-        organisation_id: organisation.map(|o| o.as_str().to_owned()),
-        membership_id: uuid::Uuid::new_v4().to_string(),
-        request_id: ctx.request_id.clone(),
-    };
-    let answer = objects::issue_counter::send_change(ctx, &change).await?;
-    counts::remember(
-        issue.as_str(),
-        LiveCount {
-            count: answer.rioter_count,
-            as_of_ms: answer.as_of_ms,
-        },
-    );
+    let answer = change(ctx, op, issue, &caller.user_id, organisation.as_ref()).await?;
     let mut response = json_response(
         200,
         &json!({

@@ -392,6 +392,28 @@ impl DurableObject for IssueCounter {
     }
 }
 
+/// The Worker's side: tells the issue's object to take its count again
+/// from `user_issues` before its next change (after memberships changed
+/// outside it, e.g. two users merged by a phone link).
+pub async fn recount(ctx: &Ctx, issue_id: &str) -> AppResult<()> {
+    let failed = |e: worker::Error| AppError::internal(format!("issue counter {issue_id}: {e}"));
+    let namespace = ctx.env.durable_object("ISSUE_COUNTER").map_err(failed)?;
+    let stub = namespace
+        .id_from_name(issue_id)
+        .and_then(|id| id.get_stub())
+        .map_err(failed)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post);
+    let request = Request::new_with_init("https://issue-counter/recount", &init)?;
+    let response = stub.fetch_with_request(request).await.map_err(failed)?;
+    match response.status_code() {
+        200 => Ok(()),
+        status => Err(AppError::internal(format!(
+            "issue counter {issue_id} answered {status} to a recount"
+        ))),
+    }
+}
+
 /// The Worker's side: sends a change to the issue's object. An object that
 /// cannot be reached is 503 (writes fail closed).
 pub async fn send_change(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
