@@ -58,14 +58,13 @@ impl Ctx {
             .map_err(|e| AppError::internal(format!("KV binding CACHE: {e}")))
     }
 
-    /// A copy that owns everything it needs, for work that outlives the
-    /// request's handler (webhook processing after the `200`); its own
-    /// `wait_until` work is spawned on the same event.
-    pub fn detached(&self) -> Ctx {
+    /// A context for work a Durable Object does on its own (the outbox's
+    /// replays): no request, so `wait_until` work is spawned.
+    pub fn for_object(config: Config, env: Env, request_id: String) -> Ctx {
         Ctx {
-            config: self.config.clone(),
-            env: self.env.clone(),
-            request_id: self.request_id.clone(),
+            config,
+            env,
+            request_id,
             worker: None,
             db: OnceCell::new(),
             kv_ms: Cell::new(0),
@@ -75,13 +74,24 @@ impl Ctx {
         }
     }
 
+    /// A copy that owns everything it needs, for work that outlives the
+    /// request's handler (webhook processing after the `200`); its own
+    /// `wait_until` work is spawned on the same event.
+    pub fn detached(&self) -> Ctx {
+        Ctx::for_object(
+            self.config.clone(),
+            self.env.clone(),
+            self.request_id.clone(),
+        )
+    }
+
     /// Runs `work` after the response is sent (within the platform's limit).
     pub fn wait_until(&self, work: impl Future<Output = ()> + 'static) {
         match &self.worker {
             Some(worker) => worker.wait_until(work),
             // Already inside a `wait_until`: the event stays alive while
             // the spawned work runs alongside.
-            None => wasm_bindgen_futures::spawn_local(work),
+            None => worker::wasm_bindgen_futures::spawn_local(work),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod me;
 pub mod membership;
 pub mod objects;
 pub mod organisations;
+pub mod outbox;
 pub mod paging;
 pub mod phone;
 pub mod phone_link;
@@ -37,7 +38,7 @@ pub mod writes;
 
 use worker::{event, Context, Env, Request, Response};
 
-pub use objects::{IssueCounter, RateLimiter};
+pub use objects::{IssueCounter, Outbox, RateLimiter};
 
 #[event(start)]
 fn start() {

@@ -17,7 +17,8 @@ use crate::paging::Page;
 use crate::reads::Read;
 use crate::router::{self, Resolved, Route};
 use crate::{
-    admin, bot, counter, counts, health, identity, issue_writes, limits, me, phone_link, request_id,
+    admin, bot, counter, counts, health, identity, issue_writes, limits, me, outbox, phone_link,
+    request_id,
 };
 
 /// Security headers on every response. The API serves JSON only, so the CSP
@@ -176,6 +177,13 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             phone_link::verify(ctx, body.as_ref(), header("Cookie").as_deref()).await,
             "me.phone.verify",
         ),
+        Route::OutboxEntry { ref id } => (
+            match Id::parse(id, "id") {
+                Ok(id) => outbox::status(ctx, &id).await,
+                Err(e) => Err(e),
+            },
+            "outbox.status",
+        ),
         Route::Bot => (
             bot::api::handle(ctx, header("Authorization").as_deref(), body.as_ref()).await,
             "bot",
@@ -300,7 +308,8 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
         | Route::WhatsAppWebhook
         | Route::TelegramWebhook
         | Route::LinkPhone
-        | Route::VerifyPhone => return Err(AppError::internal("not a read route")),
+        | Route::VerifyPhone
+        | Route::OutboxEntry { .. } => return Err(AppError::internal("not a read route")),
     })
 }
 

@@ -44,6 +44,10 @@ pub enum Route {
     WhatsAppVerify,
     WhatsAppWebhook,
     TelegramWebhook,
+    /// The status of a write kept while the primary was away.
+    OutboxEntry {
+        id: String,
+    },
     /// Send a one-time code to a phone being linked.
     LinkPhone,
     /// Check the code and link the phone.
@@ -96,6 +100,9 @@ pub const ROUTES: &[Entry] = &[
     ("POST", "/api/me/phone", |_| Route::LinkPhone),
     ("POST", "/api/me/phone/verify", |_| Route::VerifyPhone),
     ("POST", "/api/bot", |_| Route::Bot),
+    ("GET", "/api/outbox/:id", |p| Route::OutboxEntry {
+        id: p[0].to_owned(),
+    }),
     ("GET", "/webhooks/whatsapp", |_| Route::WhatsAppVerify),
     ("POST", "/webhooks/whatsapp", |_| Route::WhatsAppWebhook),
     ("POST", "/webhooks/telegram", |_| Route::TelegramWebhook),
