@@ -20,11 +20,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Checks `Authorization: Bearer <token>` against the configured token.
 pub fn authorise(expected: Option<&str>, header: Option<&str>) -> AppResult<()> {
+    bearer(expected, header, "CRON_SECRET")
+}
+
+/// Checks `Authorization: Bearer <token>` against the secret `name`, in
+/// constant time; a route whose secret is unset is off (403).
+pub fn bearer(expected: Option<&str>, header: Option<&str>, name: &str) -> AppResult<()> {
     let Some(expected) = expected else {
         return Err(AppError::new(
             403,
-            "admin_disabled",
-            "admin routes are off: CRON_SECRET is not set",
+            "route_disabled",
+            format!("this route is off: {name} is not set"),
         ));
     };
     let given = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
@@ -34,7 +40,7 @@ pub fn authorise(expected: Option<&str>, header: Option<&str>) -> AppResult<()> 
         Err(AppError::new(
             401,
             "unauthorized",
-            "send Authorization: Bearer <CRON_SECRET>",
+            format!("send Authorization: Bearer <{name}>"),
         ))
     }
 }

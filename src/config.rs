@@ -34,10 +34,44 @@ pub struct Config {
     pub rate_limits: crate::rate_limit::Policies,
     /// The header holding the client's IP (`CLIENT_IP_HEADER`).
     pub client_ip_header: String,
+    /// Bearer token of `POST /api/bot`; `None` disables the route.
+    pub bot_token: Option<String>,
+    pub whatsapp: WhatsApp,
+    pub telegram: Telegram,
     /// A cached read is fresh this long...
     pub cache_fresh_secs: u64,
     /// ...then served stale (and refreshed behind the response) this long.
     pub cache_stale_secs: u64,
+}
+
+/// The WhatsApp Cloud API: inbound webhook secrets and the Graph API the
+/// replies and one-time codes go to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhatsApp {
+    /// `WHATSAPP_APP_SECRET`: the key of `X-Hub-Signature-256`; `None`
+    /// refuses every webhook delivery.
+    pub app_secret: Option<String>,
+    /// `WHATSAPP_VERIFY_TOKEN`: Meta's subscription handshake.
+    pub verify_token: Option<String>,
+    /// `WHATSAPP_ACCESS_TOKEN`: Bearer token of Graph API calls.
+    pub access_token: Option<String>,
+    /// `WHATSAPP_API_BASE`: the Graph API with its version.
+    pub api_base: String,
+    /// `WHATSAPP_PHONE_NUMBER_ID`: the number one-time codes are sent from.
+    pub phone_number_id: Option<String>,
+    /// `WHATSAPP_OTP_TEMPLATE`: the approved authentication template.
+    pub otp_template: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telegram {
+    /// `TELEGRAM_BOT_TOKEN`: the Bot API token replies are sent with.
+    pub bot_token: Option<String>,
+    /// `TELEGRAM_SECRET_TOKEN`: `X-Telegram-Bot-Api-Secret-Token`; `None`
+    /// refuses every webhook delivery.
+    pub secret_token: Option<String>,
+    /// `TELEGRAM_API_BASE`: the Bot API.
+    pub api_base: String,
 }
 
 /// Used when SESSION_SECRET is unset in development only.
@@ -96,7 +130,32 @@ impl Config {
         let rate_limits =
             crate::rate_limit::Policies::from_overrides(source.var("RATE_LIMITS").as_deref())
                 .map_err(|e| format!("RATE_LIMITS: {e}"))?;
+        let secret = |name: &str| source.secret(name).filter(|t| !t.is_empty());
+        let text_var = |name: &str, default: &str| {
+            source
+                .var(name)
+                .map(|v| v.trim().trim_end_matches('/').to_owned())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
         Ok(Config {
+            bot_token: secret("BOT_TOKEN"),
+            whatsapp: WhatsApp {
+                app_secret: secret("WHATSAPP_APP_SECRET"),
+                verify_token: secret("WHATSAPP_VERIFY_TOKEN"),
+                access_token: secret("WHATSAPP_ACCESS_TOKEN"),
+                api_base: text_var("WHATSAPP_API_BASE", "https://graph.facebook.com/v21.0"),
+                phone_number_id: source
+                    .var("WHATSAPP_PHONE_NUMBER_ID")
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty()),
+                otp_template: text_var("WHATSAPP_OTP_TEMPLATE", "link_code"),
+            },
+            telegram: Telegram {
+                bot_token: secret("TELEGRAM_BOT_TOKEN"),
+                secret_token: secret("TELEGRAM_SECRET_TOKEN"),
+                api_base: text_var("TELEGRAM_API_BASE", "https://api.telegram.org"),
+            },
             rate_limits,
             client_ip_header: source
                 .var("CLIENT_IP_HEADER")

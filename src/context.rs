@@ -16,7 +16,7 @@ pub struct Ctx {
     pub config: Config,
     pub env: Env,
     pub request_id: String,
-    /// The event's context; none for a scheduled run.
+    /// `None` in a [`Ctx::detached`] copy.
     worker: Option<worker::Context>,
     db: OnceCell<Db>,
     kv_ms: Cell<u64>,
@@ -32,21 +32,6 @@ impl Ctx {
             env,
             request_id,
             worker: Some(worker),
-            db: OnceCell::new(),
-            kv_ms: Cell::new(0),
-            db_ms: Cell::new(0),
-            do_ms: Cell::new(0),
-            rate_limit: Cell::new(None),
-        }
-    }
-
-    /// For work outside a request (scheduled jobs).
-    pub fn background(config: Config, env: Env, request_id: String) -> Ctx {
-        Ctx {
-            config,
-            env,
-            request_id,
-            worker: None,
             db: OnceCell::new(),
             kv_ms: Cell::new(0),
             db_ms: Cell::new(0),
@@ -73,12 +58,39 @@ impl Ctx {
             .map_err(|e| AppError::internal(format!("KV binding CACHE: {e}")))
     }
 
+    /// A context for work a Durable Object does on its own (the outbox's
+    /// replays): no request, so `wait_until` work is spawned.
+    pub fn for_object(config: Config, env: Env, request_id: String) -> Ctx {
+        Ctx {
+            config,
+            env,
+            request_id,
+            worker: None,
+            db: OnceCell::new(),
+            kv_ms: Cell::new(0),
+            db_ms: Cell::new(0),
+            do_ms: Cell::new(0),
+            rate_limit: Cell::new(None),
+        }
+    }
+
+    /// A copy that owns everything it needs, for work that outlives the
+    /// request's handler (webhook processing after the `200`); its own
+    /// `wait_until` work is spawned on the same event.
+    pub fn detached(&self) -> Ctx {
+        Ctx::for_object(
+            self.config.clone(),
+            self.env.clone(),
+            self.request_id.clone(),
+        )
+    }
+
     /// Runs `work` after the response is sent (within the platform's limit).
-    /// Outside a request (a scheduled run) nothing waits for it, so jobs
-    /// await their work instead.
     pub fn wait_until(&self, work: impl Future<Output = ()> + 'static) {
         match &self.worker {
-            Some(event) => event.wait_until(work),
+            Some(worker) => worker.wait_until(work),
+            // Already inside a `wait_until`: the event stays alive while
+            // the spawned work runs alongside.
             None => worker::wasm_bindgen_futures::spawn_local(work),
         }
     }

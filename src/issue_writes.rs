@@ -45,6 +45,7 @@ use crate::context::Ctx;
 use crate::db::{Query, Record, Written};
 use crate::error::{AppError, AppResult};
 use crate::ids::Id;
+use crate::outbox::{self, Queued};
 use crate::reads::{self, ISSUES_TAG, ORGANISATIONS_TAG};
 use crate::router::Route;
 use crate::writes::{self, NewAction, NewIssue, NewPost, NewSynonym};
@@ -95,7 +96,7 @@ impl Write {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Write::Issue(_) => "issue",
             Write::Post(..) => "post",
@@ -105,7 +106,7 @@ impl Write {
     }
 
     /// The table the new row goes to.
-    fn table(&self) -> &'static str {
+    pub fn table(&self) -> &'static str {
         match self {
             Write::Issue(_) => "issues",
             Write::Post(..) => "feed",
@@ -158,7 +159,7 @@ impl Write {
 }
 
 /// Ids the write creates: the row, and one per organisation link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fresh {
     pub row: String,
     pub links: Vec<String>,
@@ -176,7 +177,7 @@ impl Fresh {
 }
 
 /// An `Idempotency-Key` in its scope, with the hash of the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Idempotency {
     pub scope: String,
     pub key: String,
@@ -598,6 +599,16 @@ pub async fn handle(
     )
 }
 
+/// The path a write route was called with (what the outbox keeps).
+fn path_of(route: &Route) -> String {
+    match route {
+        Route::AddPost { id } => format!("/api/issues/{id}/feed"),
+        Route::AddSynonym { id } => format!("/api/issues/{id}/synonyms"),
+        Route::AddAction { id } => format!("/api/issues/{id}/actions"),
+        _ => "/api/issues".to_owned(),
+    }
+}
+
 async fn run(
     ctx: &Ctx,
     route: &Route,
@@ -614,26 +625,109 @@ async fn run(
         key,
         hash: write.request_hash(body),
     });
-    if let Some(i) = &idempotency {
-        if let Some(reply) = stored(ctx, &write, i, now).await? {
-            return respond(&reply, &caller.set_cookies, true);
-        }
-    }
-    let plan = plan(
+    let fresh = Fresh::new(&write);
+    match apply(
+        ctx,
         &write,
         &caller.user_id,
-        &Fresh::new(&write),
-        now,
+        &fresh,
         idempotency.as_ref(),
-    );
+        now,
+    )
+    .await
+    {
+        Ok((reply, replayed)) => respond(&reply, &caller.set_cookies, replayed),
+        // The primary is away: keep the write, exactly as planned, for later.
+        Err(e) if outbox::should_queue(&e) => {
+            let queued = Queued::Write {
+                path: path_of(route),
+                body: body.cloned(),
+                user_id: caller.user_id.clone(),
+                fresh: fresh.clone(),
+                now_ms: now,
+                idempotency,
+            };
+            let receipt = outbox::enqueue(ctx, &queued).await?;
+            outbox::accepted(
+                &receipt,
+                json!({ "resource": { "kind": write.kind(), "id": fresh.row } }),
+                &caller.set_cookies,
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a parsed write for `user_id` with fresh ids (one round trip; two
+/// with an idempotency key): the reply, and whether it replays an earlier one.
+pub async fn perform(
+    ctx: &Ctx,
+    write: &Write,
+    user_id: &str,
+    idempotency: Option<&Idempotency>,
+    now: u64,
+) -> AppResult<(Reply, bool)> {
+    apply(ctx, write, user_id, &Fresh::new(write), idempotency, now).await
+}
+
+/// Replays a write the outbox kept, with the ids and time it was planned with.
+pub async fn replay(
+    ctx: &Ctx,
+    queued: &crate::outbox::Queued,
+) -> (AppResult<()>, Option<&'static str>) {
+    let Queued::Write {
+        path,
+        body,
+        user_id,
+        fresh,
+        now_ms,
+        idempotency,
+    } = queued
+    else {
+        return (Err(AppError::internal("not a write")), None);
+    };
+    let route = match crate::router::resolve("POST", path) {
+        crate::router::Resolved::Found(route) => route,
+        _ => {
+            return (
+                Err(AppError::not_found(format!("no route for {path}"))),
+                None,
+            )
+        }
+    };
+    let write = match Write::parse(&route, body.as_ref()) {
+        Ok(w) => w,
+        Err(e) => return (Err(e), None),
+    };
+    let result = apply(ctx, &write, user_id, fresh, idempotency.as_ref(), *now_ms)
+        .await
+        .map(|_| ());
+    (result, Some(write.table()))
+}
+
+/// Runs `write` with the given ids: with a key, an earlier use of it first.
+async fn apply(
+    ctx: &Ctx,
+    write: &Write,
+    user_id: &str,
+    fresh: &Fresh,
+    idempotency: Option<&Idempotency>,
+    now: u64,
+) -> AppResult<(Reply, bool)> {
+    if let Some(i) = idempotency {
+        if let Some(reply) = stored(ctx, write, i, now).await? {
+            return Ok((reply, true));
+        }
+    }
+    let plan = plan(write, user_id, fresh, now, idempotency);
     match ctx.db().transaction(plan.queries).await {
-        Ok(written) => outcome(&write, &written)?,
+        Ok(written) => outcome(write, &written)?,
         Err(e) => {
-            let Some(i) = idempotency.as_ref().filter(|_| is_key_conflict(&e)) else {
+            let Some(i) = idempotency.filter(|_| is_key_conflict(&e)) else {
                 return Err(e);
             };
-            return match stored(ctx, &write, i, now).await? {
-                Some(reply) => respond(&reply, &caller.set_cookies, true),
+            return match stored(ctx, write, i, now).await? {
+                Some(reply) => Ok((reply, true)),
                 None => Err(e),
             };
         }
@@ -643,7 +737,7 @@ async fn run(
     if let Err(e) = cache::invalidate(ctx, &write.tags()).await {
         tracing::warn!(request_id = %ctx.request_id, error = ?e, "cache invalidation after a write failed");
     }
-    respond(&plan.reply, &caller.set_cookies, false)
+    Ok((plan.reply, false))
 }
 
 /// The response an earlier use of the key stored, if any (one round trip).

@@ -2,6 +2,7 @@
 //! in modules named after what they are; `router` lists every route.
 
 pub mod admin;
+pub mod bot;
 pub mod cache;
 pub mod config;
 pub mod context;
@@ -23,8 +24,10 @@ pub mod me;
 pub mod membership;
 pub mod objects;
 pub mod organisations;
+pub mod outbox;
 pub mod paging;
 pub mod phone;
+pub mod phone_link;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod reads;
@@ -38,7 +41,7 @@ pub mod writes;
 
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
-pub use objects::{IssueCounter, RateLimiter};
+pub use objects::{IssueCounter, Outbox, RateLimiter};
 
 #[event(start)]
 fn start() {

@@ -22,7 +22,7 @@ use crate::counts::{self, LiveCount};
 use crate::db::{Query, Record, Written};
 use crate::error::{AppError, AppResult};
 use crate::ids::Id;
-use crate::{identity, objects};
+use crate::{identity, objects, outbox};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -215,6 +215,43 @@ pub fn join_organisation(body: Option<&serde_json::Value>) -> AppResult<Option<I
     }
 }
 
+/// Joins or leaves for `user_id` through the issue's counter object, and
+/// remembers the live count it answers in this isolate.
+pub async fn change(
+    ctx: &Ctx,
+    op: Op,
+    issue: &Id,
+    user_id: &str,
+    organisation: Option<&Id>,
+) -> AppResult<objects::issue_counter::Answer> {
+    apply(ctx, &new_change(ctx, op, issue, user_id, organisation)).await
+}
+
+fn new_change(ctx: &Ctx, op: Op, issue: &Id, user_id: &str, organisation: Option<&Id>) -> Change {
+    Change {
+        op,
+        issue_id: issue.as_str().to_owned(),
+        user_id: user_id.to_owned(),
+        organisation_id: organisation.map(|o| o.as_str().to_owned()),
+        membership_id: uuid::Uuid::new_v4().to_string(),
+        request_id: ctx.request_id.clone(),
+    }
+}
+
+/// Sends a change to its issue's counter object (also the outbox's replay).
+pub async fn apply(ctx: &Ctx, change: &Change) -> AppResult<objects::issue_counter::Answer> {
+    let answer = objects::issue_counter::send_change(ctx, change).await?;
+    let issue = change.issue_id.as_str();
+    counts::remember(
+        issue,
+        LiveCount {
+            count: answer.rioter_count,
+            as_of_ms: answer.as_of_ms,
+        },
+    );
+    Ok(answer)
+}
+
 /// `POST` (join) or `DELETE` (leave) `/api/issues/:id/join`: through the
 /// issue's counter object, which writes to the primary. Writes fail closed:
 /// an unreachable object is 503.
@@ -230,22 +267,20 @@ pub async fn handle(
         Op::Leave => None,
     };
     let caller = identity::caller(ctx, cookie_header).await?;
-    let change = Change {
-        op,
-        issue_id: issue.as_str().to_owned(),
-        user_id: caller.user_id.clone(),
-        organisation_id: organisation.map(|o| o.as_str().to_owned()),
-        membership_id: uuid::Uuid::new_v4().to_string(),
-        request_id: ctx.request_id.clone(),
+    let change = new_change(ctx, op, issue, &caller.user_id, organisation.as_ref());
+    let answer = match apply(ctx, &change).await {
+        Ok(answer) => answer,
+        // The primary is away: keep the change and replay it later.
+        Err(e) if outbox::should_queue(&e) => {
+            let receipt = outbox::enqueue(ctx, &outbox::Queued::Membership { change }).await?;
+            return outbox::accepted(
+                &receipt,
+                json!({ "issue_id": issue.as_str(), "op": op }),
+                &caller.set_cookies,
+            );
+        }
+        Err(e) => return Err(e),
     };
-    let answer = objects::issue_counter::send_change(ctx, &change).await?;
-    counts::remember(
-        issue.as_str(),
-        LiveCount {
-            count: answer.rioter_count,
-            as_of_ms: answer.as_of_ms,
-        },
-    );
     let mut response = json_response(
         200,
         &json!({

@@ -16,7 +16,10 @@ use crate::membership::{self, Op};
 use crate::paging::Page;
 use crate::reads::Read;
 use crate::router::{self, Resolved, Route};
-use crate::{admin, counter, counts, health, identity, issue_writes, jobs, limits, me, request_id};
+use crate::{
+    admin, bot, counter, counts, health, identity, issue_writes, jobs, limits, me, outbox,
+    phone_link, request_id,
+};
 
 /// Security headers on every response. The API serves JSON only, so the CSP
 /// forbids everything.
@@ -114,10 +117,6 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     if req.method() == Method::Options {
         return (preflight(cors), "preflight");
     }
-    let body = match read_body(&mut req, ctx.config.max_body_bytes).await {
-        Ok(body) => body,
-        Err(e) => return (Err(e), "body"),
-    };
     let route = match router::resolve(req.method().as_ref(), &req.path()) {
         Resolved::Found(route) => route,
         Resolved::MethodNotAllowed(allow) => {
@@ -128,6 +127,19 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
                 Err(AppError::not_found(format!("no route for {}", req.path()))),
                 "404",
             )
+        }
+    };
+    // Webhooks are signed over their exact bytes: read raw, parse later.
+    let signed = matches!(route, Route::WhatsAppWebhook | Route::TelegramWebhook);
+    let (raw, body) = if signed {
+        match read_bytes(&mut req, ctx.config.max_body_bytes).await {
+            Ok(raw) => (raw.unwrap_or_default(), None),
+            Err(e) => return (Err(e), "body"),
+        }
+    } else {
+        match read_body(&mut req, ctx.config.max_body_bytes).await {
+            Ok(body) => (Vec::new(), body),
+            Err(e) => return (Err(e), "body"),
         }
     };
     let header = |name: &str| req.headers().get(name).ok().flatten();
@@ -157,6 +169,42 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             (result, name)
         }
         Route::Me => (me::get(ctx, header("Cookie").as_deref()).await, "me"),
+        Route::LinkPhone => (
+            phone_link::request(ctx, body.as_ref(), header("Cookie").as_deref()).await,
+            "me.phone",
+        ),
+        Route::VerifyPhone => (
+            phone_link::verify(ctx, body.as_ref(), header("Cookie").as_deref()).await,
+            "me.phone.verify",
+        ),
+        Route::OutboxEntry { ref id } => (
+            match Id::parse(id, "id") {
+                Ok(id) => outbox::status(ctx, &id).await,
+                Err(e) => Err(e),
+            },
+            "outbox.status",
+        ),
+        Route::Bot => (
+            bot::api::handle(ctx, header("Authorization").as_deref(), body.as_ref()).await,
+            "bot",
+        ),
+        Route::WhatsAppVerify => (
+            query_pairs(&req).and_then(|pairs| bot::whatsapp::verify(ctx, &pairs)),
+            "webhooks.whatsapp.verify",
+        ),
+        Route::WhatsAppWebhook => (
+            bot::whatsapp::receive(ctx, header("X-Hub-Signature-256").as_deref(), &raw).await,
+            "webhooks.whatsapp",
+        ),
+        Route::TelegramWebhook => (
+            bot::telegram::receive(
+                ctx,
+                header("X-Telegram-Bot-Api-Secret-Token").as_deref(),
+                &raw,
+            )
+            .await,
+            "webhooks.telegram",
+        ),
         Route::Logout => (me::logout(), "logout"),
         Route::CreateIssue
         | Route::AddPost { .. }
@@ -214,11 +262,17 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
     let ip = limits::client_ip(ctx, header);
     let policies = &ctx.config.rate_limits;
     match route {
+        // Authenticated by their token, signature or secret; the bot policy
+        // per phone applies inside.
         Route::Health
         | Route::BenchConstant
         | Route::InvalidateCache
         | Route::RunJob { .. }
-        | Route::ListJobs => Ok(()),
+        | Route::ListJobs
+        | Route::Bot
+        | Route::WhatsAppVerify
+        | Route::WhatsAppWebhook
+        | Route::TelegramWebhook => Ok(()),
         _ if matches!(req.method(), Method::Get | Method::Head) => limits::read(ctx, &ip).await,
         Route::CreateIssue => {
             limits::write(ctx, &policies.writes, &ip).await?;
@@ -230,7 +284,6 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
     }
 }
 
-/// The query string's parameters.
 fn query_pairs(req: &Request) -> AppResult<Vec<(String, String)>> {
     Ok(req
         .url()
@@ -264,7 +317,14 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
         | Route::CreateIssue
         | Route::AddPost { .. }
         | Route::AddSynonym { .. }
-        | Route::AddAction { .. } => return Err(AppError::internal("not a read route")),
+        | Route::AddAction { .. }
+        | Route::Bot
+        | Route::WhatsAppVerify
+        | Route::WhatsAppWebhook
+        | Route::TelegramWebhook
+        | Route::LinkPhone
+        | Route::VerifyPhone
+        | Route::OutboxEntry { .. } => return Err(AppError::internal("not a read route")),
     })
 }
 
@@ -355,7 +415,8 @@ fn preflight(cors: &Cors) -> AppResult<Response> {
 /// Body limits, before any route sees the request: a body must be JSON
 /// (415 otherwise), at most `max` bytes (413), and well-formed (400).
 /// Returns the parsed body, if there was one.
-async fn read_body(req: &mut Request, max: usize) -> AppResult<Option<Value>> {
+/// The body's bytes, if it has one, within `max`.
+async fn read_bytes(req: &mut Request, max: usize) -> AppResult<Option<Vec<u8>>> {
     let headers = req.headers();
     let length: Option<usize> = headers
         .get("Content-Length")
@@ -363,20 +424,11 @@ async fn read_body(req: &mut Request, max: usize) -> AppResult<Option<Value>> {
         .flatten()
         .and_then(|l| l.trim().parse().ok());
     let chunked = headers.get("Transfer-Encoding").ok().flatten().is_some();
-    let content_type = headers.get("Content-Type").ok().flatten();
-    let has_body = chunked || length.is_some_and(|l| l > 0);
-    if !has_body {
+    if !(chunked || length.is_some_and(|l| l > 0)) {
         return Ok(None);
     }
     if length.is_some_and(|l| l > max) {
         return Err(too_large(max));
-    }
-    if !is_json(content_type.as_deref()) {
-        return Err(AppError::new(
-            415,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ));
     }
     let bytes = req
         .bytes()
@@ -384,6 +436,22 @@ async fn read_body(req: &mut Request, max: usize) -> AppResult<Option<Value>> {
         .map_err(|e| AppError::bad_request("bad_body", e.to_string()))?;
     if bytes.len() > max {
         return Err(too_large(max));
+    }
+    Ok(Some(bytes))
+}
+
+/// The JSON body, if the request has one.
+async fn read_body(req: &mut Request, max: usize) -> AppResult<Option<Value>> {
+    let content_type = req.headers().get("Content-Type").ok().flatten();
+    let Some(bytes) = read_bytes(req, max).await? else {
+        return Ok(None);
+    };
+    if !is_json(content_type.as_deref()) {
+        return Err(AppError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ));
     }
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         AppError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))

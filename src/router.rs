@@ -43,6 +43,19 @@ pub enum Route {
         name: String,
     },
     ListJobs,
+    /// `POST /api/bot`.
+    Bot,
+    WhatsAppVerify,
+    WhatsAppWebhook,
+    TelegramWebhook,
+    /// The status of a write kept while the primary was away.
+    OutboxEntry {
+        id: String,
+    },
+    /// Send a one-time code to a phone being linked.
+    LinkPhone,
+    /// Check the code and link the phone.
+    VerifyPhone,
     /// A constant body through the whole pipeline (development only): the
     /// baseline the cached reads are benchmarked against.
     BenchConstant,
@@ -88,6 +101,15 @@ pub const ROUTES: &[Entry] = &[
     }),
     ("GET", "/api/me", |_| Route::Me),
     ("POST", "/api/logout", |_| Route::Logout),
+    ("POST", "/api/me/phone", |_| Route::LinkPhone),
+    ("POST", "/api/me/phone/verify", |_| Route::VerifyPhone),
+    ("POST", "/api/bot", |_| Route::Bot),
+    ("GET", "/api/outbox/:id", |p| Route::OutboxEntry {
+        id: p[0].to_owned(),
+    }),
+    ("GET", "/webhooks/whatsapp", |_| Route::WhatsAppVerify),
+    ("POST", "/webhooks/whatsapp", |_| Route::WhatsAppWebhook),
+    ("POST", "/webhooks/telegram", |_| Route::TelegramWebhook),
     ("GET", "/api/organisations", |_| Route::ListOrganisations),
     ("GET", "/api/organisations/:id", |p| {
         Route::GetOrganisation {
@@ -227,6 +249,23 @@ mod tests {
         assert_eq!(
             resolve("GET", "/api/admin/jobs/trending"),
             Resolved::MethodNotAllowed(vec!["POST"])
+        );
+        assert_eq!(resolve("POST", "/api/bot"), Resolved::Found(Route::Bot));
+        assert_eq!(
+            resolve("GET", "/webhooks/whatsapp"),
+            Resolved::Found(Route::WhatsAppVerify)
+        );
+        assert_eq!(
+            resolve("POST", "/webhooks/whatsapp"),
+            Resolved::Found(Route::WhatsAppWebhook)
+        );
+        assert_eq!(
+            resolve("GET", "/webhooks/telegram"),
+            Resolved::MethodNotAllowed(vec!["POST"])
+        );
+        assert_eq!(
+            resolve("POST", "/api/me/phone/verify"),
+            Resolved::Found(Route::VerifyPhone)
         );
     }
 }

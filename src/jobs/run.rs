@@ -594,7 +594,7 @@ pub async fn scheduled(cron: &str, env: Env) {
         }
     };
     let request_id = format!("cron-{}", uuid::Uuid::new_v4());
-    let ctx = Ctx::background(config, env, request_id);
+    let ctx = Ctx::for_object(config, env, request_id);
     for job in jobs {
         match run(&ctx, *job, Plan::for_job(*job)).await {
             Ok(_) => {}

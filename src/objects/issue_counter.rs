@@ -467,7 +467,9 @@ pub async fn send_change(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
     call(ctx, &change.issue_id, "change", change).await
 }
 
-/// Asks the issue's object to take its count again (reconcile_counts).
+/// Asks the issue's object to take its count again from `user_issues`,
+/// now (after memberships changed outside it: the reconcile_counts job,
+/// two users merged by a phone link); its count before and after.
 pub async fn recount(ctx: &Ctx, issue_id: &str) -> AppResult<Recount> {
     let ask = RecountAsk {
         issue_id: issue_id.to_owned(),

@@ -8,9 +8,11 @@
 use worker::{Request, Response, Result, State};
 
 pub mod issue_counter;
+pub mod outbox;
 pub mod rate_limiter;
 
 pub use issue_counter::IssueCounter;
+pub use outbox::Outbox;
 pub use rate_limiter::RateLimiter;
 
 /// Writes and reads back a value in the object's storage.

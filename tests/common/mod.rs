@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,2 @@
+DROP INDEX idx_otp_codes_user_phone;
+DROP TABLE outbound_messages;

@@ -1,0 +1,266 @@
+//! The Outbox Durable Object: writes kept while the primary is away, and
+//! their replay in arrival order (see [`crate::outbox`] for the design).
+//!
+//! Requests (from the Worker only):
+//! - `POST /enqueue` with a [`Queued`]: stores it (the answer comes after
+//!   the storage write, so an answered entry is durable) and answers a
+//!   [`Receipt`];
+//! - `GET /status/{id}`: the entry's status, attempts, error and times;
+//! - `GET /health`: a storage round trip.
+//!
+//! The alarm replays queued entries one at a time, oldest first, and stops
+//! at the first that finds the primary still away, trying again after a
+//! pause that grows to 30 s. Done entries are kept a day for their status.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use worker::{durable_object, Date, Env, Method, Request, Response, Result, State};
+
+use crate::config::Config;
+use crate::context::Ctx;
+use crate::error::AppError;
+use crate::outbox::{self, Queued, Receipt, Replayed, Status, KEEP_DONE_MS};
+use crate::{issue_writes, membership};
+
+/// Entries replayed by one alarm before it yields to the next.
+const BATCH: usize = 50;
+
+#[durable_object]
+pub struct Outbox {
+    state: State,
+    env: Env,
+    /// Replays in a row that found the primary away (for the pause).
+    waits: Cell<u32>,
+}
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+#[derive(Deserialize)]
+struct Head {
+    seq: i64,
+    id: String,
+    payload: String,
+    attempts: i64,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    id: String,
+    status: String,
+    attempts: i64,
+    error: Option<String>,
+    created_ms: i64,
+    done_ms: Option<i64>,
+    payload: String,
+}
+
+impl Outbox {
+    fn ensure_table(&self) -> Result<()> {
+        self.state.storage().sql().exec(
+            "CREATE TABLE IF NOT EXISTS entries (\
+               seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+               id TEXT NOT NULL UNIQUE, \
+               payload TEXT NOT NULL, \
+               status TEXT NOT NULL, \
+               attempts INTEGER NOT NULL DEFAULT 0, \
+               error TEXT, \
+               created_ms INTEGER NOT NULL, \
+               done_ms INTEGER)",
+            None,
+        )?;
+        Ok(())
+    }
+
+    async fn alarm_in(&self, ms: u64) -> Result<()> {
+        self.state
+            .storage()
+            .set_alarm(Duration::from_millis(ms))
+            .await
+    }
+
+    async fn enqueue(&self, queued: &Queued) -> Result<Receipt> {
+        self.ensure_table()?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let payload =
+            serde_json::to_string(queued).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let sql = self.state.storage().sql();
+        sql.exec(
+            "INSERT INTO entries (id, payload, status, created_ms) VALUES (?, ?, 'queued', ?)",
+            vec![id.clone().into(), payload.into(), (now_ms() as i64).into()],
+        )?;
+        #[derive(Deserialize)]
+        struct N {
+            n: i64,
+        }
+        let ahead = sql
+            .exec(
+                "SELECT count(*) AS n FROM entries WHERE status = 'queued'",
+                None,
+            )?
+            .one::<N>()?
+            .n
+            .saturating_sub(1)
+            .max(0) as u64;
+        if self.state.storage().get_alarm().await?.is_none() {
+            self.alarm_in(outbox::wait_ms(0)).await?;
+        }
+        Ok(Receipt { id, ahead })
+    }
+
+    fn status(&self, id: &str) -> Result<Option<serde_json::Value>> {
+        self.ensure_table()?;
+        let rows: Vec<Row> = self
+            .state
+            .storage()
+            .sql()
+            .exec(
+                "SELECT id, status, attempts, error, created_ms, done_ms, payload \
+                 FROM entries WHERE id = ?",
+                vec![id.into()],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|r| {
+            let iso = |ms: i64| issue_writes::iso(ms.max(0) as u64);
+            let kind = serde_json::from_str::<serde_json::Value>(&r.payload)
+                .ok()
+                .and_then(|p| p["kind"].as_str().map(str::to_owned));
+            json!({
+                "id": r.id,
+                "status": Status::parse(&r.status).map_or("unknown", Status::name),
+                "kind": kind,
+                "attempts": r.attempts,
+                "error": r.error,
+                "queued_at": iso(r.created_ms),
+                "done_at": r.done_ms.map(iso),
+            })
+        }))
+    }
+
+    fn finish(&self, seq: i64, status: Status, attempts: i64, error: Option<&str>) -> Result<()> {
+        self.state.storage().sql().exec(
+            "UPDATE entries SET status = ?, attempts = ?, error = ?, done_ms = ? WHERE seq = ?",
+            vec![
+                status.name().into(),
+                attempts.into(),
+                error.map_or(worker::SqlStorageValue::Null, Into::into),
+                (now_ms() as i64).into(),
+                seq.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Replays the oldest queued entries; when to look again, if at all.
+    async fn replay(&self) -> Result<Option<u64>> {
+        self.ensure_table()?;
+        let sql = self.state.storage().sql();
+        sql.exec(
+            "DELETE FROM entries WHERE status <> 'queued' AND done_ms < ?",
+            vec![(now_ms().saturating_sub(KEEP_DONE_MS) as i64).into()],
+        )?;
+        let config = Config::load(&self.env).map_err(worker::Error::RustError)?;
+        for _ in 0..BATCH {
+            let heads: Vec<Head> = sql
+                .exec(
+                    "SELECT seq, id, payload, attempts FROM entries \
+                     WHERE status = 'queued' ORDER BY seq LIMIT 1",
+                    None,
+                )?
+                .to_array()?;
+            let Some(head) = heads.into_iter().next() else {
+                self.waits.set(0);
+                return Ok(None);
+            };
+            let ctx = Ctx::for_object(
+                config.clone(),
+                self.env.clone(),
+                format!("outbox-{}", head.id),
+            );
+            let attempts = head.attempts + 1;
+            let (result, table) = match serde_json::from_str::<Queued>(&head.payload) {
+                Ok(q @ Queued::Write { .. }) => issue_writes::replay(&ctx, &q).await,
+                Ok(Queued::Membership { change }) => {
+                    (membership::apply(&ctx, &change).await.map(|_| ()), None)
+                }
+                Err(e) => (
+                    Err(AppError::internal(format!("unreadable entry: {e}"))),
+                    None,
+                ),
+            };
+            match outbox::replayed(&result, table, attempts as u32) {
+                Replayed::Applied => {
+                    tracing::info!(outbox_id = %head.id, "outbox: replayed");
+                    self.finish(head.seq, Status::Applied, attempts, None)?;
+                }
+                Replayed::Failed(why) => {
+                    tracing::error!(outbox_id = %head.id, reason = %why, "outbox: entry failed");
+                    self.finish(head.seq, Status::Failed, attempts, Some(&why))?;
+                }
+                Replayed::Retry(why) => {
+                    sql.exec(
+                        "UPDATE entries SET attempts = ?, error = ? WHERE seq = ?",
+                        vec![attempts.into(), why.into(), head.seq.into()],
+                    )?;
+                    return Ok(Some(outbox::wait_ms(0)));
+                }
+                Replayed::Wait => {
+                    let waits = self.waits.get();
+                    self.waits.set(waits.saturating_add(1));
+                    return Ok(Some(outbox::wait_ms(waits)));
+                }
+            }
+            self.waits.set(0);
+        }
+        Ok(Some(0))
+    }
+}
+
+impl DurableObject for Outbox {
+    fn new(state: State, env: Env) -> Self {
+        Outbox {
+            state,
+            env,
+            waits: Cell::new(0),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let path = req.path();
+        match (req.method(), path.as_str()) {
+            (Method::Post, "/enqueue") => {
+                let queued: Queued = match req.json().await {
+                    Ok(q) => q,
+                    Err(e) => return Response::error(format!("bad entry: {e}"), 400),
+                };
+                Response::from_json(&self.enqueue(&queued).await?)
+            }
+            (Method::Get, p) if p.starts_with("/status/") => {
+                match self.status(&p["/status/".len()..])? {
+                    Some(body) => Response::from_json(&body),
+                    None => Response::error("no such entry", 404),
+                }
+            }
+            _ => super::health(&self.state, &req).await,
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        match self.replay().await {
+            Ok(Some(ms)) => {
+                self.alarm_in(ms).await?;
+                Response::ok("more")
+            }
+            Ok(None) => Response::ok("empty"),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox: replay failed; trying again");
+                self.alarm_in(outbox::wait_ms(3)).await?;
+                Response::ok("retry")
+            }
+        }
+    }
+}
