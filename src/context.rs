@@ -7,6 +7,7 @@ use std::future::Future;
 use serde_json::Value;
 use worker::{Env, Response};
 
+use crate::bench::Mode;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
@@ -22,6 +23,7 @@ pub struct Ctx {
     db_ms: Cell<u64>,
     do_ms: Cell<u64>,
     rate_limit: Cell<Option<Verdict>>,
+    bench: Cell<Mode>,
 }
 
 impl Ctx {
@@ -36,6 +38,7 @@ impl Ctx {
             db_ms: Cell::new(0),
             do_ms: Cell::new(0),
             rate_limit: Cell::new(None),
+            bench: Cell::new(Mode::Normal),
         }
     }
 
@@ -47,7 +50,18 @@ impl Ctx {
                 self.config.db_timeout,
                 &self.request_id,
             )
+            .per_statement(self.bench() == Mode::PerStatement)
         })
+    }
+
+    /// The benchmark switch this request came through (development only;
+    /// see [`crate::bench`]). Set before the handler runs.
+    pub fn set_bench(&self, mode: Mode) {
+        self.bench.set(mode);
+    }
+
+    pub fn bench(&self) -> Mode {
+        self.bench.get()
     }
 
     /// The cache's KV namespace.

@@ -50,6 +50,9 @@ impl Query {
 
 pub struct Db {
     pipeline_url: String,
+    /// Development benchmarks only ([`crate::bench`]): call the primary
+    /// the way the `libsql` wasm client does, a request per step.
+    per_statement: bool,
     auth: Option<String>,
     timeout: Duration,
     request_id: String,
@@ -112,7 +115,7 @@ pub struct Written {
     pub affected: u64,
 }
 
-fn stmt(q: &Query) -> Stmt {
+pub(crate) fn stmt(q: &Query) -> Stmt {
     let mut stmt = Stmt::new(q.sql.clone(), true);
     stmt.args = q.args.iter().map(to_hrana).collect();
     stmt
@@ -161,7 +164,7 @@ pub fn transaction_body(queries: &[Query]) -> PipelineReqBody {
 
 /// A statement error as an AppError: a busy database is 503 (retry), a
 /// constraint is 409, anything else is ours (500, logged).
-fn statement_error(error: &libsql_hrana::proto::Error) -> AppError {
+pub(crate) fn statement_error(error: &libsql_hrana::proto::Error) -> AppError {
     match error.code.as_str() {
         "SQLITE_BUSY" | "SQLITE_LOCKED" => {
             AppError::primary_unavailable(format!("the database is busy: {}", error.message))
@@ -215,7 +218,7 @@ pub fn transaction_results(body: PipelineRespBody, expected: usize) -> AppResult
         .collect()
 }
 
-fn records(result: StmtResult) -> Vec<Record> {
+pub(crate) fn records(result: StmtResult) -> Vec<Record> {
     let names: Vec<String> = result
         .cols
         .iter()
@@ -249,7 +252,7 @@ fn to_hrana(value: &libsql::Value) -> HranaValue {
     }
 }
 
-fn to_json(value: HranaValue) -> Value {
+pub(crate) fn to_json(value: HranaValue) -> Value {
     match value {
         HranaValue::None | HranaValue::Null => Value::Null,
         HranaValue::Integer { value } => Value::from(value),
@@ -266,12 +269,29 @@ impl Db {
     pub fn new(url: &str, token: Option<&str>, timeout: Duration, request_id: &str) -> Db {
         Db {
             pipeline_url: pipeline_url(url),
+            per_statement: false,
             auth: token.map(|t| format!("Bearer {t}")),
             timeout,
             request_id: request_id.to_owned(),
             spent_ms: Cell::new(0.0),
             round_trips: Cell::new(0),
         }
+    }
+
+    /// This client, sending each statement as the `libsql` wasm client
+    /// does (benchmarks in development only; see [`crate::bench`]).
+    pub fn per_statement(mut self, on: bool) -> Db {
+        self.per_statement = on;
+        self
+    }
+
+    /// `/v3/cursor` next to the pipeline.
+    pub(crate) fn cursor_url(&self) -> String {
+        let base = self
+            .pipeline_url
+            .strip_suffix("/pipeline")
+            .unwrap_or(&self.pipeline_url);
+        format!("{base}/cursor")
     }
 
     pub fn spent_ms(&self) -> f64 {
@@ -290,6 +310,9 @@ impl Db {
 
     /// Runs independent reads in one round trip; rows per query, in order.
     pub async fn queries(&self, queries: Vec<Query>) -> AppResult<Vec<Vec<Record>>> {
+        if self.per_statement {
+            return crate::bench::client_pattern::reads(self, &queries).await;
+        }
         let body = reads_body(&queries);
         let response = self.send(&body).await?;
         read_results(response, queries.len())
@@ -297,14 +320,25 @@ impl Db {
 
     /// Runs statements as one transaction, in one round trip.
     pub async fn transaction(&self, queries: Vec<Query>) -> AppResult<Vec<Written>> {
+        if self.per_statement {
+            return crate::bench::client_pattern::transaction(self, &queries).await;
+        }
         let body = transaction_body(&queries);
         let response = self.send(&body).await?;
         transaction_results(response, queries.len())
     }
 
     /// One POST to the pipeline, bounded by the timeout.
-    async fn send(&self, body: &PipelineReqBody) -> AppResult<PipelineRespBody> {
+    pub(crate) async fn send(&self, body: &PipelineReqBody) -> AppResult<PipelineRespBody> {
         let json = serde_json::to_string(body).map_err(AppError::internal)?;
+        let text = self.post(&self.pipeline_url, json).await?;
+        serde_json::from_str(&text)
+            .map_err(|e| AppError::internal(format!("unreadable answer from the primary: {e}")))
+    }
+
+    /// One POST of `json` to `url` at the primary, bounded by the timeout;
+    /// the body of a 200.
+    pub(crate) async fn post(&self, url: &str, json: String) -> AppResult<String> {
         let headers = Headers::new();
         headers.set("Content-Type", "application/json")?;
         headers.set("X-Request-Id", &self.request_id)?;
@@ -315,7 +349,7 @@ impl Db {
         init.with_method(Method::Post)
             .with_headers(headers)
             .with_body(Some(json.into()));
-        let request = Request::new_with_init(&self.pipeline_url, &init)?;
+        let request = Request::new_with_init(url, &init)?;
         let controller = AbortController::default();
         let signal = controller.signal();
 
@@ -353,9 +387,7 @@ impl Db {
             }
         };
         match status {
-            200 => serde_json::from_str(&text).map_err(|e| {
-                AppError::internal(format!("unreadable answer from the primary: {e}"))
-            }),
+            200 => Ok(text),
             429 | 500..=599 => {
                 tracing::warn!(request_id = %self.request_id, status, body = %text, "primary refused");
                 Err(AppError::primary_unavailable(format!(

@@ -16,7 +16,9 @@ use crate::membership::{self, Op};
 use crate::paging::Page;
 use crate::reads::Read;
 use crate::router::{self, Resolved, Route};
-use crate::{admin, counter, counts, health, identity, issue_writes, limits, me, request_id};
+use crate::{
+    admin, bench, counter, counts, health, identity, issue_writes, limits, me, request_id,
+};
 
 /// Security headers on every response. The API serves JSON only, so the CSP
 /// forbids everything.
@@ -118,21 +120,33 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         Ok(body) => body,
         Err(e) => return (Err(e), "body"),
     };
-    let route = match router::resolve(req.method().as_ref(), &req.path()) {
+    let full_path = req.path();
+    let no_route = || {
+        (
+            Err(AppError::not_found(format!("no route for {full_path}"))),
+            "404",
+        )
+    };
+    let path = match bench::split(&full_path) {
+        bench::Split::Plain(path) => path,
+        bench::Split::Switch(mode, path) if bench::allowed(&ctx.config.environment) => {
+            ctx.set_bench(mode);
+            path
+        }
+        bench::Split::Switch(..) | bench::Split::Unknown => return no_route(),
+    };
+    let route = match router::resolve(req.method().as_ref(), path) {
         Resolved::Found(route) => route,
         Resolved::MethodNotAllowed(allow) => {
             return (Err(AppError::method_not_allowed(allow)), "405")
         }
-        Resolved::NotFound => {
-            return (
-                Err(AppError::not_found(format!("no route for {}", req.path()))),
-                "404",
-            )
-        }
+        Resolved::NotFound => return no_route(),
     };
     let header = |name: &str| req.headers().get(name).ok().flatten();
-    if let Err(e) = limit(ctx, &route, &req).await {
-        return (Err(e), "rate_limited");
+    if ctx.bench() != bench::Mode::NoLimit {
+        if let Err(e) = limit(ctx, &route, &req).await {
+            return (Err(e), "rate_limited");
+        }
     }
     match route {
         Route::Health => (health::handle(ctx).await, "health"),

@@ -1,0 +1,214 @@
+//! Issue 6: a hot issue under about 200 joins a second. The IssueCounter
+//! object's path (group commit, counts flushed at most once a second)
+//! against the seed's `UPDATE issues SET rioter_count = rioter_count + 1`
+//! in every join's transaction (`/__bench/counter-update/...`, development
+//! only). Each side is an open-loop run on its own fresh issue: a join is
+//! sent every 1/RATE s whatever the earlier ones are doing, each by a new
+//! visitor (no cookie, so a new user and session), from 100 client IPs in
+//! turn. Then the flush is awaited and each issue's `rioter_count` is
+//! compared with its `user_issues` rows. The primary counts the
+//! `UPDATE issues SET rioter_count ...` statements it runs (`GET /stats`).
+//! `--quick`: 1.5 s per side.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{int, Seed, TestApp, CLIENT_IP_HEADER};
+use qr_primary::client::text;
+
+const RATE: f64 = 200.0;
+const CLIENT_IPS: usize = 100;
+
+struct Side {
+    name: &'static str,
+    sent: usize,
+    secs: f64,
+    latencies: Vec<Duration>,
+    changed: usize,
+    errors: usize,
+    counter_updates: u64,
+    rioter_count: i64,
+    members: i64,
+}
+
+async fn counter_updates(app: &TestApp) -> u64 {
+    app.primary_stats().await["counter_updates"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the primary's /stats has no counter_updates"))
+}
+
+async fn counts(app: &TestApp, issue: &str) -> (i64, i64) {
+    let rows = app
+        .sql(
+            "SELECT (SELECT rioter_count FROM issues WHERE id = ?1), \
+             (SELECT count(*) FROM user_issues WHERE issue_id = ?1)",
+            vec![text(issue)],
+        )
+        .await;
+    (int(&rows[0][0]), int(&rows[0][1]))
+}
+
+/// Joins `path` at RATE a second for `duration`, open loop.
+async fn run(
+    app: &TestApp,
+    path: &str,
+    duration: Duration,
+) -> (usize, f64, Vec<Duration>, usize, usize) {
+    let total = (RATE * duration.as_secs_f64()).round() as usize;
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    let mut last_report = 0;
+    for n in 0..total {
+        let at = started + Duration::from_secs_f64(n as f64 / RATE);
+        tokio::time::sleep_until(at.into()).await;
+        let secs = started.elapsed().as_secs();
+        if secs > last_report {
+            last_report = secs;
+            eprintln!(
+                "  {secs} s: {n} sent, {} answered",
+                done.load(Ordering::Relaxed)
+            );
+        }
+        let request = app
+            .request(reqwest::Method::POST, path)
+            .header(CLIENT_IP_HEADER, format!("10.0.0.{}", n % CLIENT_IPS));
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let answer = match request.send().await {
+                Ok(r) if r.status().is_success() => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .map(|b| b["changed"] == true),
+                Ok(r) => {
+                    eprintln!("  join: {}", r.status());
+                    None
+                }
+                Err(e) => {
+                    eprintln!("  join: {e}");
+                    None
+                }
+            };
+            done.fetch_add(1, Ordering::Relaxed);
+            (t.elapsed(), answer)
+        }));
+    }
+    let send_secs = started.elapsed().as_secs_f64();
+    let (mut latencies, mut changed, mut errors) = (Vec::new(), 0, 0);
+    for task in tasks {
+        match task.await {
+            Ok((lat, Some(c))) => {
+                latencies.push(lat);
+                changed += usize::from(c);
+            }
+            _ => errors += 1,
+        }
+    }
+    (total, send_secs, latencies, changed, errors)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = support::args();
+    let duration = Duration::from_secs_f64(if args.quick { 1.5 } else { 10.0 });
+
+    eprintln!("starting the stack ...");
+    let app = TestApp::start_seeded(Seed::Demo, 30).await;
+    let mut sides = Vec::new();
+    for (name, prefix) in [
+        ("IssueCounter object (group commit, flush at most 1/s)", ""),
+        (
+            "naive: `UPDATE issues SET rioter_count = rioter_count + 1` per join",
+            "/__bench/counter-update",
+        ),
+    ] {
+        let issue = app.fresh_issue(&format!("hot issue: {name}")).await;
+        let path = format!("{prefix}/api/issues/{issue}/join");
+        let before = counter_updates(&app).await;
+        eprintln!("{name}: {RATE}/s for {:.1} s ...", duration.as_secs_f64());
+        let (sent, secs, latencies, changed, errors) = run(&app, &path, duration).await;
+        // Until the flush has written the final count (the naive side has
+        // it at once), then one flush interval more for any late alarm.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (count, members) = counts(&app, &issue).await;
+            if count == members || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let (rioter_count, members) = counts(&app, &issue).await;
+        sides.push(Side {
+            name,
+            sent,
+            secs,
+            latencies,
+            changed,
+            errors,
+            counter_updates: counter_updates(&app).await - before,
+            rioter_count,
+            members,
+        });
+    }
+
+    let mut table = String::from(
+        "| path | joins sent | sent/s | answered 200 | errors | join p50 | join p95 | join p99 | counter UPDATEs at the primary | `issues.rioter_count` | `user_issues` rows | exact |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for s in &sides {
+        table.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {} |\n",
+            s.name,
+            s.sent,
+            s.sent as f64 / s.secs,
+            s.latencies.len(),
+            s.errors,
+            support::pct_ms(&s.latencies, 0.5),
+            support::pct_ms(&s.latencies, 0.95),
+            support::pct_ms(&s.latencies, 0.99),
+            s.counter_updates,
+            s.rioter_count,
+            s.members,
+            if s.rioter_count == s.members && s.members as usize == s.changed {
+                "yes"
+            } else {
+                "**no**"
+            },
+        ));
+    }
+    let (object, naive) = (&sides[0], &sides[1]);
+    let body = format!(
+        "## Hot issue: the counter object against an UPDATE per join\n\n\
+         `wrangler dev` with the local primary (no added delay). Each side: a fresh issue joined open-loop at \
+         {RATE:.0} joins/s for {:.1} s, every join by a new visitor (no cookie: a new user row and session), from \
+         {CLIENT_IPS} client IPs in turn; the load generator shares the machine's 2 cores with workerd and the primary. \
+         *Counter UPDATEs* are the `UPDATE issues SET rioter_count ...` statements the primary ran during the side's \
+         run and the wait for its flush (`GET /stats`, `counter_updates`). *Exact*: `issues.rioter_count` equals the \
+         issue's `user_issues` rows and the joins answered `changed: true`, read after the flush. The naive side runs \
+         through the development-only `/__bench/counter-update/...` switch (the same join transaction with the \
+         UPDATE in it, without the object). Command: `cargo xtask bench`.\n\n{table}\n\
+         Counter UPDATEs: **{}** through the object against **{}** naive ({}).\n",
+        duration.as_secs_f64(),
+        object.counter_updates,
+        naive.counter_updates,
+        if object.counter_updates > 0 {
+            format!(
+                "{:.0}x fewer",
+                naive.counter_updates as f64 / object.counter_updates as f64
+            )
+        } else {
+            "none through the object".to_owned()
+        },
+    );
+    support::publish("hot-issue", &body, args.write.as_deref());
+    drop(app);
+}
