@@ -161,12 +161,12 @@ async fn main() {
     }
 
     let mut table = String::from(
-        "| path | joins sent | sent/s | answered 200 | errors | join p50 | join p95 | join p99 | counter UPDATEs at the primary | `issues.rioter_count` | `user_issues` rows | exact |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| path | joins sent | sent/s | answered 200 | errors | join p50 | join p95 | join p99 | counter UPDATEs at the primary | `issues.rioter_count` | `user_issues` rows | count exact | joins committed but not answered 200 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
     );
     for s in &sides {
         table.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {} | {} |\n",
             s.name,
             s.sent,
             s.sent as f64 / s.secs,
@@ -178,11 +178,12 @@ async fn main() {
             s.counter_updates,
             s.rioter_count,
             s.members,
-            if s.rioter_count == s.members && s.members as usize == s.changed {
+            if s.rioter_count == s.members {
                 "yes"
             } else {
                 "**no**"
             },
+            (s.members as usize).saturating_sub(s.changed),
         ));
     }
     let (object, naive) = (&sides[0], &sides[1]);
@@ -192,8 +193,10 @@ async fn main() {
          {RATE:.0} joins/s for {:.1} s, every join by a new visitor (no cookie: a new user row and session), from \
          {CLIENT_IPS} client IPs in turn; the load generator shares the machine's 2 cores with workerd and the primary. \
          *Counter UPDATEs* are the `UPDATE issues SET rioter_count ...` statements the primary ran during the side's \
-         run and the wait for its flush (`GET /stats`, `counter_updates`). *Exact*: `issues.rioter_count` equals the \
-         issue's `user_issues` rows and the joins answered `changed: true`, read after the flush. The naive side runs \
+         run and the wait for its flush (`GET /stats`, `counter_updates`). *Count exact*: `issues.rioter_count` equals the \
+         issue's `user_issues` rows, read after the flush. A join that the Worker answered 503 (its deadline for the \
+         primary, `DB_TIMEOUT_MS`, is 1.5 s in the test harness) may still have committed: the last column counts \
+         the rows beyond the joins answered `changed: true`. The naive side runs \
          through the development-only `/__bench/counter-update/...` switch (the same join transaction with the \
          UPDATE in it, without the object). Command: `cargo xtask bench`.\n\n{table}\n\
          Counter UPDATEs: **{}** through the object against **{}** naive ({}).\n",

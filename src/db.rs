@@ -9,7 +9,9 @@
 //! messages (`libsql-hrana` types) and sends all the statements a request
 //! needs, plus the `close` of the stream, in one `fetch`. The request id
 //! goes along as `X-Request-Id`, so the primary's logs and round-trip counts
-//! line up with ours.
+//! line up with ours. (In development, `/__bench/per-statement/...` sends
+//! the client's request pattern instead, so `benches/round_trips.rs` can
+//! measure the difference; see [`crate::bench`].)
 //!
 //! A hung, unreachable, refusing or overloaded primary is `503
 //! primary_unavailable` (with `Retry-After`) within `DB_TIMEOUT_MS`; a failed
