@@ -27,11 +27,7 @@ const CLIENT_IPS: usize = 100;
 
 struct Side {
     name: &'static str,
-    sent: usize,
-    secs: f64,
-    latencies: Vec<Duration>,
-    changed: usize,
-    errors: usize,
+    run: Run,
     counter_updates: u64,
     rioter_count: i64,
     members: i64,
@@ -55,11 +51,7 @@ async fn counts(app: &TestApp, issue: &str) -> (i64, i64) {
 }
 
 /// Joins `path` at RATE a second for `duration`, open loop.
-async fn run(
-    app: &TestApp,
-    path: &str,
-    duration: Duration,
-) -> (usize, f64, Vec<Duration>, usize, usize) {
+async fn run(app: &TestApp, path: &str, duration: Duration) -> Run {
     let total = (RATE * duration.as_secs_f64()).round() as usize;
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -82,12 +74,19 @@ async fn run(
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
+            let mut do_ms = None;
             let answer = match request.send().await {
-                Ok(r) if r.status().is_success() => r
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .map(|b| b["changed"] == true),
+                Ok(r) if r.status().is_success() => {
+                    do_ms = r
+                        .headers()
+                        .get("server-timing")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(durable_object_ms);
+                    r.json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .map(|b| b["changed"] == true)
+                }
                 Ok(r) => {
                     eprintln!("  join: {}", r.status());
                     None
@@ -98,21 +97,49 @@ async fn run(
                 }
             };
             done.fetch_add(1, Ordering::Relaxed);
-            (t.elapsed(), answer)
+            (t.elapsed(), answer, do_ms)
         }));
     }
     let send_secs = started.elapsed().as_secs_f64();
-    let (mut latencies, mut changed, mut errors) = (Vec::new(), 0, 0);
+    let mut run = Run {
+        sent: total,
+        secs: send_secs,
+        latencies: Vec::new(),
+        do_waits: Vec::new(),
+        changed: 0,
+        errors: 0,
+    };
     for task in tasks {
         match task.await {
-            Ok((lat, Some(c))) => {
-                latencies.push(lat);
-                changed += usize::from(c);
+            Ok((lat, Some(c), do_ms)) => {
+                run.latencies.push(lat);
+                run.do_waits
+                    .push(Duration::from_millis(do_ms.unwrap_or_default()));
+                run.changed += usize::from(c);
             }
-            _ => errors += 1,
+            _ => run.errors += 1,
         }
     }
-    (total, send_secs, latencies, changed, errors)
+    run
+}
+
+/// What one side's run saw.
+struct Run {
+    sent: usize,
+    secs: f64,
+    latencies: Vec<Duration>,
+    /// Time the Worker waited for Durable Objects (`Server-Timing: do`).
+    do_waits: Vec<Duration>,
+    changed: usize,
+    errors: usize,
+}
+
+/// `do;dur=N` of a `Server-Timing` header.
+fn durable_object_ms(header: &str) -> Option<u64> {
+    header
+        .split(',')
+        .find_map(|m| m.trim().strip_prefix("do;dur="))
+        .and_then(|ms| ms.trim().parse().ok())
 }
 
 #[tokio::main]
@@ -134,7 +161,7 @@ async fn main() {
         let path = format!("{prefix}/api/issues/{issue}/join");
         let before = counter_updates(&app).await;
         eprintln!("{name}: {RATE}/s for {:.1} s ...", duration.as_secs_f64());
-        let (sent, secs, latencies, changed, errors) = run(&app, &path, duration).await;
+        let run = run(&app, &path, duration).await;
         // Until the flush has written the final count (the naive side has
         // it at once), then one flush interval more for any late alarm.
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -149,11 +176,7 @@ async fn main() {
         let (rioter_count, members) = counts(&app, &issue).await;
         sides.push(Side {
             name,
-            sent,
-            secs,
-            latencies,
-            changed,
-            errors,
+            run,
             counter_updates: counter_updates(&app).await - before,
             rioter_count,
             members,
@@ -161,20 +184,21 @@ async fn main() {
     }
 
     let mut table = String::from(
-        "| path | joins sent | sent/s | answered 200 | errors | join p50 | join p95 | join p99 | counter UPDATEs at the primary | `issues.rioter_count` | `user_issues` rows | count exact | joins committed but not answered 200 |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
+        "| path | joins sent | sent/s | answered 200 | errors | join p50 | join p95 | join p99 | waiting for objects p50 | counter UPDATEs at the primary | `issues.rioter_count` | `user_issues` rows | count exact | joins committed but not answered 200 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
     );
     for s in &sides {
         table.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms | {} | {} | {} | {} | {} |\n",
             s.name,
-            s.sent,
-            s.sent as f64 / s.secs,
-            s.latencies.len(),
-            s.errors,
-            support::pct_ms(&s.latencies, 0.5),
-            support::pct_ms(&s.latencies, 0.95),
-            support::pct_ms(&s.latencies, 0.99),
+            s.run.sent,
+            s.run.sent as f64 / s.run.secs,
+            s.run.latencies.len(),
+            s.run.errors,
+            support::pct_ms(&s.run.latencies, 0.5),
+            support::pct_ms(&s.run.latencies, 0.95),
+            support::pct_ms(&s.run.latencies, 0.99),
+            support::pct_ms(&s.run.do_waits, 0.5),
             s.counter_updates,
             s.rioter_count,
             s.members,
@@ -183,7 +207,7 @@ async fn main() {
             } else {
                 "**no**"
             },
-            (s.members as usize).saturating_sub(s.changed),
+            (s.members as usize).saturating_sub(s.run.changed),
         ));
     }
     let (object, naive) = (&sides[0], &sides[1]);
@@ -196,7 +220,9 @@ async fn main() {
          run and the wait for its flush (`GET /stats`, `counter_updates`). *Count exact*: `issues.rioter_count` equals the \
          issue's `user_issues` rows, read after the flush. A join that the Worker answered 503 (its deadline for the \
          primary, `DB_TIMEOUT_MS`, is 1.5 s in the test harness) may still have committed: the last column counts \
-         the rows beyond the joins answered `changed: true`. The naive side runs \
+         the rows beyond the joins answered `changed: true`. *Waiting for objects*: the Worker's time waiting for \
+         Durable Objects per answered join (`Server-Timing: do`; the RateLimiter on both sides, the IssueCounter \
+         too on the object's side). The naive side runs \
          through the development-only `/__bench/counter-update/...` switch (the same join transaction with the \
          UPDATE in it, without the object). Command: `cargo xtask bench`.\n\n{table}\n\
          Counter UPDATEs: **{}** through the object against **{}** naive ({}).\n",
