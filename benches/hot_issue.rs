@@ -8,7 +8,8 @@
 //! turn. Then the flush is awaited and each issue's `rioter_count` is
 //! compared with its `user_issues` rows. The primary counts the
 //! `UPDATE issues SET rioter_count ...` statements it runs (`GET /stats`).
-//! `--quick`: 1.5 s per side.
+//! `--quick`: 1.5 s per side. `--rate N` (1 to 1000) joins a second
+//! instead of 200, to probe other loads (printed, not written).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::{int, Seed, TestApp, CLIENT_IP_HEADER};
 use qr_primary::client::text;
 
-const RATE: f64 = 200.0;
+const DEFAULT_RATE: f64 = 200.0;
 const CLIENT_IPS: usize = 100;
 
 struct Side {
@@ -50,15 +51,15 @@ async fn counts(app: &TestApp, issue: &str) -> (i64, i64) {
     (int(&rows[0][0]), int(&rows[0][1]))
 }
 
-/// Joins `path` at RATE a second for `duration`, open loop.
-async fn run(app: &TestApp, path: &str, duration: Duration) -> Run {
-    let total = (RATE * duration.as_secs_f64()).round() as usize;
+/// Joins `path` at `rate` a second for `duration`, open loop.
+async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
+    let total = (rate * duration.as_secs_f64()).round() as usize;
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(total);
     let mut last_report = 0;
     for n in 0..total {
-        let at = started + Duration::from_secs_f64(n as f64 / RATE);
+        let at = started + Duration::from_secs_f64(n as f64 / rate);
         tokio::time::sleep_until(at.into()).await;
         let secs = started.elapsed().as_secs();
         if secs > last_report {
@@ -123,6 +124,18 @@ async fn run(app: &TestApp, path: &str, duration: Duration) -> Run {
     run
 }
 
+/// `--rate N`, else the default.
+fn rate_arg() -> Result<f64, String> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--rate") {
+        None => Ok(DEFAULT_RATE),
+        Some(i) => match args.get(i + 1).and_then(|r| r.parse::<u32>().ok()) {
+            Some(r) if (1..=1000).contains(&r) => Ok(f64::from(r)),
+            _ => Err("--rate takes a whole number of joins a second, 1 to 1000".to_owned()),
+        },
+    }
+}
+
 /// What one side's run saw.
 struct Run {
     sent: usize,
@@ -146,6 +159,15 @@ fn durable_object_ms(header: &str) -> Option<u64> {
 async fn main() {
     let args = support::args();
     let duration = Duration::from_secs_f64(if args.quick { 1.5 } else { 10.0 });
+    let rate = match rate_arg() {
+        Ok(rate) => rate,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    // Figures at another rate are printed, not written over the section.
+    let write = args.write.as_deref().filter(|_| rate == DEFAULT_RATE);
 
     eprintln!("starting the stack ...");
     let app = TestApp::start_seeded(Seed::Demo, 30).await;
@@ -160,8 +182,8 @@ async fn main() {
         let issue = app.fresh_issue(&format!("hot issue: {name}")).await;
         let path = format!("{prefix}/api/issues/{issue}/join");
         let before = counter_updates(&app).await;
-        eprintln!("{name}: {RATE}/s for {:.1} s ...", duration.as_secs_f64());
-        let run = run(&app, &path, duration).await;
+        eprintln!("{name}: {rate}/s for {:.1} s ...", duration.as_secs_f64());
+        let run = run(&app, &path, rate, duration).await;
         // Until the flush has written the final count (the naive side has
         // it at once), then one flush interval more for any late alarm.
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -214,7 +236,7 @@ async fn main() {
     let body = format!(
         "## Hot issue: the counter object against an UPDATE per join\n\n\
          `wrangler dev` with the local primary (no added delay). Each side: a fresh issue joined open-loop at \
-         {RATE:.0} joins/s for {:.1} s, every join by a new visitor (no cookie: a new user row and session), from \
+         {rate:.0} joins/s for {:.1} s, every join by a new visitor (no cookie: a new user row and session), from \
          {CLIENT_IPS} client IPs in turn; the load generator shares the machine's 2 cores with workerd and the primary. \
          *Counter UPDATEs* are the `UPDATE issues SET rioter_count ...` statements the primary ran during the side's \
          run and the wait for its flush (`GET /stats`, `counter_updates`). *Count exact*: `issues.rioter_count` equals the \
@@ -238,6 +260,6 @@ async fn main() {
             "none through the object".to_owned()
         },
     );
-    support::publish("hot-issue", &body, args.write.as_deref());
+    support::publish("hot-issue", &body, write);
     drop(app);
 }
