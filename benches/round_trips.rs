@@ -200,8 +200,11 @@ async fn main() {
          sent the way the `libsql` wasm client (0.10, feature `cloudflare`) sends them, through the development-only \
          `/__bench/per-statement/...` switch: per statement a `describe` request and then the statement (reads \
          through `/v3/cursor`; in a transaction `BEGIN`, then describe + execute per statement, then `COMMIT`), one \
-         after another. The switch rebuilds the client's request sequence over Hrana (read from its source; \
-         `src/bench/client_pattern.rs`) rather than running the client itself. Round trips are the primary's count \
+         after another. The switch rebuilds the wasm client's request sequence over Hrana (read from its \
+         source; `src/bench/client_pattern.rs`) rather than running the client itself; the read pattern is checked \
+         against the client's native remote connection, which shares that code (`primary/tests/libsql_client.rs`), \
+         while the describe before each statement of a transaction is the wasm client's own (its native connection \
+         executes without one). Round trips are the primary's count \
          of Hrana requests carrying the call's request id. Every read is of a key not read before, so a cache miss; \
          every join is a new visitor on an issue no one joined in the run (the issue's counter object also takes \
          its first count in the same transaction). Command: `cargo xtask bench`.\n\n{table}"
