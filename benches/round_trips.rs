@@ -9,7 +9,9 @@
 //! - before: the same statements sent the way the `libsql` wasm client
 //!   sends them (`/__bench/per-statement/...`, development only; see
 //!   `src/bench/client_pattern.rs`): a describe and then the statement per
-//!   statement, one request each, one after another.
+//!   statement, one request each, one after another;
+//! - and the reads once more through the client itself
+//!   (`/__bench/libsql-client/...`), after the rest.
 //!
 //! Every read is of a key not read before (distinct issues, distinct
 //! searches), so each is a cache miss (`X-Cache: MISS` is checked and
@@ -39,7 +41,7 @@ const TOPICS: [&str; 10] = [
     "recycling",
     "graffiti",
 ];
-const PLACES: [&str; 12] = [
+const PLACES: [&str; 24] = [
     "leeds",
     "bristol",
     "glasgow",
@@ -52,6 +54,18 @@ const PLACES: [&str; 12] = [
     "plymouth",
     "dundee",
     "swansea",
+    "derby",
+    "exeter",
+    "hull",
+    "bath",
+    "oxford",
+    "cambridge",
+    "leicester",
+    "aberdeen",
+    "inverness",
+    "carlisle",
+    "truro",
+    "lincoln",
 ];
 
 #[derive(Default)]
@@ -75,6 +89,13 @@ impl Cell {
 }
 
 /// One call: its latency, X-Cache, and the round trips the primary counted.
+/// Hrana requests the primary has served in all.
+async fn served(app: &TestApp) -> u64 {
+    app.primary_stats().await["hrana_requests"]["total"]
+        .as_u64()
+        .unwrap_or_default()
+}
+
 async fn call(app: &TestApp, method: Method, path: &str, rid: &str, cell: &mut Cell) {
     let started = Instant::now();
     let sent = app
@@ -113,7 +134,8 @@ async fn main() {
     let mut app = TestApp::start_seeded(Seed::Synthetic { issues }, 30).await;
     let ids = support::texts(&app.sql("SELECT id FROM issues ORDER BY id", vec![]).await);
     // Ids for details and joins, never used twice; one warm-up of each.
-    let needed = 4 * (per_cell + 1);
+    // Searches: topic x place, 240 distinct.
+    let needed = 5 * (per_cell + 1);
     assert!(ids.len() >= needed, "need {needed} issues");
     eprintln!("restarting the primary with --delay-ms {DELAY_MS} ...");
     app.restart_primary_with(&["--delay-ms", &DELAY_MS.to_string()]);
@@ -156,58 +178,107 @@ async fn main() {
         }
     }
 
+    // The client itself sends no request id, so its round trips are the
+    // primary's total count around each call: reads only, after the joins'
+    // counter flushes are done, so nothing else reaches the primary.
+    eprintln!("reads through the libsql client itself ...");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut client_cells: [Cell; 2] = Default::default();
+    for i in 0..=per_cell {
+        let k = 2 * (per_cell + 1) + i;
+        let detail = format!(
+            "/__bench/libsql-client/api/issues/{}",
+            next_id.next().expect("an id")
+        );
+        let search = format!(
+            "/__bench/libsql-client/api/issues?q={}+{}",
+            TOPICS[k % TOPICS.len()],
+            PLACES[(k / TOPICS.len()) % PLACES.len()]
+        );
+        for (c, path) in [detail, search].into_iter().enumerate() {
+            let before = served(&app).await;
+            let mut scratch = Cell::default();
+            let cell = if i == 0 {
+                &mut scratch
+            } else {
+                &mut client_cells[c]
+            };
+            call(
+                &app,
+                Method::GET,
+                &path,
+                &format!("rt-client-{i}-{c}"),
+                cell,
+            )
+            .await;
+            if let Some(trips) = cell.round_trips.last_mut() {
+                *trips = served(&app).await - before;
+            }
+        }
+    }
+
     let names = [
         "issue detail (`GET /api/issues/:id`), cache miss",
         "search (`GET /api/issues?q=`), cache miss",
         "join (`POST /api/issues/:id/join`)",
     ];
+    let ways = [
+        "after: one pipeline",
+        "before: the client's pattern, rebuilt",
+        "before: the libsql client itself",
+    ];
     let mut table = String::from(
-        "| call | round trips after | round trips before | p50 after | p50 before | p95 after | p95 before | before / after (p50) | misses after / before | errors |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| call | how | round trips | p50 | p95 | p50 / after's p50 | cache misses | errors |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (name, [after, before]) in names.iter().zip(&cells) {
-        let (a50, b50) = (
-            support::pct_ms(&after.latencies, 0.5),
-            support::pct_ms(&before.latencies, 0.5),
-        );
-        let misses = if name.starts_with("join") {
-            "-".to_owned()
-        } else {
-            format!(
-                "{}/{} / {}/{}",
-                after.misses,
-                after.latencies.len(),
-                before.misses,
-                before.latencies.len()
-            )
-        };
-        table.push_str(&format!(
-            "| {name} | {} | {} | {a50:.0} ms | {b50:.0} ms | {:.0} ms | {:.0} ms | **{:.1}x** | {misses} | {} |\n",
-            after.trips(),
-            before.trips(),
-            support::pct_ms(&after.latencies, 0.95),
-            support::pct_ms(&before.latencies, 0.95),
-            b50 / a50.max(f64::MIN_POSITIVE),
-            after.errors + before.errors,
+    let mut ratios = Vec::new();
+    for (c, name) in names.iter().enumerate() {
+        let [after, before] = &cells[c];
+        let after50 = support::pct_ms(&after.latencies, 0.5);
+        let mut rows: Vec<(&str, &Cell)> = vec![(ways[0], after), (ways[1], before)];
+        if let Some(client) = client_cells.get(c) {
+            rows.push((ways[2], client));
+        }
+        for (way, cell) in rows {
+            let p50 = support::pct_ms(&cell.latencies, 0.5);
+            let misses = if c == 2 {
+                "-".to_owned()
+            } else {
+                format!("{}/{}", cell.misses, cell.latencies.len())
+            };
+            table.push_str(&format!(
+                "| {name} | {way} | {} | {p50:.0} ms | {:.0} ms | {:.1}x | {misses} | {} |\n",
+                cell.trips(),
+                support::pct_ms(&cell.latencies, 0.95),
+                p50 / after50.max(f64::MIN_POSITIVE),
+                cell.errors,
+            ));
+        }
+        ratios.push(format!(
+            "{}: **{:.1}x**",
+            name.split(" (").next().unwrap_or(name),
+            support::pct_ms(&before.latencies, 0.5) / after50.max(f64::MIN_POSITIVE)
         ));
     }
     let body = format!(
         "## Round trips: one pipeline per call against the libsql client's pattern\n\n\
          The primary holds every Hrana request {DELAY_MS} ms (`qr-primary serve --delay-ms {DELAY_MS}`), standing for \
          the distance from an edge location to the primary. `wrangler dev` with {issues} synthetic issues; {per_cell} \
-         calls per cell, one at a time, before and after interleaved, after one warm-up call of each. *After*: the \
-         Worker as it is, all of a call's statements in one `/v3/pipeline` request. *Before*: the same statements \
-         sent the way the `libsql` wasm client (0.10, feature `cloudflare`) sends them, through the development-only \
-         `/__bench/per-statement/...` switch: per statement a `describe` request and then the statement (reads \
-         through `/v3/cursor`; in a transaction `BEGIN`, then describe + execute per statement, then `COMMIT`), one \
-         after another. The switch rebuilds the wasm client's request sequence over Hrana (read from its \
-         source; `src/bench/client_pattern.rs`) rather than running the client itself; the read pattern is checked \
-         against the client's native remote connection, which shares that code (`primary/tests/libsql_client.rs`), \
-         while the describe before each statement of a transaction is the wasm client's own (its native connection \
-         executes without one). Round trips are the primary's count \
-         of Hrana requests carrying the call's request id. Every read is of a key not read before, so a cache miss; \
+         calls per row, one at a time, after one warm-up call of each. *After*: the Worker as it is, all of a call's \
+         statements in one `/v3/pipeline` request. *Before, rebuilt*: the same statements sent the way the `libsql` \
+         wasm client (0.10, feature `cloudflare`) sends them, through the development-only \
+         `/__bench/per-statement/...` switch (`src/bench/client_pattern.rs`, from the client's source): per statement \
+         a `describe` request and then the statement (reads through `/v3/cursor`; in a transaction `BEGIN`, then \
+         describe + execute per statement, then `COMMIT`), one after another; interleaved with *after*. *Before, the \
+         client itself*: reads through `libsql::wasm::Connection` in the Worker (`/__bench/libsql-client/...`), run \
+         after the interleaved rounds; it sends no request id, so its round trips are the primary's total count \
+         around each call, with nothing else running. (Joins through the client itself are not measured: its \
+         transaction requests are what the rebuilt pattern sends.) Other round trips are the primary's count of \
+         Hrana requests carrying the call's request id. Every read is of a key not read before, so a cache miss; \
          every join is a new visitor on an issue no one joined in the run (the issue's counter object also takes \
-         its first count in the same transaction). Command: `cargo xtask bench`.\n\n{table}"
+         its first count in the same transaction). Command: `cargo xtask bench`.\n\n{table}\n\
+         Before (rebuilt) against after, p50: {}.\n",
+        ratios.join(", ")
     );
     support::publish("round-trips", &body, args.write.as_deref());
     drop(app);

@@ -6,6 +6,8 @@
 //! - `per-statement`: the primary is called the way the `libsql` wasm
 //!   client calls it (see [`crate::db`]): per statement a `describe` and
 //!   then the statement, one HTTP request each, one after another.
+//! - `libsql-client`: reads go through the `libsql` wasm client itself
+//!   (`libsql::wasm::Connection`); transactions as with `per-statement`.
 //! - `counter-update`: a join runs in the Worker, without the IssueCounter
 //!   object, with the seed's `UPDATE issues SET rioter_count =
 //!   rioter_count + 1` in its transaction.
@@ -19,6 +21,7 @@ pub enum Mode {
     #[default]
     Normal,
     PerStatement,
+    LibsqlClient,
     CounterUpdate,
     NoLimit,
 }
@@ -51,6 +54,7 @@ pub fn split(path: &str) -> Split<'_> {
     }
     let mode = match name {
         "per-statement" => Mode::PerStatement,
+        "libsql-client" => Mode::LibsqlClient,
         "counter-update" => Mode::CounterUpdate,
         "no-limit" => Mode::NoLimit,
         _ => return Split::Unknown,
@@ -85,6 +89,10 @@ mod tests {
         assert_eq!(
             split("/__bench/no-limit/api/issues"),
             Split::Switch(Mode::NoLimit, "/api/issues")
+        );
+        assert_eq!(
+            split("/__bench/libsql-client/api/issues"),
+            Split::Switch(Mode::LibsqlClient, "/api/issues")
         );
         assert_eq!(split("/__bench/other/api/issues"), Split::Unknown);
         assert_eq!(split("/__bench/no-limit/health"), Split::Unknown);

@@ -255,7 +255,7 @@ pub struct Served {
 fn loader(ctx: &Ctx, read: Read) -> LocalBoxFuture<'static, Result<Entry, AppError>> {
     let config = ctx.config.clone();
     let request_id = ctx.request_id.clone();
-    let per_statement = ctx.bench() == crate::bench::Mode::PerStatement;
+    let bench = ctx.bench();
     async move {
         let db = Db::new(
             &config.libsql_url,
@@ -263,7 +263,8 @@ fn loader(ctx: &Ctx, read: Read) -> LocalBoxFuture<'static, Result<Entry, AppErr
             config.db_timeout,
             &request_id,
         )
-        .per_statement(per_statement);
+        .per_statement(bench == crate::bench::Mode::PerStatement)
+        .libsql_client(bench == crate::bench::Mode::LibsqlClient);
         let cursors = CursorCodec::new(&config.session_secret)
             .ok_or_else(|| AppError::internal("cannot key the cursor codec"))?;
         let body = read.load(&db, &cursors).await?;

@@ -51,6 +51,7 @@ impl Ctx {
                 &self.request_id,
             )
             .per_statement(self.bench() == Mode::PerStatement)
+            .libsql_client(self.bench() == Mode::LibsqlClient)
         })
     }
 

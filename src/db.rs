@@ -55,6 +55,11 @@ pub struct Db {
     /// Development benchmarks only ([`crate::bench`]): call the primary
     /// the way the `libsql` wasm client does, a request per step.
     per_statement: bool,
+    /// Development benchmarks only: reads through the `libsql` wasm client
+    /// itself (transactions as with `per_statement`).
+    libsql_client: bool,
+    base_url: String,
+    token: Option<String>,
     auth: Option<String>,
     timeout: Duration,
     request_id: String,
@@ -272,6 +277,9 @@ impl Db {
         Db {
             pipeline_url: pipeline_url(url),
             per_statement: false,
+            libsql_client: false,
+            base_url: url.to_owned(),
+            token: token.map(str::to_owned),
             auth: token.map(|t| format!("Bearer {t}")),
             timeout,
             request_id: request_id.to_owned(),
@@ -285,6 +293,22 @@ impl Db {
     pub fn per_statement(mut self, on: bool) -> Db {
         self.per_statement = on;
         self
+    }
+
+    /// This client, reading through the `libsql` wasm client itself
+    /// (benchmarks in development only; see [`crate::bench`]).
+    pub fn libsql_client(mut self, on: bool) -> Db {
+        self.libsql_client = on;
+        self
+    }
+
+    /// The primary's URL and token, as configured.
+    pub(crate) fn endpoint(&self) -> (&str, &str) {
+        (&self.base_url, self.token.as_deref().unwrap_or_default())
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `/v3/cursor` next to the pipeline.
@@ -312,6 +336,9 @@ impl Db {
 
     /// Runs independent reads in one round trip; rows per query, in order.
     pub async fn queries(&self, queries: Vec<Query>) -> AppResult<Vec<Vec<Record>>> {
+        if self.libsql_client {
+            return crate::bench::client_pattern::client_reads(self, &queries).await;
+        }
         if self.per_statement {
             return crate::bench::client_pattern::reads(self, &queries).await;
         }
@@ -322,7 +349,7 @@ impl Db {
 
     /// Runs statements as one transaction, in one round trip.
     pub async fn transaction(&self, queries: Vec<Query>) -> AppResult<Vec<Written>> {
-        if self.per_statement {
+        if self.per_statement || self.libsql_client {
             return crate::bench::client_pattern::transaction(self, &queries).await;
         }
         let body = transaction_body(&queries);

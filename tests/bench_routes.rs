@@ -7,9 +7,10 @@ use common::{int, run_cases, Case, Seed, TestApp};
 use qr_primary::client::text;
 use reqwest::Method;
 
-const SWITCHES: [(&str, &str); 5] = [
+const SWITCHES: [(&str, &str); 6] = [
     ("GET", "/__bench/constant"),
     ("GET", "/__bench/per-statement/api/issues"),
+    ("GET", "/__bench/libsql-client/api/issues"),
     ("GET", "/__bench/no-limit/api/issues"),
     ("POST", "/__bench/counter-update/api/issues/{id}/join"),
     ("POST", "/__bench/per-statement/api/issues/{id}/join"),
@@ -83,7 +84,7 @@ async fn bench_switches_in_development() {
             Box::pin(counter_update(&app)),
         ),
         (
-            "per_statement_reads_cost_two_round_trips_each",
+            "per_statement_and_libsql_client_reads_cost_two_round_trips_each",
             Box::pin(per_statement(&app)),
         ),
         ("no_limit_skips_the_limiter", Box::pin(no_limit(&app))),
@@ -106,6 +107,21 @@ async fn per_statement(app: &TestApp) {
     assert_eq!(body["id"], id.as_str());
     // One statement: a describe, then the statement through the cursor.
     assert_eq!(app.round_trips("bench-ps-1").await, 2);
+
+    // The client itself sends no request id: count what the primary served.
+    let served = |s: serde_json::Value| s["hrana_requests"]["total"].as_u64().expect("total");
+    let before = served(app.primary_stats().await);
+    let r = app
+        .get(&format!("/__bench/libsql-client/api/issues/{id}/actions"))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status();
+    let text = r.text().await.expect("body");
+    assert_eq!(status, 200, "{text}");
+    let after = served(app.primary_stats().await);
+    // Two statements (the issue exists, its actions): describe + cursor each.
+    assert_eq!(after - before, 4);
 
     let issue = app.fresh_issue("per-statement join").await;
     let r = app

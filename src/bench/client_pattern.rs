@@ -15,13 +15,18 @@
 //!   `ROLLBACK` after a failed statement).
 //!
 //! Development benchmarks only: [`Db`] uses it when a request came through
-//! `/__bench/per-statement/...`.
+//! `/__bench/per-statement/...`. [`client_reads`] runs reads through the
+//! client itself (`/__bench/libsql-client/...`), to check the rebuilt
+//! pattern in the real runtime.
 
 use libsql_hrana::proto::{
     Batch, BatchResult, CloseStreamReq, CursorEntry, CursorReqBody, CursorRespBody,
     DescribeStreamReq, ExecuteStreamReq, GetAutocommitStreamReq, PipelineReqBody, PipelineRespBody,
     Stmt, StmtResult, StreamRequest, StreamResponse, StreamResult,
 };
+
+use futures::future::{select, Either};
+use serde_json::Value;
 
 use crate::db::{records, statement_error, stmt, Db, Query, Record, Written};
 use crate::error::{AppError, AppResult};
@@ -184,4 +189,57 @@ async fn finish(db: &Db, baton: Option<String>, sql: &str) -> AppResult<()> {
     )
     .await
     .map(|_| ())
+}
+
+/// Independent reads through the `libsql` wasm client itself
+/// (`Connection::open_cloudflare_worker`, one connection, `query` per
+/// statement), bounded by the Db's timeout.
+pub async fn client_reads(db: &Db, queries: &[Query]) -> AppResult<Vec<Vec<Record>>> {
+    let (url, token) = db.endpoint();
+    let conn = libsql::wasm::Connection::open_cloudflare_worker(url, token);
+    let work = Box::pin(async {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            let mut rows = conn.query(&q.sql, q.args.clone()).await?;
+            let names: Vec<String> = (0..rows.column_count())
+                .map(|i| {
+                    rows.column_name(i)
+                        .map_or_else(|| format!("column{i}"), str::to_owned)
+                })
+                .collect();
+            let mut records = Vec::new();
+            while let Some(row) = rows.next().await? {
+                let mut record = Record::new();
+                for (i, name) in (0..).zip(&names) {
+                    record.insert(name.clone(), json(row.get_value(i)?));
+                }
+                records.push(record);
+            }
+            out.push(records);
+        }
+        Ok::<_, libsql::Error>(out)
+    });
+    let outcome = select(work, worker::Delay::from(db.timeout())).await;
+    match outcome {
+        Either::Left((Ok(out), _)) => Ok(out),
+        Either::Left((Err(e), _)) => Err(AppError::primary_unavailable(format!(
+            "the libsql client failed: {e}"
+        ))),
+        Either::Right(_) => Err(AppError::primary_unavailable(format!(
+            "the libsql client did not answer within {} ms",
+            db.timeout().as_millis()
+        ))),
+    }
+}
+
+fn json(value: libsql::Value) -> Value {
+    match value {
+        libsql::Value::Null => Value::Null,
+        libsql::Value::Integer(i) => Value::from(i),
+        libsql::Value::Real(f) => Value::from(f),
+        libsql::Value::Text(s) => Value::from(s),
+        libsql::Value::Blob(b) => {
+            Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+        }
+    }
 }
