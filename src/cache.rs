@@ -252,18 +252,19 @@ pub struct Served {
     pub outcome: Outcome,
 }
 
-fn loader(
-    config: Config,
-    request_id: String,
-    read: Read,
-) -> LocalBoxFuture<'static, Result<Entry, AppError>> {
+fn loader(ctx: &Ctx, read: Read) -> LocalBoxFuture<'static, Result<Entry, AppError>> {
+    let config = ctx.config.clone();
+    let request_id = ctx.request_id.clone();
+    let bench = ctx.bench();
     async move {
         let db = Db::new(
             &config.libsql_url,
             config.libsql_auth_token.as_deref(),
             config.db_timeout,
             &request_id,
-        );
+        )
+        .per_statement(bench == crate::bench::Mode::PerStatement)
+        .libsql_client(bench == crate::bench::Mode::LibsqlClient);
         let cursors = CursorCodec::new(&config.session_secret)
             .ok_or_else(|| AppError::internal("cannot key the cursor codec"))?;
         let body = read.load(&db, &cursors).await?;
@@ -305,7 +306,7 @@ async fn load_once(ctx: &Ctx, key: &str, read: &Read) -> Result<Entry, AppError>
     }
     with_isolate(|iso| iso.in_flight.insert(key.to_owned()));
     let started = now_ms();
-    let result = loader(ctx.config.clone(), ctx.request_id.clone(), read.clone()).await;
+    let result = loader(ctx, read.clone()).await;
     ctx.add_db_ms(now_ms().saturating_sub(started));
     with_isolate(|iso| iso.in_flight.remove(key));
     if let Ok(entry) = &result {
@@ -342,7 +343,7 @@ fn refresh(ctx: &Ctx, key: &str, read: &Read) {
     if !claimed {
         return;
     }
-    let load = loader(ctx.config.clone(), ctx.request_id.clone(), read.clone());
+    let load = loader(ctx, read.clone());
     let key = key.to_owned();
     let kv = ctx.kv().ok();
     let ttl = entry_ttl(&ctx.config);

@@ -7,6 +7,7 @@ use std::future::Future;
 use serde_json::Value;
 use worker::{Env, Response};
 
+use crate::bench::Mode;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
@@ -23,21 +24,14 @@ pub struct Ctx {
     db_ms: Cell<u64>,
     do_ms: Cell<u64>,
     rate_limit: Cell<Option<Verdict>>,
+    bench: Cell<Mode>,
 }
 
 impl Ctx {
     pub fn new(config: Config, env: Env, request_id: String, worker: worker::Context) -> Ctx {
-        Ctx {
-            config,
-            env,
-            request_id,
-            worker: Some(worker),
-            db: OnceCell::new(),
-            kv_ms: Cell::new(0),
-            db_ms: Cell::new(0),
-            do_ms: Cell::new(0),
-            rate_limit: Cell::new(None),
-        }
+        let mut ctx = Ctx::for_object(config, env, request_id);
+        ctx.worker = Some(worker);
+        ctx
     }
 
     pub fn db(&self) -> &Db {
@@ -48,7 +42,19 @@ impl Ctx {
                 self.config.db_timeout,
                 &self.request_id,
             )
+            .per_statement(self.bench() == Mode::PerStatement)
+            .libsql_client(self.bench() == Mode::LibsqlClient)
         })
+    }
+
+    /// The benchmark switch this request came through (development only;
+    /// see [`crate::bench`]). Set before the handler runs.
+    pub fn set_bench(&self, mode: Mode) {
+        self.bench.set(mode);
+    }
+
+    pub fn bench(&self) -> Mode {
+        self.bench.get()
     }
 
     /// The cache's KV namespace.
@@ -71,6 +77,7 @@ impl Ctx {
             db_ms: Cell::new(0),
             do_ms: Cell::new(0),
             rate_limit: Cell::new(None),
+            bench: Cell::new(Mode::Normal),
         }
     }
 

@@ -9,7 +9,9 @@
 //! messages (`libsql-hrana` types) and sends all the statements a request
 //! needs, plus the `close` of the stream, in one `fetch`. The request id
 //! goes along as `X-Request-Id`, so the primary's logs and round-trip counts
-//! line up with ours.
+//! line up with ours. (In development, `/__bench/per-statement/...` sends
+//! the client's request pattern instead, so `benches/round_trips.rs` can
+//! measure the difference; see [`crate::bench`].)
 //!
 //! A hung, unreachable, refusing or overloaded primary is `503
 //! primary_unavailable` (with `Retry-After`) within `DB_TIMEOUT_MS`; a failed
@@ -50,6 +52,14 @@ impl Query {
 
 pub struct Db {
     pipeline_url: String,
+    /// Development benchmarks only ([`crate::bench`]): call the primary
+    /// the way the `libsql` wasm client does, a request per step.
+    per_statement: bool,
+    /// Development benchmarks only: reads through the `libsql` wasm client
+    /// itself (transactions as with `per_statement`).
+    libsql_client: bool,
+    base_url: String,
+    token: Option<String>,
     auth: Option<String>,
     timeout: Duration,
     request_id: String,
@@ -112,7 +122,7 @@ pub struct Written {
     pub affected: u64,
 }
 
-fn stmt(q: &Query) -> Stmt {
+pub(crate) fn stmt(q: &Query) -> Stmt {
     let mut stmt = Stmt::new(q.sql.clone(), true);
     stmt.args = q.args.iter().map(to_hrana).collect();
     stmt
@@ -161,7 +171,7 @@ pub fn transaction_body(queries: &[Query]) -> PipelineReqBody {
 
 /// A statement error as an AppError: a busy database is 503 (retry), a
 /// constraint is 409, anything else is ours (500, logged).
-fn statement_error(error: &libsql_hrana::proto::Error) -> AppError {
+pub(crate) fn statement_error(error: &libsql_hrana::proto::Error) -> AppError {
     match error.code.as_str() {
         "SQLITE_BUSY" | "SQLITE_LOCKED" => {
             AppError::primary_unavailable(format!("the database is busy: {}", error.message))
@@ -215,7 +225,7 @@ pub fn transaction_results(body: PipelineRespBody, expected: usize) -> AppResult
         .collect()
 }
 
-fn records(result: StmtResult) -> Vec<Record> {
+pub(crate) fn records(result: StmtResult) -> Vec<Record> {
     let names: Vec<String> = result
         .cols
         .iter()
@@ -249,7 +259,7 @@ fn to_hrana(value: &libsql::Value) -> HranaValue {
     }
 }
 
-fn to_json(value: HranaValue) -> Value {
+pub(crate) fn to_json(value: HranaValue) -> Value {
     match value {
         HranaValue::None | HranaValue::Null => Value::Null,
         HranaValue::Integer { value } => Value::from(value),
@@ -266,12 +276,48 @@ impl Db {
     pub fn new(url: &str, token: Option<&str>, timeout: Duration, request_id: &str) -> Db {
         Db {
             pipeline_url: pipeline_url(url),
+            per_statement: false,
+            libsql_client: false,
+            base_url: url.to_owned(),
+            token: token.map(str::to_owned),
             auth: token.map(|t| format!("Bearer {t}")),
             timeout,
             request_id: request_id.to_owned(),
             spent_ms: Cell::new(0.0),
             round_trips: Cell::new(0),
         }
+    }
+
+    /// This client, sending each statement as the `libsql` wasm client
+    /// does (benchmarks in development only; see [`crate::bench`]).
+    pub fn per_statement(mut self, on: bool) -> Db {
+        self.per_statement = on;
+        self
+    }
+
+    /// This client, reading through the `libsql` wasm client itself
+    /// (benchmarks in development only; see [`crate::bench`]).
+    pub fn libsql_client(mut self, on: bool) -> Db {
+        self.libsql_client = on;
+        self
+    }
+
+    /// The primary's URL and token, as configured.
+    pub(crate) fn endpoint(&self) -> (&str, &str) {
+        (&self.base_url, self.token.as_deref().unwrap_or_default())
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `/v3/cursor` next to the pipeline.
+    pub(crate) fn cursor_url(&self) -> String {
+        let base = self
+            .pipeline_url
+            .strip_suffix("/pipeline")
+            .unwrap_or(&self.pipeline_url);
+        format!("{base}/cursor")
     }
 
     pub fn spent_ms(&self) -> f64 {
@@ -290,6 +336,12 @@ impl Db {
 
     /// Runs independent reads in one round trip; rows per query, in order.
     pub async fn queries(&self, queries: Vec<Query>) -> AppResult<Vec<Vec<Record>>> {
+        if self.libsql_client {
+            return crate::bench::client_pattern::client_reads(self, &queries).await;
+        }
+        if self.per_statement {
+            return crate::bench::client_pattern::reads(self, &queries).await;
+        }
         let body = reads_body(&queries);
         let response = self.send(&body).await?;
         read_results(response, queries.len())
@@ -297,14 +349,25 @@ impl Db {
 
     /// Runs statements as one transaction, in one round trip.
     pub async fn transaction(&self, queries: Vec<Query>) -> AppResult<Vec<Written>> {
+        if self.per_statement || self.libsql_client {
+            return crate::bench::client_pattern::transaction(self, &queries).await;
+        }
         let body = transaction_body(&queries);
         let response = self.send(&body).await?;
         transaction_results(response, queries.len())
     }
 
     /// One POST to the pipeline, bounded by the timeout.
-    async fn send(&self, body: &PipelineReqBody) -> AppResult<PipelineRespBody> {
+    pub(crate) async fn send(&self, body: &PipelineReqBody) -> AppResult<PipelineRespBody> {
         let json = serde_json::to_string(body).map_err(AppError::internal)?;
+        let text = self.post(&self.pipeline_url, json).await?;
+        serde_json::from_str(&text)
+            .map_err(|e| AppError::internal(format!("unreadable answer from the primary: {e}")))
+    }
+
+    /// One POST of `json` to `url` at the primary, bounded by the timeout;
+    /// the body of a 200.
+    pub(crate) async fn post(&self, url: &str, json: String) -> AppResult<String> {
         let headers = Headers::new();
         headers.set("Content-Type", "application/json")?;
         headers.set("X-Request-Id", &self.request_id)?;
@@ -315,7 +378,7 @@ impl Db {
         init.with_method(Method::Post)
             .with_headers(headers)
             .with_body(Some(json.into()));
-        let request = Request::new_with_init(&self.pipeline_url, &init)?;
+        let request = Request::new_with_init(url, &init)?;
         let controller = AbortController::default();
         let signal = controller.signal();
 
@@ -353,9 +416,7 @@ impl Db {
             }
         };
         match status {
-            200 => serde_json::from_str(&text).map_err(|e| {
-                AppError::internal(format!("unreadable answer from the primary: {e}"))
-            }),
+            200 => Ok(text),
             429 | 500..=599 => {
                 tracing::warn!(request_id = %self.request_id, status, body = %text, "primary refused");
                 Err(AppError::primary_unavailable(format!(

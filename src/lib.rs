@@ -2,6 +2,7 @@
 //! in modules named after what they are; `router` lists every route.
 
 pub mod admin;
+pub mod bench;
 pub mod bot;
 pub mod cache;
 pub mod config;

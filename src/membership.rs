@@ -16,12 +16,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use worker::Response;
 
+use crate::bench::Mode;
 use crate::context::{json_response, Ctx};
 use crate::counter::Counts;
 use crate::counts::{self, LiveCount};
 use crate::db::{Query, Record, Written};
 use crate::error::{AppError, AppResult};
 use crate::ids::Id;
+use crate::objects::issue_counter::Answer;
 use crate::{identity, objects, outbox};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +45,10 @@ pub struct Change {
     pub membership_id: String,
     /// Passed to the primary, so its round trips line up with the API call.
     pub request_id: String,
+    /// Development benchmarks only: the object calls the primary the way
+    /// the `libsql` wasm client would ([`crate::bench`]).
+    #[serde(default)]
+    pub per_statement: bool,
 }
 
 /// What a change did.
@@ -117,6 +123,60 @@ pub fn statements(change: &Change, count: bool) -> Vec<Query> {
     qs
 }
 
+/// The seed's way, for the hot-issue benchmark only (development, through
+/// `/__bench/counter-update/...`): [`statements`] with `UPDATE issues SET
+/// rioter_count = rioter_count +/- 1` right after the membership change
+/// (only if it changed a row) and the issue's `rioter_count` read at the
+/// end. [`counter_update_outcome`] reads the results.
+pub fn counter_update_statements(change: &Change) -> Vec<Query> {
+    let mut qs = statements(change, false);
+    let sign = match change.op {
+        Op::Join => '+',
+        Op::Leave => '-',
+    };
+    let issue = || vec![V::Text(change.issue_id.clone())];
+    qs.insert(
+        change_index(change.op) + 1,
+        Query::new(
+            format!(
+                "UPDATE issues SET rioter_count = rioter_count {sign} 1 \
+                 WHERE id = ?1 AND changes() = 1"
+            ),
+            issue(),
+        ),
+    );
+    qs.push(Query::new(
+        "SELECT rioter_count FROM issues WHERE id = ?1",
+        issue(),
+    ));
+    qs
+}
+
+/// The outcome of [`counter_update_statements`] and the issue's
+/// `rioter_count` after it.
+pub fn counter_update_outcome(
+    change: &Change,
+    mut written: Vec<Written>,
+) -> AppResult<(Outcome, i64)> {
+    let count = written
+        .pop()
+        .and_then(|w| w.rows.first().and_then(|r| r.get("rioter_count")?.as_i64()))
+        .unwrap_or(0);
+    let update = change_index(change.op) + 1;
+    if update < written.len() {
+        written.remove(update);
+    }
+    Ok((outcome(change, written, false)?, count))
+}
+
+/// Where the membership change is among [`statements`].
+fn change_index(op: Op) -> usize {
+    match op {
+        Op::Join => 1,
+        Op::Leave => 0,
+    }
+}
+
 /// Today's joins or leaves of the issue, counted only when the statement
 /// before it changed a row.
 fn daily(column: &str, issue_id: &str) -> Query {
@@ -157,10 +217,8 @@ fn flag(row: Option<&Record>, name: &str) -> bool {
 /// Reads the results of [`statements`]; an unknown issue is 404, an
 /// organisation not linked to the issue 400.
 pub fn outcome(change: &Change, written: Vec<Written>, count: bool) -> AppResult<Outcome> {
-    let (change_at, check_at) = match change.op {
-        Op::Join => (1, 3),
-        Op::Leave => (0, 2),
-    };
+    let change_at = change_index(change.op);
+    let check_at = change_at + 2;
     let check = written.get(check_at).and_then(|w| w.rows.first());
     if !flag(check, "issue_exists") {
         return Err(AppError::not_found("no issue with this id"));
@@ -235,6 +293,7 @@ fn new_change(ctx: &Ctx, op: Op, issue: &Id, user_id: &str, organisation: Option
         organisation_id: organisation.map(|o| o.as_str().to_owned()),
         membership_id: uuid::Uuid::new_v4().to_string(),
         request_id: ctx.request_id.clone(),
+        per_statement: ctx.bench() == Mode::PerStatement,
     }
 }
 
@@ -268,18 +327,33 @@ pub async fn handle(
     };
     let caller = identity::caller(ctx, cookie_header).await?;
     let change = new_change(ctx, op, issue, &caller.user_id, organisation.as_ref());
-    let answer = match apply(ctx, &change).await {
-        Ok(answer) => answer,
-        // The primary is away: keep the change and replay it later.
-        Err(e) if outbox::should_queue(&e) => {
-            let receipt = outbox::enqueue(ctx, &outbox::Queued::Membership { change }).await?;
-            return outbox::accepted(
-                &receipt,
-                json!({ "issue_id": issue.as_str(), "op": op }),
-                &caller.set_cookies,
-            );
+    let answer = if ctx.bench() == Mode::CounterUpdate {
+        // The benchmark's baseline: the seed's UPDATE per join, no object.
+        let written = ctx
+            .db()
+            .transaction(counter_update_statements(&change))
+            .await?;
+        let (outcome, rioter_count) = counter_update_outcome(&change, written)?;
+        Answer {
+            changed: outcome.changed,
+            member: outcome.member,
+            rioter_count,
+            as_of_ms: worker::Date::now().as_millis(),
         }
-        Err(e) => return Err(e),
+    } else {
+        match apply(ctx, &change).await {
+            Ok(answer) => answer,
+            // The primary is away: keep the change and replay it later.
+            Err(e) if outbox::should_queue(&e) => {
+                let receipt = outbox::enqueue(ctx, &outbox::Queued::Membership { change }).await?;
+                return outbox::accepted(
+                    &receipt,
+                    json!({ "issue_id": issue.as_str(), "op": op }),
+                    &caller.set_cookies,
+                );
+            }
+            Err(e) => return Err(e),
+        }
     };
     let mut response = json_response(
         200,
@@ -308,6 +382,7 @@ mod tests {
             organisation_id: org.map(str::to_owned),
             membership_id: "m".into(),
             request_id: "r".into(),
+            per_statement: false,
         }
     }
 
@@ -337,6 +412,35 @@ mod tests {
         assert!(qs[2].sql.contains("changes() = 1"));
         assert!(qs[4].sql.contains("GROUP BY organisation_id"));
         assert_eq!(statements(&change(Op::Leave, None), false).len(), 3);
+    }
+
+    #[test]
+    fn the_counter_update_baseline_moves_the_count_only_on_a_change() {
+        let c = change(Op::Join, None);
+        let qs = counter_update_statements(&c);
+        assert_eq!(qs.len(), 6);
+        assert!(qs[2]
+            .sql
+            .starts_with("UPDATE issues SET rioter_count = rioter_count + 1"));
+        assert!(qs[2].sql.contains("changes() = 1"));
+        assert!(qs[3].sql.starts_with("INSERT INTO issue_daily"));
+        let check = json!([{"issue_exists": 1, "org_linked": 1, "member": 1}]);
+        let (done, count) = counter_update_outcome(
+            &c,
+            vec![
+                written(1, json!([])),
+                written(1, json!([])),
+                written(1, json!([])),
+                written(1, json!([])),
+                written(0, check),
+                written(0, json!([{"rioter_count": 7}])),
+            ],
+        )
+        .expect("outcome");
+        assert!(done.changed && done.member);
+        assert_eq!(count, 7);
+        let leave = counter_update_statements(&change(Op::Leave, None));
+        assert!(leave[1].sql.contains("rioter_count - 1"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,24 @@ pub struct Engine {
     /// Autocommit writes queue here, in arrival order, instead of racing for
     /// SQLite's write lock and backing off in the busy handler's sleeps.
     write_queue: Arc<Mutex<()>>,
+    /// Statements run that update an issue's `rioter_count`
+    /// ([`is_counter_update`]), for the hot-issue benchmark.
+    counter_updates: Arc<AtomicU64>,
+}
+
+/// `UPDATE issues SET rioter_count ...`, however spaced or cased: the
+/// statements the hot-issue benchmark counts.
+pub fn is_counter_update(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(4)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.len() == 4
+        && words[0] == "update"
+        && words[1] == "issues"
+        && words[2] == "set"
+        && words[3].starts_with("rioter_count")
 }
 
 impl Engine {
@@ -49,6 +68,7 @@ impl Engine {
         let engine = Engine {
             path: path.into(),
             write_queue: Arc::default(),
+            counter_updates: Arc::default(),
         };
         let conn = engine.connect()?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
@@ -56,6 +76,11 @@ impl Engine {
             tracing::warn!(%mode, "the database did not switch to WAL mode");
         }
         Ok(engine)
+    }
+
+    /// Statements run so far that updated an issue's `rioter_count`.
+    pub fn counter_updates(&self) -> u64 {
+        self.counter_updates.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -82,6 +107,7 @@ impl Engine {
             conn: self.connect()?,
             stored_sql: HashMap::new(),
             write_queue: self.write_queue.clone(),
+            counter_updates: self.counter_updates.clone(),
             in_turn: false,
         })
     }
@@ -103,6 +129,7 @@ pub struct Session {
     conn: Connection,
     stored_sql: HashMap<i32, String>,
     write_queue: Arc<Mutex<()>>,
+    counter_updates: Arc<AtomicU64>,
     /// This session holds its turn in `write_queue` (for a whole batch).
     in_turn: bool,
 }
@@ -437,6 +464,9 @@ impl Session {
             }
         }
         drop(rows);
+        if !readonly && is_counter_update(sql) {
+            self.counter_updates.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(StepEnd {
             affected_row_count: if readonly { 0 } else { self.conn.changes() },
             last_insert_rowid: Some(self.conn.last_insert_rowid()),
@@ -733,6 +763,36 @@ mod tests {
         q.bind_named("@b".into(), Value::Integer { value: 3 });
         let r = s.execute(&q).expect("execute");
         assert!(matches!(r.rows[0].values[0], Value::Integer { value: 5 }));
+    }
+
+    #[test]
+    fn counter_updates_are_counted_when_they_run() {
+        assert!(is_counter_update(
+            "update  issues\n SET rioter_count = rioter_count + 1"
+        ));
+        assert!(!is_counter_update("UPDATE issues SET name = 'x'"));
+        assert!(!is_counter_update(
+            "UPDATE issue_organisation SET rioter_count = 1"
+        ));
+        let (_dir, mut s) = session();
+        s.execute(&stmt(
+            "CREATE TABLE issues (id INTEGER PRIMARY KEY, rioter_count INTEGER)",
+            vec![],
+        ))
+        .expect("create");
+        s.execute(&stmt("INSERT INTO issues VALUES (1, 0)", vec![]))
+            .expect("insert");
+        for _ in 0..3 {
+            s.execute(&stmt(
+                "UPDATE issues SET rioter_count = rioter_count + 1",
+                vec![],
+            ))
+            .expect("update");
+        }
+        assert!(s
+            .execute(&stmt("UPDATE issues SET rioter_count = x", vec![]))
+            .is_err());
+        assert_eq!(s.counter_updates.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! | `GET /v2`, `GET /v3` | 200: this version is supported                            |
 //! | `GET /version`   | the server's version                                         |
 //! | `GET /health`    | 200 when the database answers                                |
-//! | `GET /stats`     | Hrana requests served per endpoint; open streams (loopback only) |
+//! | `GET /stats`     | Hrana requests served per endpoint; open streams; `UPDATE issues SET rioter_count` statements run (loopback only) |
 //! | `GET /stats/requests/{id}` | Hrana requests sent with `X-Request-Id: id` in the last two minutes (loopback only) |
 //!
 //! Failures of the whole request (bad JSON, bad baton, body too large, no
@@ -343,6 +343,7 @@ async fn stats(State(state): State<AppState>, request: Request) -> Result<Respon
     Ok(axum::Json(serde_json::json!({
         "hrana_requests": snapshot,
         "open_streams": state.streams.open_count(),
+        "counter_updates": state.streams.engine().counter_updates(),
     }))
     .into_response())
 }

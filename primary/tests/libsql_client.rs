@@ -299,3 +299,57 @@ async fn a_token_is_required_when_configured() {
         .expect_err("must be refused");
     assert!(err.to_string().contains("401"), "{err}");
 }
+
+/// Hrana requests the primary has served: (`/v3/pipeline`, `/v3/cursor`).
+async fn served(primary: &TestPrimary) -> (u64, u64) {
+    let stats: serde_json::Value = reqwest::get(format!("{}/stats", primary.url()))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    let count = |name: &str| stats["hrana_requests"][name].as_u64().expect("count");
+    (count("v3_pipeline"), count("v3_cursor"))
+}
+
+/// The request pattern the Worker's `/__bench/per-statement` switch rebuilds
+/// (`src/bench/client_pattern.rs`), checked against the client's own code
+/// where its remote connection shares it with the wasm one: a read is a
+/// describe and then the statement through the cursor. A transaction here
+/// is BEGIN, an execute per statement, COMMIT; the wasm client's
+/// `Transaction::execute` also sends a describe before each statement
+/// (`libsql::wasm::Transaction`, through `hrana::Statement::new`), which
+/// this native connection cannot show.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_sends_a_describe_and_then_each_read() {
+    let primary = TestPrimary::start().await;
+    let conn = primary.libsql().await;
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, x)", ())
+        .await
+        .expect("create");
+
+    let before = served(&primary).await;
+    for _ in 0..2 {
+        let mut rows = conn
+            .query("SELECT count(*) FROM t", ())
+            .await
+            .expect("query");
+        while rows.next().await.expect("next").is_some() {}
+    }
+    let after = served(&primary).await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (2, 2));
+
+    let before = served(&primary).await;
+    let tx = conn
+        .transaction_with_behavior(libsql::TransactionBehavior::Immediate)
+        .await
+        .expect("begin");
+    for k in 0..3 {
+        tx.execute("INSERT INTO t (k, x) VALUES (?1, 'x')", params![k])
+            .await
+            .expect("insert");
+    }
+    tx.commit().await.expect("commit");
+    let after = served(&primary).await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1 + 3 + 1, 0));
+}

@@ -146,7 +146,9 @@ impl IssueCounter {
         Ok(())
     }
 
-    fn db(&self, request_id: &str) -> AppResult<Db> {
+    /// The primary; `per_statement` only for benchmark changes, and only
+    /// in development (see [`crate::bench`]).
+    fn db(&self, request_id: &str, per_statement: bool) -> AppResult<Db> {
         let config = Config::load(&self.env)
             .map_err(|e| AppError::internal(format!("configuration: {e}")))?;
         Ok(Db::new(
@@ -154,7 +156,8 @@ impl IssueCounter {
             config.libsql_auth_token.as_deref(),
             config.db_timeout,
             request_id,
-        ))
+        )
+        .per_statement(per_statement && crate::bench::allowed(&config.environment)))
     }
 
     /// Queues a change and waits for its answer. Changes that arrive while
@@ -200,7 +203,7 @@ impl IssueCounter {
         }
         self.sending.set(true);
         let _sending = Sending(&self.sending);
-        let db = self.db(&ask.request_id)?;
+        let db = self.db(&ask.request_id, false)?;
         let count = membership::count_query(&ask.issue_id);
         let rows = db.query(&count.sql, count.args).await?;
         let counts = membership::counts_of(&rows);
@@ -254,7 +257,7 @@ impl IssueCounter {
         let first = changes
             .first()
             .ok_or_else(|| AppError::internal("an empty group"))?;
-        let db = self.db(&first.request_id)?;
+        let db = self.db(&first.request_id, changes.iter().any(|c| c.per_statement))?;
         // One group is in flight at a time (the queue has one sender), so
         // a count taken here sees no other change of the issue in flight.
         let count = !self.trusted.get();
@@ -358,7 +361,7 @@ impl IssueCounter {
             };
             (issue_id, s.counts.clone(), s.version)
         };
-        let db = self.db(&format!("flush-{issue_id}"))?;
+        let db = self.db(&format!("flush-{issue_id}"), false)?;
         db.transaction(counter::flush_queries(&issue_id, &counts))
             .await?;
         {

@@ -113,6 +113,11 @@ pub struct Primary {
 
 /// Starts the primary on `port` (0: any) over `db`.
 pub fn start_primary(db: &Path, port: u16) -> Primary {
+    start_primary_with(db, port, &[])
+}
+
+/// [`start_primary`] with more `serve` flags (e.g. `--delay-ms 100`).
+pub fn start_primary_with(db: &Path, port: u16, flags: &[&str]) -> Primary {
     let bin = primary_bin();
     assert!(
         bin.exists(),
@@ -122,6 +127,7 @@ pub fn start_primary(db: &Path, port: u16) -> Primary {
     let mut cmd = Command::new(&bin);
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
         .arg(db)
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped());
     let mut proc = Proc::spawn("primary", &mut cmd);
@@ -325,9 +331,27 @@ impl TestApp {
 
     /// Starts the primary again on the same port and database.
     pub fn restart_primary(&mut self) {
+        self.restart_primary_with(&[]);
+    }
+
+    /// Starts the primary again on the same port and database, with more
+    /// `serve` flags (e.g. `--delay-ms 100` after seeding without one).
+    pub fn restart_primary_with(&mut self, flags: &[&str]) {
         self.stop_primary();
         let db = self.db_path();
-        self.primary = Some(start_primary(&db, self.primary_port));
+        self.primary = Some(start_primary_with(&db, self.primary_port, flags));
+    }
+
+    /// The primary's `GET /stats`.
+    pub async fn primary_stats(&self) -> serde_json::Value {
+        self.http
+            .get(format!("{}/stats", self.primary_url()))
+            .send()
+            .await
+            .expect("primary stats")
+            .json()
+            .await
+            .expect("json")
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {

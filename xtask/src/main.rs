@@ -408,9 +408,24 @@ fn bench(quick: bool) -> Result {
         ("qr-primary", "protocol", "primary protocol overhead"),
         ("quiet-riots-edge", "search", "FTS5 against LIKE search"),
         ("quiet-riots-edge", "edge", "cached reads in wrangler dev"),
+        (
+            "quiet-riots-edge",
+            "round_trips",
+            "one pipeline against the libsql client's round trips (primary delay 100 ms)",
+        ),
+        (
+            "quiet-riots-edge",
+            "hot_issue",
+            "a hot issue: counter object against an UPDATE per join",
+        ),
+        (
+            "quiet-riots-edge",
+            "rate_limit",
+            "the rate limiter's added latency",
+        ),
     ];
     if !quick {
-        // The edge benchmark runs the Worker bundle and the primary binary.
+        // The Worker benchmarks run the Worker bundle and the primary binary.
         build_primary(false)?;
         build_worker()?;
     }

@@ -1,0 +1,79 @@
+//! What the Worker benchmarks share: their command line (`--quick`,
+//! `--write FILE`), percentiles, and writing a section of BENCHMARKS.md
+//! between its markers.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+pub struct Args {
+    pub quick: bool,
+    pub write: Option<String>,
+}
+
+pub fn args() -> Args {
+    let args: Vec<String> = std::env::args().collect();
+    Args {
+        quick: args.iter().any(|a| a == "--quick"),
+        write: args
+            .iter()
+            .position(|a| a == "--write")
+            .and_then(|i| args.get(i + 1))
+            .cloned(),
+    }
+}
+
+/// The `p` quantile (0..=1) of `samples` in ms, nearest rank; 0 for none.
+pub fn pct_ms(samples: &[Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// The markers of section `name`.
+pub fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    )
+}
+
+/// Prints `body` as section `name` and, with `--write FILE`, puts it
+/// between the section's markers in FILE (appended when they are missing).
+pub fn publish(name: &str, body: &str, write: Option<&str>) {
+    let (start, end) = markers(name);
+    let section = format!("{start}\n{}\n{end}\n", body.trim_end());
+    println!("{section}");
+    let Some(path) = write else {
+        return;
+    };
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(s), Some(e)) if e > s => format!(
+            "{}{}{}",
+            &old[..s],
+            section.trim_end(),
+            &old[e + end.len()..]
+        ),
+        _ => format!("{}\n\n{}", old.trim_end(), section),
+    };
+    if let Err(e) = std::fs::write(path, new) {
+        eprintln!("cannot write {path}: {e}");
+        std::process::exit(1);
+    }
+    eprintln!("wrote {path}");
+}
+
+/// The first text column of each row.
+pub fn texts(rows: &[Vec<qr_primary::client::Value>]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| match r.first() {
+            Some(qr_primary::client::Value::Text { value }) => Some(value.to_string()),
+            _ => None,
+        })
+        .collect()
+}
