@@ -16,9 +16,11 @@
 //! knows whether the primary has the latest numbers.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::time::Duration;
 
+use futures::channel::mpsc;
+use futures::future::{select, Either};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use worker::{durable_object, Date, Env, Method, Request, RequestInit, Response, Result, State};
@@ -72,16 +74,33 @@ pub struct Recount {
     pub after: i64,
 }
 
-/// Where a queued change's answer is put.
-type Slot = Rc<RefCell<Option<AppResult<Answer>>>>;
+/// What a queued change's waiter is told: its answer, or that no group is
+/// in flight and it should send the queue itself.
+enum Wake {
+    Done(AppResult<Answer>),
+    Lead,
+}
+
+/// How a queued change's answer reaches its request. Waiters sleep until
+/// told (no polling: a hot issue has hundreds waiting at once).
+type Waiter = mpsc::UnboundedSender<Wake>;
+
+type Queue = RefCell<Vec<(Change, Waiter)>>;
 
 /// Clears the "a transaction is in flight" flag however the sender ends
-/// (also if its request is cancelled), so the next waiter takes over.
-struct Sending<'a>(&'a Cell<bool>);
+/// (also if its request is cancelled), and wakes the first change still
+/// waiting so that it takes over.
+struct Sending<'a> {
+    flag: &'a Cell<bool>,
+    queue: &'a Queue,
+}
 
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
-        self.0.set(false);
+        self.flag.set(false);
+        if let Some((_, waiter)) = self.queue.borrow().iter().find(|(_, w)| !w.is_closed()) {
+            let _ = waiter.unbounded_send(Wake::Lead);
+        }
     }
 }
 
@@ -93,7 +112,7 @@ pub struct IssueCounter {
     /// The count can be moved by deltas; when false, the next group takes
     /// it again from `user_issues`.
     trusted: Cell<bool>,
-    queue: RefCell<Vec<(Change, Slot)>>,
+    queue: Queue,
     sending: Cell<bool>,
     /// Counts moved since the alarm was last checked.
     alarm_due: Cell<bool>,
@@ -165,25 +184,33 @@ impl IssueCounter {
     /// commit): a hot issue costs a few transactions a second, not one per
     /// join. Whoever finds no transaction in flight sends the queue.
     async fn change(&self, change: Change) -> AppResult<Answer> {
-        let slot: Slot = Rc::new(RefCell::new(None));
-        self.queue.borrow_mut().push((change, slot.clone()));
-        let deadline = now_ms() + QUEUE_WAIT.as_millis() as u64;
+        let (waiter, mut told) = mpsc::unbounded();
+        self.queue.borrow_mut().push((change, waiter));
+        let mut deadline = Box::pin(worker::Delay::from(QUEUE_WAIT));
         loop {
-            if let Some(answer) = slot.borrow_mut().take() {
-                return answer;
-            }
             if !self.sending.get() {
                 self.sending.set(true);
-                let _sending = Sending(&self.sending);
+                let _sending = Sending {
+                    flag: &self.sending,
+                    queue: &self.queue,
+                };
                 self.drain().await;
-                continue;
             }
-            if now_ms() > deadline {
-                return Err(AppError::primary_unavailable(
-                    "the issue's changes are queued too long; retry shortly",
-                ));
+            match select(told.next(), &mut deadline).await {
+                Either::Left((Some(Wake::Done(answer)), _)) => return answer,
+                Either::Left((Some(Wake::Lead), _)) => continue,
+                // The request sending this change's group went away mid-flight.
+                Either::Left((None, _)) => {
+                    return Err(AppError::primary_unavailable(
+                        "the change's outcome is unknown; retry it (joining and leaving are idempotent)",
+                    ))
+                }
+                Either::Right(_) => {
+                    return Err(AppError::primary_unavailable(
+                        "the issue's changes are queued too long; retry shortly",
+                    ))
+                }
             }
-            worker::Delay::from(Duration::from_millis(2)).await;
         }
     }
 
@@ -202,7 +229,10 @@ impl IssueCounter {
             worker::Delay::from(Duration::from_millis(2)).await;
         }
         self.sending.set(true);
-        let _sending = Sending(&self.sending);
+        let _sending = Sending {
+            flag: &self.sending,
+            queue: &self.queue,
+        };
         let db = self.db(&ask.request_id, false)?;
         let count = membership::count_query(&ask.issue_id);
         let rows = db.query(&count.sql, count.args).await?;
@@ -230,11 +260,14 @@ impl IssueCounter {
         })
     }
 
-    /// Sends queued changes, a group at a time, until none are left.
+    /// Sends queued changes, a group at a time, until none are left. A
+    /// change whose request has gone (its waiter dropped) is not sent: no
+    /// one would learn its outcome.
     async fn drain(&self) {
         loop {
-            let group: Vec<(Change, Slot)> = {
+            let group: Vec<(Change, Waiter)> = {
                 let mut queue = self.queue.borrow_mut();
+                queue.retain(|(_, w)| !w.is_closed());
                 let n = queue.len().min(GROUP_MAX);
                 queue.drain(..n).collect()
             };
@@ -246,8 +279,8 @@ impl IssueCounter {
                 Ok(answers) => answers,
                 Err(e) => changes.iter().map(|_| Err(e.clone())).collect(),
             };
-            for ((_, slot), answer) in group.into_iter().zip(answers) {
-                *slot.borrow_mut() = Some(answer);
+            for ((_, waiter), answer) in group.into_iter().zip(answers) {
+                let _ = waiter.unbounded_send(Wake::Done(answer));
             }
         }
     }
