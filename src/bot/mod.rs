@@ -7,6 +7,7 @@
 //! - [`api`]: `POST /api/bot`.
 //! - [`whatsapp`], [`telegram`]: the webhooks (signature or secret first,
 //!   then dedupe, `200` at once, the work after the response).
+//! - [`inbox`]: each inbound event claimed once, the per-sender limit.
 //! - [`outbound`]: replies sent with retries; a reply that cannot be sent
 //!   is recorded in `outbound_messages` with the reason.
 //!
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod chat;
 pub mod command;
+pub mod inbox;
 pub mod outbound;
 pub mod telegram;
 pub mod whatsapp;

@@ -12,8 +12,9 @@
 use serde_json::{json, Value};
 use worker::Response;
 
+use super::inbox::{claim, limited, mark_processed};
 use super::outbound::{self, Outgoing};
-use super::whatsapp::{claim, limited, mark_processed, UNSUPPORTED_REPLY};
+use super::whatsapp::UNSUPPORTED_REPLY;
 use super::{chat, ChatUser};
 use crate::admin::constant_time_eq;
 use crate::context::{json_response, Ctx};

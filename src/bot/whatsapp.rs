@@ -10,8 +10,7 @@
 //!   answer is `200` at once; the commands run and the replies go out after
 //!   the response (`wait_until`). If the claim cannot be written (primary
 //!   down) the answer is `503`, so Meta delivers again later and nothing is
-//!   lost. A claim whose processing never finished (the isolate died) may be
-//!   taken again by a redelivery after [`RECLAIM_AFTER_SECS`].
+//!   lost (see [`super::inbox`]).
 //!
 //! Handled: text messages, button and interactive (button or list) replies
 //! (their id or title is read as a command), status callbacks (logged; a
@@ -19,22 +18,18 @@
 //! ...) answered with a hint that only text is understood.
 
 use hmac::{Hmac, Mac};
-use libsql::Value as V;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use worker::Response;
 
+use super::inbox::{claim, limited, mark_processed};
 use super::outbound::{self, Outgoing};
 use super::{chat, ChatUser};
 use crate::admin::constant_time_eq;
 use crate::context::{json_response, Ctx};
-use crate::db::Query;
 use crate::error::{AppError, AppResult};
 use crate::phone::PhoneE164;
-use crate::rate_limit;
 
-/// An unfinished claim older than this may be taken by a redelivery.
-pub const RECLAIM_AFTER_SECS: u64 = 300;
 /// Most messages taken from one delivery (Meta sends a handful at most).
 const MAX_MESSAGES: usize = 50;
 
@@ -195,54 +190,6 @@ pub fn parse(payload: &Value) -> Option<Delivery> {
     Some(delivery)
 }
 
-/// Claims an inbound event: one row affected when it is new (or an
-/// unfinished claim old enough to be taken over).
-pub fn claim_query(provider: &str, event_id: &str) -> Query {
-    Query::new(
-        format!(
-            "INSERT INTO webhook_events (provider, event_id) VALUES (?1, ?2) \
-             ON CONFLICT (provider, event_id) DO UPDATE \
-             SET received_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-             WHERE webhook_events.processed_at IS NULL \
-             AND webhook_events.received_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{RECLAIM_AFTER_SECS} seconds')"
-        ),
-        vec![V::Text(provider.to_owned()), V::Text(event_id.to_owned())],
-    )
-}
-
-pub fn processed_query(provider: &str, event_id: &str) -> Query {
-    Query::new(
-        "UPDATE webhook_events SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         WHERE provider = ?1 AND event_id = ?2",
-        vec![V::Text(provider.to_owned()), V::Text(event_id.to_owned())],
-    )
-}
-
-/// Claims every event of a delivery in one round trip; the ids that are new.
-pub async fn claim(ctx: &Ctx, provider: &str, ids: &[String]) -> AppResult<Vec<String>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let queries = ids.iter().map(|id| claim_query(provider, id)).collect();
-    let written = ctx.db().transaction(queries).await?;
-    Ok(ids
-        .iter()
-        .zip(written)
-        .filter(|(_, w)| w.affected == 1)
-        .map(|(id, _)| id.clone())
-        .collect())
-}
-
-pub async fn mark_processed(ctx: &Ctx, provider: &str, id: &str) {
-    if let Err(e) = ctx
-        .db()
-        .transaction(vec![processed_query(provider, id)])
-        .await
-    {
-        tracing::warn!(request_id = %ctx.request_id, code = e.code, event = id, "could not mark an event processed");
-    }
-}
-
 /// `GET /webhooks/whatsapp`: Meta's verification request.
 pub fn verify(ctx: &Ctx, query: &[(String, String)]) -> AppResult<Response> {
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -355,23 +302,6 @@ async fn process(ctx: &Ctx, message: Message) {
         outbound::send(ctx, &out).await;
     }
     mark_processed(ctx, "whatsapp", &message.id).await;
-}
-
-/// The bot policy, per sender; a sender over it gets no answer (answering
-/// would feed a flood), and a limiter failure lets the message through.
-pub async fn limited(ctx: &Ctx, who: &ChatUser) -> bool {
-    let policy = ctx.config.rate_limits.bot;
-    match crate::objects::rate_limiter::take(ctx, &policy, &who.limit_subject(), 1, false).await {
-        Ok(t) if t.granted > 0 => false,
-        Ok(t) => {
-            tracing::warn!(request_id = %ctx.request_id, who = %who.limit_subject(), retry_after_s = rate_limit::retry_after_secs_of(t.retry_after_ms), "chat message over the bot limit; not answered");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(request_id = %ctx.request_id, code = e.code, "rate limiter failed; chat message answered");
-            false
-        }
-    }
 }
 
 impl Outgoing {
@@ -537,13 +467,5 @@ mod tests {
             parse(&json!({"entry": [{"changes": [{"value": {"messages": "x"}}]}]})),
             Some(Delivery::default())
         );
-    }
-
-    #[test]
-    fn a_claim_is_taken_over_only_when_unfinished_and_old() {
-        let q = claim_query("whatsapp", "wamid.1");
-        assert!(q.sql.contains("processed_at IS NULL"));
-        assert!(q.sql.contains("-300 seconds"));
-        assert_eq!(q.args.len(), 2);
     }
 }
