@@ -423,6 +423,11 @@ fn bench(quick: bool) -> Result {
             "rate_limit",
             "the rate limiter's added latency",
         ),
+        (
+            "quiet-riots-edge",
+            "load",
+            "load: reads, mixed users, abuse (wrangler dev, synthetic data)",
+        ),
     ];
     if !quick {
         // The Worker benchmarks run the Worker bundle and the primary binary.
