@@ -230,7 +230,10 @@ impl Data {
     fn read(&self, rng: &mut Rng, ip: String, cookie: Option<String>) -> Req {
         let (kind, path) = if rng.unit() < SEARCH_SHARE {
             let term = SEARCH_TERMS[self.terms.sample(rng)];
-            (Kind::Search, format!("/api/issues?q={}", term.replace(' ', "+")))
+            (
+                Kind::Search,
+                format!("/api/issues?q={}", term.replace(' ', "+")),
+            )
         } else {
             (
                 Kind::Detail,
@@ -295,14 +298,8 @@ async fn highest_rate(
     let mut rate = start;
     for _ in 0..steps {
         eprintln!("  {what}: {rate:.0} requests/s for {step_secs} s ...");
-        let (samples, secs) = open_loop(
-            app,
-            what,
-            rate,
-            Duration::from_secs(step_secs),
-            &mut next,
-        )
-        .await;
+        let (samples, secs) =
+            open_loop(app, what, rate, Duration::from_secs(step_secs), &mut next).await;
         let stats = Stats::of(&samples, secs);
         let passed = stats.p95 < P95_TARGET_MS
             && stats.error_rate() < 0.01
@@ -329,11 +326,7 @@ async fn highest_rate(
 }
 
 fn best(steps: &[Step]) -> Option<f64> {
-    steps
-        .iter()
-        .take_while(|s| s.passed)
-        .last()
-        .map(|s| s.rate)
+    steps.iter().take_while(|s| s.passed).last().map(|s| s.rate)
 }
 
 fn describe_best(steps: &[Step]) -> String {
@@ -586,7 +579,8 @@ async fn mixed(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
     );
     let flush_started = Instant::now();
     let mut after = count_mismatches(app).await;
-    while after.0 + after.1 > before.0 + before.1 && flush_started.elapsed() < Duration::from_secs(15)
+    while after.0 + after.1 > before.0 + before.1
+        && flush_started.elapsed() < Duration::from_secs(15)
     {
         tokio::time::sleep(Duration::from_millis(500)).await;
         after = count_mismatches(app).await;
@@ -608,7 +602,10 @@ async fn mixed(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
     );
     for (name, st) in [
         ("all", &all),
-        ("reads (detail and search)", &by(&[Kind::Detail, Kind::Search])),
+        (
+            "reads (detail and search)",
+            &by(&[Kind::Detail, Kind::Search]),
+        ),
         ("join and leave", &by(&[Kind::Join, Kind::Leave])),
         ("posts", &by(&[Kind::Post])),
     ] {
@@ -848,7 +845,7 @@ fn machine() -> String {
     format!(
         "## Machine and versions (the load scenarios)\n\n\
          {cores} cores ({cpu}), {mem} memory, {} {}; rustc {}; wrangler {}, workerd {}; commit {}. \
-         The load generator, workerd and the primary share these cores.\n",
+         The load generator, workerd and the primary share these cores. Primary: `{}`.\n",
         std::env::consts::OS,
         std::env::consts::ARCH,
         out("rustc", &["--version"])
@@ -857,6 +854,16 @@ fn machine() -> String {
         npm("wrangler"),
         npm("workerd"),
         out("git", &["rev-parse", "--short", "HEAD"]),
+        std::env::var("QR_PRIMARY_BIN")
+            .ok()
+            .map(|p| {
+                let p = std::path::PathBuf::from(p);
+                p.strip_prefix(common::root())
+                    .unwrap_or(&p)
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_else(|| "target/debug/qr-primary".to_owned()),
     )
 }
 

@@ -444,6 +444,14 @@ fn bench(quick: bool) -> Result {
         if quick {
             c.arg("--quick");
         } else {
+            if bench == "load" {
+                // Load runs the primary as production would: optimised.
+                build_primary(true)?;
+                let bin = std::env::current_dir()
+                    .map_err(|e| format!("current dir: {e}"))?
+                    .join(primary_bin(true));
+                c.env("QR_PRIMARY_BIN", bin);
+            }
             // Benchmarks run in their package's folder; give an absolute path.
             let file = std::env::current_dir()
                 .map_err(|e| format!("current dir: {e}"))?
