@@ -77,18 +77,41 @@ struct Req {
 struct Sample {
     kind: Kind,
     latency: Duration,
+    answer: Answer,
+}
+
+/// What the Worker answered.
+#[derive(Clone, Copy, Default)]
+struct Answer {
     /// HTTP status; 0 when no answer came (connection error, timeout).
     status: u16,
+    /// `X-Cache: HIT`.
+    hit: bool,
+    /// The Worker's `Server-Timing`, ms: KV, Durable Objects, the primary,
+    /// and its total.
+    kv: Option<u32>,
+    dobj: Option<u32>,
+    db: Option<u32>,
+    total: Option<u32>,
+}
+
+/// `name;dur=N` of a `Server-Timing` header.
+fn timing(header: &str, name: &str) -> Option<u32> {
+    header.split(',').find_map(|part| {
+        let part = part.trim();
+        let rest = part.strip_prefix(name)?.strip_prefix(";dur=")?;
+        rest.trim().parse::<f64>().ok().map(|v| v.round() as u32)
+    })
 }
 
 impl Sample {
     fn ok(&self) -> bool {
-        (200..300).contains(&self.status)
+        (200..300).contains(&self.answer.status)
     }
 }
 
-/// Sends `req`; the status and the session cookie the answer set, if any.
-async fn send(http: &reqwest::Client, base: &str, req: Req) -> (u16, Option<String>) {
+/// Sends `req`; the answer and the session cookie it set, if any.
+async fn send(http: &reqwest::Client, base: &str, req: Req) -> (Answer, Option<String>) {
     let mut b = http
         .request(req.method, format!("{base}{}", req.path))
         .header(CLIENT_IP_HEADER, req.ip);
@@ -100,14 +123,29 @@ async fn send(http: &reqwest::Client, base: &str, req: Req) -> (u16, Option<Stri
     }
     match b.send().await {
         Ok(r) => {
-            let status = r.status().as_u16();
-            let cookie = session_cookie(r.headers());
-            let _ = r.bytes().await;
-            (status, cookie)
+            let h = r.headers();
+            let st = h
+                .get("server-timing")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let answer = Answer {
+                status: r.status().as_u16(),
+                hit: h.get("x-cache").is_some_and(|v| v == "HIT"),
+                kv: timing(st, "kv"),
+                dobj: timing(st, "do"),
+                db: timing(st, "db"),
+                total: timing(st, "total"),
+            };
+            let cookie = session_cookie(h);
+            if let Err(e) = r.bytes().await {
+                eprintln!("  {}: reading the body failed: {e}", req.path);
+                return (Answer::default(), None);
+            }
+            (answer, cookie)
         }
         Err(e) => {
             eprintln!("  {} failed: {e}", req.path);
-            (0, None)
+            (Answer::default(), None)
         }
     }
 }
@@ -129,7 +167,7 @@ impl Stats {
         let samples: Vec<&Sample> = samples.into_iter().collect();
         let answered: Vec<Duration> = samples
             .iter()
-            .filter(|s| s.status != 0)
+            .filter(|s| s.answer.status != 0)
             .map(|s| s.latency)
             .collect();
         let ok = samples.iter().filter(|s| s.ok()).count();
@@ -137,7 +175,7 @@ impl Stats {
             sent: samples.len(),
             ok,
             errors: samples.len() - ok,
-            limited: samples.iter().filter(|s| s.status == 429).count(),
+            limited: samples.iter().filter(|s| s.answer.status == 429).count(),
             secs,
             p50: pct_ms(&answered, 0.5),
             p95: pct_ms(&answered, 0.95),
@@ -163,6 +201,38 @@ impl Stats {
             self.error_rate() * 100.0
         )
     }
+}
+
+/// Where the time of each group's answered requests went, from the
+/// Worker's `Server-Timing` (means, ms; a part the request did not use
+/// counts 0): a table.
+fn time_table(groups: Vec<(String, Vec<&Sample>)>) -> String {
+    let mut t = String::from(
+        "| requests | answered | cache HITs | mean latency | in the Worker (`total`) | primary (`db`) | \
+         Durable Objects (`do`) | KV (`kv`) | outside the Worker (latency - `total`) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, samples) in groups {
+        let answered: Vec<&Sample> = samples
+            .into_iter()
+            .filter(|s| s.answer.status != 0)
+            .collect();
+        let n = answered.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&Sample) -> f64| answered.iter().map(|s| f(s)).sum::<f64>() / n;
+        let ms = |v: Option<u32>| f64::from(v.unwrap_or(0));
+        let latency = mean(&|s| s.latency.as_secs_f64() * 1e3);
+        let total = mean(&|s| ms(s.answer.total));
+        t += &format!(
+            "| {name} | {} | {:.0}% | {latency:.1} ms | {total:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |\n",
+            answered.len(),
+            100.0 * answered.iter().filter(|s| s.answer.hit).count() as f64 / n,
+            mean(&|s| ms(s.answer.db)),
+            mean(&|s| ms(s.answer.dobj)),
+            mean(&|s| ms(s.answer.kv)),
+            latency - total,
+        );
+    }
+    t
 }
 
 const STATS_HEAD: &str = "requests | ok/s | p50 | p95 | p99 | errors | error rate";
@@ -197,12 +267,12 @@ async fn open_loop(
         let (http, base, done) = (app.http.clone(), app.url.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let kind = req.kind;
-            let (status, _) = send(&http, &base, req).await;
+            let (answer, _) = send(&http, &base, req).await;
             done.fetch_add(1, Ordering::Relaxed);
             Sample {
                 kind,
                 latency: at.elapsed(),
-                status,
+                answer,
             }
         }));
     }
@@ -355,7 +425,7 @@ async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
         "reads: baseline, the bare route at {READ_RATE:.0}/s for {} s ...",
         s.baseline_secs
     );
-    let (base, base_secs) = open_loop(
+    let (base_samples, base_secs) = open_loop(
         app,
         "bare route",
         READ_RATE,
@@ -363,7 +433,7 @@ async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
         |n| constant(format!("10.0.0.{}", n % 100)),
     )
     .await;
-    let base = Stats::of(&base, base_secs);
+    let base = Stats::of(&base_samples, base_secs);
     eprintln!(
         "reads: Zipf mix at {READ_RATE:.0}/s for {} s (cold cache) ...",
         s.read_secs
@@ -429,6 +499,20 @@ async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
             st.p95 / base.p95.max(1e-9)
         );
     }
+    t += &format!(
+        "\nWhere the time went at {READ_RATE:.0}/s (`Server-Timing`):\n\n{}",
+        time_table(vec![
+            ("bare route".into(), base_samples.iter().collect()),
+            (
+                "issue details".into(),
+                mix.iter().filter(|m| m.kind == Kind::Detail).collect(),
+            ),
+            (
+                "searches".into(),
+                mix.iter().filter(|m| m.kind == Kind::Search).collect(),
+            ),
+        ])
+    );
     t += &format!(
         "\n**Highest rate with p95 under {P95_TARGET_MS:.0} ms** (steps of {} s, each a quarter above the last, from 200/s; \
          a step is sustained when p95 < {P95_TARGET_MS:.0} ms, errors < 1% and at least 95% of the offered rate answered OK; \
@@ -551,14 +635,14 @@ async fn mixed(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
                     };
                     let kind = req.kind;
                     let t = Instant::now();
-                    let (status, set) = send(&http, &base, req).await;
+                    let (answer, set) = send(&http, &base, req).await;
                     if set.is_some() {
                         cookie = set;
                     }
                     samples.push(Sample {
                         kind,
                         latency: t.elapsed(),
-                        status,
+                        answer,
                     });
                 }
                 samples
@@ -611,6 +695,15 @@ async fn mixed(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
     ] {
         t += &format!("| {name} | {} |\n", st.cells());
     }
+    let of = |k: &[Kind]| samples.iter().filter(|x| k.contains(&x.kind)).collect();
+    t += &format!(
+        "\nWhere the time went (`Server-Timing`):\n\n{}",
+        time_table(vec![
+            ("reads".into(), of(&[Kind::Detail, Kind::Search])),
+            ("join and leave".into(), of(&[Kind::Join, Kind::Leave])),
+            ("posts".into(), of(&[Kind::Post])),
+        ])
+    );
     t += &format!(
         "\nThresholds: p95 under 1.2 s: **{}** ({:.1} ms); errors under 1%: **{}** ({:.2}%).\n\n\
          Counts after the run (polled every 0.5 s, up to 15 s, for the counter objects' flush; waited {waited:.1} s): \
@@ -638,7 +731,7 @@ async fn flood(app: &TestApp, data: &Arc<Data>, end: Instant) -> Vec<Sample> {
     let ip = "10.9.9.9".to_owned();
     // Its session: the first write.
     let t = Instant::now();
-    let (status, cookie) = send(
+    let (answer, cookie) = send(
         &app.http,
         &app.url,
         Req {
@@ -654,7 +747,7 @@ async fn flood(app: &TestApp, data: &Arc<Data>, end: Instant) -> Vec<Sample> {
     let mut samples = vec![Sample {
         kind: Kind::Join,
         latency: t.elapsed(),
-        status,
+        answer,
     }];
     let tasks: Vec<_> = (0..FLOOD_CONNECTIONS)
         .map(|c| {
@@ -688,7 +781,7 @@ async fn flood(app: &TestApp, data: &Arc<Data>, end: Instant) -> Vec<Sample> {
                         ),
                     };
                     let t = Instant::now();
-                    let (status, _) = send(
+                    let (answer, _) = send(
                         &http,
                         &base,
                         Req {
@@ -704,7 +797,7 @@ async fn flood(app: &TestApp, data: &Arc<Data>, end: Instant) -> Vec<Sample> {
                     out.push(Sample {
                         kind,
                         latency: t.elapsed(),
-                        status,
+                        answer,
                     });
                 }
                 out
@@ -729,11 +822,11 @@ async fn abuse(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
     );
     let mut rng = Rng::new(20);
     let d = data.clone();
-    let (alone, alone_secs) = open_loop(app, "browsers alone", rate, dur, |n| {
+    let (alone_samples, alone_secs) = open_loop(app, "browsers alone", rate, dur, |n| {
         d.read(&mut rng, format!("10.2.0.{}", n % BROWSERS), None)
     })
     .await;
-    let alone = Stats::of(&alone, alone_secs);
+    let alone = Stats::of(&alone_samples, alone_secs);
     tokio::time::sleep(Duration::from_secs(1)).await;
     eprintln!(
         "abuse: {BROWSERS} browsers and one flooder for {} s ...",
@@ -751,6 +844,21 @@ async fn abuse(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
     );
     let flood_secs = flood_started.elapsed().as_secs_f64();
     let (browsers, browsers_secs) = browsers;
+    let times = time_table(vec![
+        ("browsers alone".into(), alone_samples.iter().collect()),
+        (
+            "browsers with the flooder".into(),
+            browsers.iter().collect(),
+        ),
+        (
+            "the flooder's accepted writes".into(),
+            flooded.iter().filter(|f| f.ok()).collect(),
+        ),
+        (
+            "the flooder's refused writes (429)".into(),
+            flooded.iter().filter(|f| f.answer.status == 429).collect(),
+        ),
+    ]);
     let with = Stats::of(&browsers, browsers_secs);
     let fl = Stats::of(&flooded, flood_secs);
     let allowed = WRITE_LIMIT + (flood_secs / (WRITE_WINDOW_SECS / WRITE_LIMIT)).floor();
@@ -796,6 +904,7 @@ async fn abuse(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
             "exceeded"
         },
     );
+    t += &format!("\nWhere the time went (`Server-Timing`):\n\n{times}");
     if s.quick {
         t += "\n(quick mode: figures only show the code runs)\n";
     }
