@@ -3,6 +3,9 @@
 //! and 500). Search terms are drawn Zipf(1.0) from a fixed word list, the
 //! same terms for both. Prints figures; `--write FILE` puts them in FILE.
 
+#[path = "support.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use qr_primary::client::Client;
@@ -12,55 +15,10 @@ use qr_primary::migrate::{load_dir, Migrator};
 use qr_primary::seed::{self, Rng, SyntheticArgs, Zipf};
 use qr_primary::server::{self, ServeConfig};
 use quiet_riots_edge::search::{SearchQuery, FTS_SQL, LIKE_BASELINE_SQL};
+use support::SEARCH_TERMS as TERMS;
 
 const START: &str = "<!-- search:start -->";
 const END: &str = "<!-- search:end -->";
-
-/// What people type: topic words, place names, a topic with a place, and
-/// words that match nothing (typos, things nobody raised), most common first
-/// (drawn Zipf(1.0) in this order).
-const TERMS: &[&str] = &[
-    "potholes",
-    "rail delays",
-    "flooding leeds",
-    "broadband",
-    "sewage",
-    "bus cuts bristol",
-    "rent",
-    "noise at night",
-    "pothoels",
-    "litter glasgow",
-    "energy bills",
-    "school funding",
-    "cycle lanes",
-    "streetlights york",
-    "air pollution near schools",
-    "library",
-    "dentist access",
-    "parking fines cardiff",
-    "recycling",
-    "graffiti",
-    "youth clubs",
-    "damp homes",
-    "trams",
-    "bin collections hull",
-    "footpaths",
-    "tree felling",
-    "water leaks",
-    "post office",
-    "childcare",
-    "hospital waiting",
-    "inverness",
-    "truro",
-    "speeding",
-    "fly-tipping",
-    "heat pumps",
-    "council tax",
-    "dog fouling",
-    "ferries",
-    "carlisle floods",
-    "lincoln",
-];
 
 struct Run {
     latencies: Vec<Duration>,

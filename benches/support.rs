@@ -77,3 +77,49 @@ pub fn texts(rows: &[Vec<qr_primary::client::Value>]) -> Vec<String> {
         })
         .collect()
 }
+
+/// What people type: topic words, place names, a topic with a place, and
+/// words that match nothing (typos, things nobody raised), most common first
+/// (drawn Zipf(1.0) in this order).
+pub const SEARCH_TERMS: &[&str] = &[
+    "potholes",
+    "rail delays",
+    "flooding leeds",
+    "broadband",
+    "sewage",
+    "bus cuts bristol",
+    "rent",
+    "noise at night",
+    "pothoels",
+    "litter glasgow",
+    "energy bills",
+    "school funding",
+    "cycle lanes",
+    "streetlights york",
+    "air pollution near schools",
+    "library",
+    "dentist access",
+    "parking fines cardiff",
+    "recycling",
+    "graffiti",
+    "youth clubs",
+    "damp homes",
+    "trams",
+    "bin collections hull",
+    "footpaths",
+    "tree felling",
+    "water leaks",
+    "post office",
+    "childcare",
+    "hospital waiting",
+    "inverness",
+    "truro",
+    "speeding",
+    "fly-tipping",
+    "heat pumps",
+    "council tax",
+    "dog fouling",
+    "ferries",
+    "carlisle floods",
+    "lincoln",
+];

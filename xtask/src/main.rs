@@ -423,6 +423,11 @@ fn bench(quick: bool) -> Result {
             "rate_limit",
             "the rate limiter's added latency",
         ),
+        (
+            "quiet-riots-edge",
+            "load",
+            "load: reads, mixed users, abuse (wrangler dev, synthetic data)",
+        ),
     ];
     if !quick {
         // The Worker benchmarks run the Worker bundle and the primary binary.
@@ -439,6 +444,14 @@ fn bench(quick: bool) -> Result {
         if quick {
             c.arg("--quick");
         } else {
+            if bench == "load" {
+                // Load runs the primary as production would: optimised.
+                build_primary(true)?;
+                let bin = std::env::current_dir()
+                    .map_err(|e| format!("current dir: {e}"))?
+                    .join(primary_bin(true));
+                c.env("QR_PRIMARY_BIN", bin);
+            }
             // Benchmarks run in their package's folder; give an absolute path.
             let file = std::env::current_dir()
                 .map_err(|e| format!("current dir: {e}"))?
