@@ -23,6 +23,7 @@ pub struct Ctx {
     kv_ms: Cell<u64>,
     db_ms: Cell<u64>,
     do_ms: Cell<u64>,
+    do_calls: Cell<u32>,
     rate_limit: Cell<Option<Verdict>>,
     bench: Cell<Mode>,
 }
@@ -76,6 +77,7 @@ impl Ctx {
             kv_ms: Cell::new(0),
             db_ms: Cell::new(0),
             do_ms: Cell::new(0),
+            do_calls: Cell::new(0),
             rate_limit: Cell::new(None),
             bench: Cell::new(Mode::Normal),
         }
@@ -120,13 +122,16 @@ impl Ctx {
         self.rate_limit.get()
     }
 
+    /// One Durable Object call and the milliseconds it took.
     pub fn add_do_ms(&self, ms: u64) {
         self.do_ms.set(self.do_ms.get() + ms);
+        self.do_calls.set(self.do_calls.get() + 1);
     }
 
-    /// Milliseconds spent waiting for Durable Objects, if any were called.
+    /// Milliseconds spent waiting for Durable Objects, if any were called
+    /// (`Some(0)` for calls quicker than a millisecond).
     pub fn do_ms(&self) -> Option<u64> {
-        Some(self.do_ms.get()).filter(|ms| *ms > 0)
+        (self.do_calls.get() > 0).then(|| self.do_ms.get())
     }
 
     /// Milliseconds spent on KV, if any.

@@ -9,8 +9,10 @@
 //!   read through (fail open, logged).
 //! - Writes (`POST`/`DELETE /api/...`, but not the admin routes) pay
 //!   `writes` per IP, one token each, asked of the object every time
-//!   (exact); creating an issue also pays `create` per user (the session's,
-//!   else the IP). A limiter failure refuses the write (503, fail closed).
+//!   (exact) except while a refusal it gave is still due (remembered in
+//!   the isolate until its `Retry-After`); creating an issue also pays
+//!   `create` per user (the session's, else the IP). A limiter failure
+//!   refuses the write (503, fail closed).
 //!
 //! Every limited response carries `RateLimit-Policy` and `RateLimit`; a
 //! refusal is 429 `rate_limited` with `Retry-After`.
@@ -119,8 +121,16 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
     }
 }
 
-/// A write (or creation): one token from the object; fails closed.
+/// A write (or creation): one token from the object; fails closed. A
+/// refusal is remembered in the isolate until its `Retry-After`, so a
+/// client flooding writes costs no object round trip per refused request
+/// (refusing early is always within the limit).
 pub async fn write(ctx: &Ctx, policy: &Policy, subject: &str) -> AppResult<()> {
+    let key = rate_limit::object_name(policy, subject);
+    let now = Date::now().as_millis();
+    if let Local::Denied { retry_after_ms } = GATE.with(|g| g.borrow_mut().take(&key, now)) {
+        return Err(refused(ctx, policy, retry_after_ms, retry_after_ms));
+    }
     match rate_limiter::take(ctx, policy, subject, 1, false).await {
         Ok(t) if t.granted > 0 => {
             ctx.set_rate_limit(Verdict {
@@ -130,7 +140,10 @@ pub async fn write(ctx: &Ctx, policy: &Policy, subject: &str) -> AppResult<()> {
             });
             Ok(())
         }
-        Ok(t) => Err(refused(ctx, policy, t.retry_after_ms, t.reset_ms)),
+        Ok(t) => {
+            GATE.with(|g| g.borrow_mut().deny(&key, now + t.retry_after_ms));
+            Err(refused(ctx, policy, t.retry_after_ms, t.reset_ms))
+        }
         Err(e) => {
             tracing::error!(request_id = %ctx.request_id, details = ?e.details, "rate limiter failed; write refused");
             let mut e = AppError::new(

@@ -88,6 +88,53 @@ async fn concurrent_writes_never_exceed_the_limit(app: &TestApp) {
     assert_eq!(refused, 3 * WRITES);
 }
 
+/// Once refused, a client's next writes within its `Retry-After` are refused
+/// by the isolate, without a Durable Object round trip (no `do` entry in
+/// `Server-Timing`): a flood of writes costs the limiter nothing.
+async fn a_refused_writer_is_refused_locally(app: &TestApp) {
+    let ip = "198.51.100.7";
+    let issue = app.get_json("/api/issues?limit=1").await["items"][0]["id"]
+        .as_str()
+        .expect("an issue")
+        .to_owned();
+    let join = || {
+        app.request(Method::POST, &format!("/api/issues/{issue}/join"))
+            .header(CLIENT_IP_HEADER, ip)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..WRITES {
+        let r = join().await.expect("send");
+        assert!(
+            header(&r, "server-timing").contains("do;"),
+            "a granted write asks the object"
+        );
+        statuses.push(r.status());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let first_refusal = join().await.expect("send");
+    assert_eq!(first_refusal.status(), StatusCode::TOO_MANY_REQUESTS);
+    // wrangler dev may run more than one isolate: each learns the refusal
+    // from the object once; after that, refusals are local.
+    let mut local = 0;
+    for _ in 0..10 {
+        let r = join().await.expect("send");
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(!header(&r, "retry-after").is_empty());
+        assert_eq!(header(&r, "ratelimit-policy"), "\"writes\";q=5;w=60");
+        if !header(&r, "server-timing").contains("do;") {
+            local += 1;
+        }
+    }
+    assert!(
+        local >= 8,
+        "only {local} of 10 refusals were answered without the object"
+    );
+}
+
 async fn creating_is_limited_per_user(app: &TestApp) {
     // A session first (its own IP, so the writes budget is separate).
     let issue = app.get_json("/api/issues?limit=1").await["items"][0]["id"]
@@ -136,6 +183,10 @@ async fn rate_limits() {
         (
             "concurrent writes",
             Box::pin(concurrent_writes_never_exceed_the_limit(&app)),
+        ),
+        (
+            "a refused writer is refused locally",
+            Box::pin(a_refused_writer_is_refused_locally(&app)),
         ),
         (
             "creating per user",
