@@ -467,9 +467,7 @@ pub async fn verify(
         if let Err(e) = objects::issue_counter::recount(ctx, issue).await {
             tracing::warn!(request_id = %ctx.request_id, issue, code = e.code, "recount after a merge failed");
         }
-        if let Ok(id) = crate::ids::Id::parse(issue, "issue") {
-            tags.push(reads::issue_tag(&id));
-        }
+        tags.push(reads::issue_tag_of(issue));
     }
     if !tags.is_empty() {
         tags.push(reads::ISSUES_TAG.to_owned());

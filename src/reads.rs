@@ -25,7 +25,12 @@ pub enum Read {
 
 /// Tags a write invalidates (see `cache::invalidate`).
 pub fn issue_tag(id: &Id) -> String {
-    format!("issue:{}", id.as_str())
+    issue_tag_of(id.as_str())
+}
+
+/// [`issue_tag`] of an id read back from the primary.
+pub fn issue_tag_of(id: &str) -> String {
+    format!("issue:{id}")
 }
 
 pub fn feed_tag(id: &Id) -> String {
@@ -33,7 +38,12 @@ pub fn feed_tag(id: &Id) -> String {
 }
 
 pub fn org_tag(id: &Id) -> String {
-    format!("org:{}", id.as_str())
+    org_tag_of(id.as_str())
+}
+
+/// [`org_tag`] of an id read back from the primary.
+pub fn org_tag_of(id: &str) -> String {
+    format!("org:{id}")
 }
 
 /// Every issue list and search result.

@@ -89,6 +89,19 @@ fn own(written: Vec<Written>) -> Vec<Written> {
     written.into_iter().skip(HEARTBEAT_LEN).collect()
 }
 
+/// Rows the statements changed; the issue of each statement that changed
+/// one (`ids[i]` for `written[i]`) is tagged for invalidation.
+fn tag_changed(ids: &[String], written: &[Written], tags: &mut Tags) -> u64 {
+    let mut changed = 0;
+    for (id, w) in ids.iter().zip(written) {
+        if w.affected > 0 {
+            changed += w.affected;
+            tags.add(reads::issue_tag_of(id));
+        }
+    }
+    changed
+}
+
 /// A batch whose fence failed lost its lease to another run.
 fn lease_lost(e: AppError) -> AppError {
     let overflow = e
@@ -295,7 +308,7 @@ async fn trending_batch(step: &Step<'_>, collected: &mut Collected) -> AppResult
     }
     for r in &changed.rows {
         if let Some(id) = str_of(r, "id") {
-            collected.tags.add(format!("issue:{id}"));
+            collected.tags.add(reads::issue_tag_of(&id));
         }
     }
     Ok(Batch {
@@ -324,7 +337,7 @@ async fn reconcile_batch(step: &Step<'_>, collected: &mut Collected) -> AppResul
             "rioter_count": { "was": int_of(&r, "was"), "now": int_of(&r, "now") },
         });
         collected.correction("an issue's rioter_count", entry);
-        collected.tags.add(format!("issue:{id}"));
+        collected.tags.add(reads::issue_tag_of(&id));
         drifted.insert(id);
     }
     for r in rows(2) {
@@ -335,8 +348,8 @@ async fn reconcile_batch(step: &Step<'_>, collected: &mut Collected) -> AppResul
             "rioter_count": { "was": int_of(&r, "was"), "now": int_of(&r, "now") },
         });
         collected.correction("an organisation's rioter_count", entry);
-        collected.tags.add(format!("issue:{id}"));
-        collected.tags.add(format!("org:{org}"));
+        collected.tags.add(reads::issue_tag_of(&id));
+        collected.tags.add(reads::org_tag_of(&org));
         drifted.insert(id);
     }
     if affected(3) + affected(4) > 0 {
@@ -384,13 +397,7 @@ async fn health_batch(step: &Step<'_>, collected: &mut Collected) -> AppResult<B
         }
     }
     let w = own(db.transaction(qs).await?);
-    let mut changed = 0;
-    for (id, w) in ids.iter().zip(&w) {
-        if w.affected > 0 {
-            changed += w.affected;
-            collected.tags.add(format!("issue:{id}"));
-        }
-    }
+    let changed = tag_changed(&ids, &w, &mut collected.tags);
     let last = rows.last().and_then(|r| str_of(r, "id"));
     Ok(Batch {
         touched: changed,
@@ -429,13 +436,7 @@ async fn countries_batch(step: &Step<'_>, collected: &mut Collected) -> AppResul
         ids.push(id);
     }
     let w = own(db.transaction(qs).await?);
-    let mut changed = 0;
-    for (id, w) in ids.iter().zip(&w) {
-        if w.affected > 0 {
-            changed += w.affected;
-            collected.tags.add(format!("issue:{id}"));
-        }
-    }
+    let changed = tag_changed(&ids, &w, &mut collected.tags);
     let last = issues.last().and_then(|r| str_of(r, "id"));
     Ok(Batch {
         touched: changed,
@@ -478,7 +479,7 @@ async fn recount_counters(ctx: &Ctx, issues: Vec<String>, collected: &mut Collec
                         "issue_id": id, "counter": { "was": before, "now": r.after },
                     });
                     collected.correction("an issue counter object", entry);
-                    collected.tags.add(format!("issue:{id}"));
+                    collected.tags.add(reads::issue_tag_of(&id));
                 }
             }
             Err(e) => {
