@@ -23,15 +23,20 @@ pub fn authorise(expected: Option<&str>, header: Option<&str>) -> AppResult<()> 
     bearer(expected, header, "CRON_SECRET")
 }
 
+/// The 403 of a route that is off because its secret `name` is not set.
+pub fn disabled(name: &str) -> AppError {
+    AppError::new(
+        403,
+        "route_disabled",
+        format!("this route is off: {name} is not set"),
+    )
+}
+
 /// Checks `Authorization: Bearer <token>` against the secret `name`, in
 /// constant time; a route whose secret is unset is off (403).
 pub fn bearer(expected: Option<&str>, header: Option<&str>, name: &str) -> AppResult<()> {
     let Some(expected) = expected else {
-        return Err(AppError::new(
-            403,
-            "route_disabled",
-            format!("this route is off: {name} is not set"),
-        ));
+        return Err(disabled(name));
     };
     let given = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {

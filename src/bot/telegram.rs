@@ -93,11 +93,7 @@ pub fn parse(payload: &Value) -> Result<Option<Update>, &'static str> {
 
 pub async fn receive(ctx: &Ctx, secret_header: Option<&str>, raw: &[u8]) -> AppResult<Response> {
     let Some(expected) = ctx.config.telegram.secret_token.as_deref() else {
-        return Err(AppError::new(
-            403,
-            "route_disabled",
-            "TELEGRAM_SECRET_TOKEN is not set",
-        ));
+        return Err(crate::admin::disabled("TELEGRAM_SECRET_TOKEN"));
     };
     let given = secret_header.unwrap_or("");
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {

@@ -194,11 +194,7 @@ pub fn parse(payload: &Value) -> Option<Delivery> {
 pub fn verify(ctx: &Ctx, query: &[(String, String)]) -> AppResult<Response> {
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let Some(expected) = ctx.config.whatsapp.verify_token.as_deref() else {
-        return Err(AppError::new(
-            403,
-            "route_disabled",
-            "WHATSAPP_VERIFY_TOKEN is not set",
-        ));
+        return Err(crate::admin::disabled("WHATSAPP_VERIFY_TOKEN"));
     };
     if get("hub.mode") != Some("subscribe") {
         return Err(AppError::validation("hub.mode", "must be subscribe"));
@@ -228,11 +224,7 @@ pub fn verify(ctx: &Ctx, query: &[(String, String)]) -> AppResult<Response> {
 /// `POST /webhooks/whatsapp`.
 pub async fn receive(ctx: &Ctx, signature: Option<&str>, raw: &[u8]) -> AppResult<Response> {
     let Some(secret) = ctx.config.whatsapp.app_secret.as_deref() else {
-        return Err(AppError::new(
-            403,
-            "route_disabled",
-            "WHATSAPP_APP_SECRET is not set",
-        ));
+        return Err(crate::admin::disabled("WHATSAPP_APP_SECRET"));
     };
     if !signature_ok(secret.as_bytes(), raw, signature) {
         return Err(AppError::new(
