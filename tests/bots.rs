@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fake_api::{FakeApi, Received};
-use common::{int, run_cases, session_cookie, Seed, TestApp, CACHE_FRESH_SECS};
+use common::{int, run_cases, Seed, TestApp, CACHE_FRESH_SECS};
 use hmac::{Hmac, Mac};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::StatusCode;
@@ -617,14 +617,16 @@ async fn bot_api(app: &TestApp) {
 }
 
 async fn web_join(app: &TestApp, issue: &str, cookie: Option<&str>) -> (Value, Option<String>) {
-    let mut rb = app.request(reqwest::Method::POST, &format!("/api/issues/{issue}/join"));
-    if let Some(c) = cookie {
-        rb = rb.header("Cookie", c);
-    }
-    let r = rb.send().await.expect("send");
-    assert_eq!(r.status(), StatusCode::OK);
-    let cookie = session_cookie(r.headers());
-    (r.json().await.expect("json"), cookie)
+    let r = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/issues/{issue}/join"),
+            cookie,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    (r.body, r.cookie)
 }
 
 async fn post_json(
@@ -633,13 +635,10 @@ async fn post_json(
     cookie: Option<&str>,
     body: Value,
 ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-    let mut rb = app.request(reqwest::Method::POST, path).json(&body);
-    if let Some(c) = cookie {
-        rb = rb.header("Cookie", c);
-    }
-    let r = rb.send().await.expect("send");
-    let (status, headers) = (r.status(), r.headers().clone());
-    (status, r.json().await.unwrap_or(Value::Null), headers)
+    let r = app
+        .call(reqwest::Method::POST, path, cookie, Some(body))
+        .await;
+    (r.status, r.body, r.headers)
 }
 
 /// Asks for a code for `phone` and returns the one the fake Graph API got.

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{int, run_cases, session_cookie, TestApp};
+use common::{int, run_cases, Reply, TestApp};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -37,48 +37,8 @@ async fn fresh_organisation(app: &TestApp, issue: &str) -> String {
     org
 }
 
-struct Reply {
-    status: StatusCode,
-    cookie: Option<String>,
-    set_cookies: Vec<String>,
-    body: Value,
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    cookie: Option<&str>,
-    body: Option<Value>,
-) -> Reply {
-    let mut rb = app.request(method, path);
-    if let Some(c) = cookie {
-        rb = rb.header("Cookie", c);
-    }
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let r = rb.send().await.expect("send");
-    let status = r.status();
-    let cookie = session_cookie(r.headers());
-    let set_cookies = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
-        .collect();
-    let body = r.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        cookie,
-        set_cookies,
-        body,
-    }
-}
-
 async fn join(app: &TestApp, issue: &str, cookie: Option<&str>) -> Reply {
-    call(
-        app,
+    app.call(
         Method::POST,
         &format!("/api/issues/{issue}/join"),
         cookie,
@@ -88,8 +48,7 @@ async fn join(app: &TestApp, issue: &str, cookie: Option<&str>) -> Reply {
 }
 
 async fn leave(app: &TestApp, issue: &str, cookie: Option<&str>) -> Reply {
-    call(
-        app,
+    app.call(
         Method::DELETE,
         &format!("/api/issues/{issue}/join"),
         cookie,
@@ -199,8 +158,7 @@ async fn two_hundred_concurrent_joins_count_exactly(app: &TestApp) {
         let issue = issue.clone();
         let body = (i % 2 == 0).then(|| json!({ "organisation_id": org }));
         async move {
-            call(
-                app,
+            app.call(
                 Method::POST,
                 &format!("/api/issues/{issue}/join"),
                 None,
@@ -244,24 +202,24 @@ async fn bad_joins_are_refused_whole(app: &TestApp) {
     assert!(r.cookie.is_none(), "nothing is created for a failed write");
     let r = join(app, "not-a-uuid", None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = call(
-        app,
-        Method::POST,
-        &format!("/api/issues/{issue}/join"),
-        None,
-        Some(json!({ "organisation_id": UNKNOWN })),
-    )
-    .await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/issues/{issue}/join"),
+            None,
+            Some(json!({ "organisation_id": UNKNOWN })),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["error"]["details"]["field"], "organisation_id");
-    let r = call(
-        app,
-        Method::POST,
-        &format!("/api/issues/{issue}/join"),
-        None,
-        Some(json!({ "organisation": "x" })),
-    )
-    .await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/issues/{issue}/join"),
+            None,
+            Some(json!({ "organisation": "x" })),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["error"]["details"]["field"], "organisation");
     let (stored, members) = primary_count(app, &issue).await;
@@ -272,7 +230,7 @@ async fn tampered_cookies_are_never_trusted(app: &TestApp) {
     let issue = app.fresh_issue("Cookies").await;
     let first = join(app, &issue, None).await;
     let cookie = first.cookie.expect("cookie");
-    let me = call(app, Method::GET, "/api/me", Some(&cookie), None).await;
+    let me = app.call(Method::GET, "/api/me", Some(&cookie), None).await;
     let user = me.body["user"]["id"].as_str().expect("user id").to_owned();
     assert_eq!(me.body["issues"][0]["id"], issue.as_str());
 
@@ -290,7 +248,7 @@ async fn tampered_cookies_are_never_trusted(app: &TestApp) {
         "v1.k1.e30.AAAA".to_owned(),
     ] {
         let cookie = format!("qr_session={bad}");
-        let me = call(app, Method::GET, "/api/me", Some(&cookie), None).await;
+        let me = app.call(Method::GET, "/api/me", Some(&cookie), None).await;
         assert_eq!(me.body["user"], Value::Null, "{bad} was trusted");
         let r = join(app, &issue, Some(&cookie)).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -298,7 +256,9 @@ async fn tampered_cookies_are_never_trusted(app: &TestApp) {
         assert!(r.cookie.is_some(), "a fresh session replaces the bad one");
     }
 
-    let out = call(app, Method::POST, "/api/logout", Some(&cookie), None).await;
+    let out = app
+        .call(Method::POST, "/api/logout", Some(&cookie), None)
+        .await;
     assert_eq!(out.status, StatusCode::OK);
     assert!(
         out.set_cookies
@@ -329,13 +289,15 @@ async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
         .set_cookies
         .iter()
         .any(|c| c.starts_with("qr_user_id=;") && c.contains("Max-Age=0")));
-    let me = call(app, Method::GET, "/api/me", Some(&upgraded), None).await;
+    let me = app
+        .call(Method::GET, "/api/me", Some(&upgraded), None)
+        .await;
     assert_eq!(me.body["user"]["id"], legacy_user.as_str());
 
     // The same legacy id again is not that user any more.
     let second = join(app, &issue, Some(&legacy)).await;
     let replay = second.cookie.expect("a new session");
-    let me = call(app, Method::GET, "/api/me", Some(&replay), None).await;
+    let me = app.call(Method::GET, "/api/me", Some(&replay), None).await;
     assert_ne!(me.body["user"]["id"], legacy_user.as_str());
     assert_eq!(second.body["changed"], true, "joined as a new user");
 }

@@ -7,42 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{int, session_cookie, TestApp};
+use common::{int, TestApp};
 use qr_primary::client::text;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const UNKNOWN_ISSUE: &str = "00000000-0000-4000-8000-000000000000";
-
-async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    cookie: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value, Option<String>, Option<String>) {
-    let mut rb = app.request(method, path);
-    if let Some(c) = cookie {
-        rb = rb.header("Cookie", c);
-    }
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let r = rb.send().await.expect("send");
-    let status = r.status();
-    let cookie = session_cookie(r.headers());
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (
-        status,
-        r.json().await.unwrap_or(Value::Null),
-        cookie,
-        location,
-    )
-}
 
 /// A write that must be kept: 202, its status URL, the id in the body.
 async fn kept(
@@ -52,12 +22,12 @@ async fn kept(
     cookie: Option<&str>,
     body: Option<Value>,
 ) -> (String, Value, Option<String>) {
-    let (status, reply, new_cookie, location) = send(app, method, path, cookie, body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{path}: {reply}");
-    assert_eq!(reply["status"], "queued");
-    let id = reply["id"].as_str().expect("id").to_owned();
-    assert_eq!(location.as_deref(), Some(&*format!("/api/outbox/{id}")));
-    (id, reply, new_cookie)
+    let r = app.call(method, path, cookie, body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{path}: {}", r.body);
+    assert_eq!(r.body["status"], "queued");
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(r.location.as_deref(), Some(&*format!("/api/outbox/{id}")));
+    (id, r.body, r.cookie)
 }
 
 async fn status_of(app: &TestApp, id: &str) -> Value {
@@ -74,16 +44,16 @@ async fn status_of(app: &TestApp, id: &str) -> Value {
 async fn writes_while_the_primary_is_away_are_kept_and_replayed_once() {
     let mut app = TestApp::start().await;
     let issue = app.fresh_issue("Outbox issue").await;
-    let (status, _, cookie, _) = send(
-        &app,
-        Method::POST,
-        &format!("/api/issues/{issue}/join"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let member = cookie.expect("session");
+    let joined = app
+        .call(
+            Method::POST,
+            &format!("/api/issues/{issue}/join"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::OK);
+    let member = joined.cookie.expect("session");
 
     app.stop_primary();
     let mut entries = Vec::new();
@@ -157,17 +127,19 @@ async fn writes_while_the_primary_is_away_are_kept_and_replayed_once() {
     entries.extend([joined, left, created]);
 
     assert_eq!(status_of(&app, &entries[0]).await["status"], "queued");
-    let (status, _, _, _) = send(&app, Method::GET, "/api/outbox/not-a-uuid", None, None).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _, _, _) = send(
-        &app,
-        Method::GET,
-        &format!("/api/outbox/{UNKNOWN_ISSUE}"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let r = app
+        .call(Method::GET, "/api/outbox/not-a-uuid", None, None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/api/outbox/{UNKNOWN_ISSUE}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     app.restart_primary();
     app.sql(

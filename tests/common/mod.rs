@@ -419,6 +419,57 @@ fn worker_vars(vars: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// A response as the tests look at it.
+pub struct Reply {
+    pub status: reqwest::StatusCode,
+    /// The `qr_session` cookie it set, if any.
+    pub cookie: Option<String>,
+    /// Every `Set-Cookie` header.
+    pub set_cookies: Vec<String>,
+    pub location: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON body (`Null` if there is none).
+    pub body: serde_json::Value,
+}
+
+impl TestApp {
+    /// One request, with an optional cookie and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        cookie: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let mut rb = self.request(method, path);
+        if let Some(c) = cookie {
+            rb = rb.header("Cookie", c);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("send");
+        let headers = r.headers().clone();
+        let set_cookies = headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        let location = headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Reply {
+            status: r.status(),
+            cookie: session_cookie(&headers),
+            set_cookies,
+            location,
+            headers,
+            body: r.json().await.unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
 /// Fixtures: rows no other case touches, written straight to the primary.
 impl TestApp {
     /// A new issue (category `community`); its id.
