@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use libsql_hrana::proto::{
     Error as HranaError, Row, StepBeginEntry, StepEndEntry, StepErrorEntry, Stmt, StmtResult,
     StreamRequest, StreamResponse,
 };
+use libsql_sys::rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use libsql_sys::rusqlite::{self, types::ValueRef, Connection, OpenFlags};
 
 /// How long a statement waits for a lock held by another connection before
@@ -33,6 +34,33 @@ pub const MAX_STORED_SQL: usize = 256;
 /// The most row data one `execute` collects into a response (the cursor
 /// endpoint streams instead and has no such cap).
 pub const MAX_RESULT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Connection settings every connection starts with (see [`Engine::connect`])
+/// and that [`Session::reset`] puts back before another stream reuses it.
+const SETTINGS: &str = "PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL; PRAGMA query_only=OFF;";
+
+/// Pragmas a client may set (or call with an argument) without making its
+/// connection unfit for another stream: those [`SETTINGS`] and the busy
+/// handler put back, and those that only read or check. Setting any other
+/// pragma (`recursive_triggers`, `cache_size`, `locking_mode`, ...) keeps the
+/// connection from the pool.
+const POOL_SAFE_PRAGMAS: &[&str] = &[
+    "foreign_keys",
+    "synchronous",
+    "query_only",
+    "busy_timeout",
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_info",
+    "index_xinfo",
+    "index_list",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+    "wal_checkpoint",
+];
 
 /// Opens connections to one database file with the settings every stream uses.
 #[derive(Debug, Clone)]
@@ -96,20 +124,93 @@ impl Engine {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&*self.path, flags)?;
-        conn.busy_handler(Some(retry_while_busy))?;
-        conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;")?;
+        configure(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
 
+    /// A connection for a client's stream: as [`Engine::connect`], and
+    /// guarded by [`authorize`].
     pub fn session(&self) -> Result<Session, rusqlite::Error> {
+        let conn = self.connect()?;
+        let guard = Arc::new(Guard::default());
+        let hook = guard.clone();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&ctx, &hook)));
         Ok(Session {
-            conn: self.connect()?,
+            conn,
             stored_sql: HashMap::new(),
             write_queue: self.write_queue.clone(),
             counter_updates: self.counter_updates.clone(),
             in_turn: false,
+            guard,
         })
+    }
+}
+
+/// Applies [`SETTINGS`] and the busy handler (which `PRAGMA busy_timeout`
+/// replaces).
+fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_handler(Some(retry_while_busy))?;
+    conn.execute_batch(SETTINGS)
+}
+
+/// What a session's authorizer shares with the session.
+#[derive(Default)]
+struct Guard {
+    /// A statement of the session is being stepped (not prepared).
+    stepping: AtomicBool,
+    /// The client set a pragma that [`Session::reset`] does not put back.
+    unfit_for_pool: AtomicBool,
+}
+
+/// Marks [`Guard::stepping`] for as long as it lives.
+struct Stepping<'a>(&'a Guard);
+
+impl<'a> Stepping<'a> {
+    fn start(guard: &'a Guard) -> Self {
+        guard.stepping.store(true, Ordering::Relaxed);
+        Stepping(guard)
+    }
+}
+
+impl Drop for Stepping<'_> {
+    fn drop(&mut self) {
+        self.0.stepping.store(false, Ordering::Relaxed);
+    }
+}
+
+/// SQLite asks this about every action of a statement it prepares.
+///
+/// `ATTACH` opens or creates any file the server may write, and `VACUUM INTO`
+/// writes one (it attaches its target): a client may do neither, nor
+/// `DETACH`. Plain `VACUUM` stays allowed: while it runs, it attaches `''`
+/// (a private temporary database), which is the one attach allowed, and
+/// only while a statement is being stepped, so never a client's own
+/// `ATTACH`, which is refused when it is prepared.
+fn authorize(ctx: &AuthContext<'_>, guard: &Guard) -> Authorization {
+    match ctx.action {
+        AuthAction::Attach { filename: "" } if guard.stepping.load(Ordering::Relaxed) => {
+            Authorization::Allow
+        }
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+        AuthAction::Unknown { code, .. }
+            if code == libsql_sys::ffi::SQLITE_ATTACH || code == libsql_sys::ffi::SQLITE_DETACH =>
+        {
+            Authorization::Deny
+        }
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: Some(_),
+        } => {
+            if !POOL_SAFE_PRAGMAS
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(pragma_name))
+            {
+                guard.unfit_for_pool.store(true, Ordering::Relaxed);
+            }
+            Authorization::Allow
+        }
+        _ => Authorization::Allow,
     }
 }
 
@@ -132,6 +233,7 @@ pub struct Session {
     counter_updates: Arc<AtomicU64>,
     /// This session holds its turn in `write_queue` (for a whole batch).
     in_turn: bool,
+    guard: Arc<Guard>,
 }
 
 impl Session {
@@ -140,13 +242,38 @@ impl Session {
     }
 
     /// Makes a session that is being returned to the pool look new: no open
-    /// transaction, no stored SQL. Fails if the transaction cannot be ended.
-    pub fn reset(&mut self) -> Result<(), rusqlite::Error> {
+    /// transaction, no stored SQL, the connection [`SETTINGS`]. Returns
+    /// false when that cannot be done and the connection must be closed
+    /// instead: the transaction would not end, the client set a pragma not
+    /// in [`POOL_SAFE_PRAGMAS`], or it left temporary tables, views or
+    /// triggers or an attached database behind.
+    pub fn reset(&mut self) -> bool {
         self.stored_sql.clear();
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("ROLLBACK")?;
+        if self.guard.unfit_for_pool.load(Ordering::Relaxed) {
+            return false;
         }
-        Ok(())
+        if !self.conn.is_autocommit() && self.conn.execute_batch("ROLLBACK").is_err() {
+            return false;
+        }
+        matches!(self.has_own_schema(), Ok(false)) && configure(&self.conn).is_ok()
+    }
+
+    /// Whether the connection holds schema of its own: an attached database,
+    /// or objects in `temp`.
+    fn has_own_schema(&self) -> Result<bool, rusqlite::Error> {
+        let mut list = self.conn.prepare("PRAGMA database_list")?;
+        let names = list
+            .query_map([], |row| row.get::<_, String>(1))?
+            .collect::<Result<Vec<_>, _>>()?;
+        if names.iter().any(|n| n != "main" && n != "temp") {
+            return Ok(true);
+        }
+        let temp_objects: i64 =
+            self.conn
+                .query_row("SELECT count(*) FROM temp.sqlite_schema", [], |row| {
+                    row.get(0)
+                })?;
+        Ok(temp_objects > 0)
     }
 
     /// Handles one request of a pipeline. `close` is answered here but the
@@ -166,7 +293,7 @@ impl Session {
             }
             StreamRequest::Sequence(req) => {
                 let sql = self.sql_text(req.sql.as_deref(), req.sql_id)?.to_owned();
-                self.conn.execute_batch(&sql).map_err(sqlite_error)?;
+                self.sequence(&sql)?;
                 Ok(StreamResponse::Sequence(SequenceStreamResp {}))
             }
             StreamRequest::Describe(req) => {
@@ -196,6 +323,17 @@ impl Session {
                 }))
             }
         }
+    }
+
+    /// Runs each statement of `sql` (as `execute_batch` does: one step
+    /// each), marking the steps for [`authorize`].
+    fn sequence(&self, sql: &str) -> Result<(), HranaError> {
+        let mut statements = rusqlite::Batch::new(&self.conn, sql);
+        while let Some(mut statement) = statements.next().map_err(sqlite_error)? {
+            let _stepping = Stepping::start(&self.guard);
+            statement.raw_query().next().map_err(sqlite_error)?;
+        }
+        Ok(())
     }
 
     fn sql_text<'a>(
@@ -447,6 +585,7 @@ impl Session {
             .collect();
         let width = cols.len();
         on_event(RunEvent::Columns(cols));
+        let stepping = Stepping::start(&self.guard);
         let mut rows = prepared.raw_query();
         loop {
             match rows.next() {
@@ -463,6 +602,7 @@ impl Session {
             }
         }
         drop(rows);
+        drop(stepping);
         if !readonly && is_counter_update(sql) {
             self.counter_updates.fetch_add(1, Ordering::Relaxed);
         }
@@ -622,7 +762,7 @@ pub fn sqlite_error(e: rusqlite::Error) -> HranaError {
         rusqlite::Error::SqliteFailure(failure, message) => {
             let code = result_code_name(failure.extended_code);
             let message = message.clone().unwrap_or_else(|| failure.to_string());
-            error(code, format!("{code}: {message}"))
+            error(code, format!("{code}: {message}{}", hint(code)))
         }
         rusqlite::Error::InvalidParameterName(_) | rusqlite::Error::InvalidParameterCount(..) => {
             error("ARGS_INVALID", e.to_string())
@@ -634,9 +774,23 @@ pub fn sqlite_error(e: rusqlite::Error) -> HranaError {
             ..
         } => {
             let code = result_code_name(failure.extended_code);
-            error(code, format!("{code}: {msg} (at offset {offset})"))
+            error(
+                code,
+                format!("{code}: {msg} (at offset {offset}){}", hint(code)),
+            )
         }
         _ => error("SQLITE_ERROR", e.to_string()),
+    }
+}
+
+/// What an error message adds for a code that needs explaining.
+fn hint(code: &str) -> &'static str {
+    match code {
+        // Only `authorize` refuses statements.
+        "SQLITE_AUTH" => {
+            "; ATTACH, DETACH and VACUUM INTO are refused: they open or write other files on the server"
+        }
+        _ => "",
     }
 }
 
@@ -910,6 +1064,68 @@ mod tests {
             .expect("one statement");
         assert!(matches!(&r.rows[0].values[0], Value::Text { value } if **value == *text));
         drop(dir);
+    }
+
+    #[test]
+    fn attach_detach_and_vacuum_into_are_refused() {
+        let (dir, mut s) = session();
+        s.execute(&stmt("CREATE TABLE t (x)", vec![]))
+            .expect("create");
+        let target = dir.path().join("elsewhere.db");
+        let name = target.display().to_string();
+        let refused = [
+            stmt(&format!("ATTACH '{name}' AS other"), vec![]),
+            stmt(
+                "ATTACH ? AS other",
+                vec![Value::Text {
+                    value: name.as_str().into(),
+                }],
+            ),
+            stmt("ATTACH '' AS scratch", vec![]),
+            stmt("ATTACH ':memory:' AS scratch", vec![]),
+            stmt("DETACH temp", vec![]),
+            stmt(&format!("VACUUM INTO '{name}'"), vec![]),
+            stmt(
+                "VACUUM INTO ?",
+                vec![Value::Text {
+                    value: name.as_str().into(),
+                }],
+            ),
+        ];
+        for q in &refused {
+            let e = s.execute(q).unwrap_err();
+            assert_eq!(e.code, "SQLITE_AUTH", "{:?}: {e:?}", q.sql);
+            assert!(
+                e.message.contains("ATTACH, DETACH and VACUUM INTO"),
+                "{e:?}"
+            );
+        }
+        let in_sequence = s.handle(StreamRequest::Sequence(
+            libsql_hrana::proto::SequenceStreamReq {
+                sql: Some(format!(
+                    "INSERT INTO t VALUES (1); ATTACH '{name}' AS other;"
+                )),
+                sql_id: None,
+                replication_index: None,
+            },
+        ));
+        assert_eq!(in_sequence.unwrap_err().code, "SQLITE_AUTH");
+        assert!(!target.exists(), "no file was created");
+        // Plain VACUUM still works, alone and in a sequence.
+        s.execute(&stmt("VACUUM", vec![])).expect("vacuum");
+        s.handle(StreamRequest::Sequence(
+            libsql_hrana::proto::SequenceStreamReq {
+                sql: Some("VACUUM; SELECT 1;".into()),
+                sql_id: None,
+                replication_index: None,
+            },
+        ))
+        .expect("vacuum in a sequence");
+        assert!(!target.exists());
+        let r = s
+            .execute(&stmt("SELECT count(*) FROM t", vec![]))
+            .expect("count");
+        assert!(matches!(r.rows[0].values[0], Value::Integer { value: 1 }));
     }
 
     #[test]

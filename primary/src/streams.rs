@@ -11,7 +11,8 @@
 //!
 //! Streams idle longer than the expiry (10 s, as sqld) are dropped; dropping a
 //! connection inside a transaction rolls it back. Connections of streams that
-//! end cleanly are kept in a small pool for the next stream.
+//! end cleanly are kept in a small pool for the next stream, once
+//! [`Session::reset`] has made them look new (or closed if it cannot).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -254,16 +255,21 @@ impl Streams {
     }
 
     /// Returns a stream after its request. With `close` the stream ends (its
-    /// connection goes back to the pool if no transaction is open); otherwise
-    /// it waits, idle, for the next baton.
+    /// connection goes back to the pool if [`Session::reset`] can make it look
+    /// new); otherwise it waits, idle, for the next baton.
     pub fn finish(&self, mut lease: Lease, mut session: Session, close: bool) {
         lease.finished = true;
         let mut inner = self.lock();
         if close {
             inner.slots.remove(&lease.id);
             remember_closed(&mut inner, lease.id);
-            if inner.pool.len() < self.limits.pool_size && session.reset().is_ok() {
-                inner.pool.push(session);
+            drop(inner);
+            // Reset, or close the connection, outside the lock.
+            if session.reset() {
+                let mut inner = self.lock();
+                if inner.pool.len() < self.limits.pool_size {
+                    inner.pool.push(session);
+                }
             }
         } else {
             inner.slots.insert(
@@ -413,6 +419,75 @@ mod tests {
         assert!(s.checkout(None).is_ok());
         drop(b);
         assert_eq!(s.open_count(), 0, "dropped leases free their slot");
+    }
+
+    fn single(session: &mut Session, sql: &str) -> i64 {
+        let r = session
+            .execute(&Stmt::new(sql, true))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        match r.rows[0].values[0] {
+            libsql_hrana::proto::Value::Integer { value } => value,
+            ref other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_closed_stream_leaves_no_settings_or_schema_to_the_next() {
+        let (_d, s) = streams(Limits::default());
+        let pooled = |s: &Arc<Streams>| s.lock().pool.len();
+
+        // Settings the server makes are put back; the connection is reused.
+        let (lease, mut session) = s.checkout(None).expect("open");
+        exec(&mut session, "CREATE TABLE parent (id INTEGER PRIMARY KEY)");
+        exec(
+            &mut session,
+            "CREATE TABLE child (p REFERENCES parent (id))",
+        );
+        exec(&mut session, "PRAGMA foreign_keys=OFF");
+        exec(&mut session, "PRAGMA query_only=1");
+        exec(&mut session, "BEGIN");
+        s.finish(lease, session, true);
+        assert_eq!(pooled(&s), 1, "the connection went back to the pool");
+        let (lease, mut session) = s.checkout(None).expect("reuse");
+        assert_eq!(pooled(&s), 0, "and was taken from it");
+        assert!(session.is_autocommit());
+        assert_eq!(single(&mut session, "PRAGMA foreign_keys"), 1);
+        assert_eq!(single(&mut session, "PRAGMA query_only"), 0);
+        let orphan = session
+            .execute(&Stmt::new("INSERT INTO child VALUES (7)", false))
+            .unwrap_err();
+        assert_eq!(orphan.code, "SQLITE_CONSTRAINT");
+        s.finish(lease, session, true);
+        assert_eq!(pooled(&s), 1);
+
+        // Temporary objects, and settings reset does not know, close the
+        // connection instead.
+        for sql in [
+            "CREATE TEMP TABLE scratch (x)",
+            "CREATE TEMP VIEW v AS SELECT 1",
+            "PRAGMA recursive_triggers=ON",
+            "PRAGMA main.cache_size=10",
+        ] {
+            let (lease, mut session) = s.checkout(None).expect("open");
+            exec(&mut session, sql);
+            s.finish(lease, session, true);
+            assert_eq!(pooled(&s), 0, "{sql}: the connection was closed");
+            let (lease, mut session) = s.checkout(None).expect("fresh");
+            assert_eq!(
+                single(&mut session, "SELECT count(*) FROM temp.sqlite_schema"),
+                0
+            );
+            assert_eq!(single(&mut session, "PRAGMA recursive_triggers"), 0);
+            s.finish(lease, session, true);
+            assert_eq!(pooled(&s), 1, "a clean connection is pooled");
+        }
+
+        // Temporary objects dropped again leave nothing behind.
+        let (lease, mut session) = s.checkout(None).expect("open");
+        exec(&mut session, "CREATE TEMP TABLE scratch (x)");
+        exec(&mut session, "DROP TABLE scratch");
+        s.finish(lease, session, true);
+        assert_eq!(pooled(&s), 1);
     }
 
     #[test]

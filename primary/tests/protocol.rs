@@ -200,6 +200,63 @@ async fn statement_errors_are_hrana_errors_inside_a_200() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stream_leaves_nothing_to_the_next_and_cannot_touch_other_files() {
+    let primary = TestPrimary::start().await;
+    let other = primary.dir.path().join("other.db");
+    let other = other.display();
+    let (status, body) = pipeline(
+        &primary,
+        json!({"baton": null, "requests": [
+            {"type": "execute", "stmt": {"sql": "PRAGMA foreign_keys=OFF"}},
+            {"type": "execute", "stmt": {"sql": "PRAGMA query_only=ON"}},
+            {"type": "execute", "stmt": {"sql": format!("ATTACH '{other}' AS other")}},
+            {"type": "execute", "stmt": {"sql": format!("VACUUM INTO '{other}'")}},
+            {"type": "sequence", "sql": format!("SELECT 1; ATTACH '{other}' AS other;")},
+            {"type": "execute", "stmt": {"sql": "DETACH other"}},
+            {"type": "close"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for i in 2..=5 {
+        let error = &body["results"][i]["error"];
+        assert_eq!(error["code"], "SQLITE_AUTH", "request {i}: {body}");
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("VACUUM INTO")),
+            "{error}"
+        );
+    }
+    assert!(!primary.dir.path().join("other.db").exists());
+
+    let (status, body) = pipeline(
+        &primary,
+        json!({"baton": null, "requests": [
+            {"type": "execute", "stmt": {"sql": "PRAGMA foreign_keys"}},
+            {"type": "execute", "stmt": {"sql": "PRAGMA query_only"}},
+            {"type": "execute", "stmt": {"sql": "CREATE TEMP TABLE mine (x)"}},
+            {"type": "close"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let value = |i: usize| body["results"][i]["response"]["result"]["rows"][0][0]["value"].clone();
+    assert_eq!(value(0), "1", "foreign keys are enforced again");
+    assert_eq!(value(1), "0", "the connection is writable again");
+
+    let (_, body) = pipeline(
+        &primary,
+        json!({"baton": null, "requests": [
+            {"type": "execute", "stmt": {"sql": "SELECT count(*) FROM temp.sqlite_schema"}},
+            {"type": "close"}]}),
+    )
+    .await;
+    assert_eq!(
+        body["results"][0]["response"]["result"]["rows"][0][0]["value"], "0",
+        "another stream's temporary table is not seen: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_cursor_streams_ndjson_entries() {
     let primary = TestPrimary::start().await;
     pipeline(
