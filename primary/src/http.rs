@@ -29,8 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use libsql_hrana::proto::{
-    CursorReqBody, CursorRespBody, PipelineReqBody, PipelineRespBody, StreamRequest, StreamResult,
+    CursorEntry, CursorReqBody, CursorRespBody, PipelineReqBody, PipelineRespBody, StreamRequest,
+    StreamResult,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::stats::{Endpoint, Stats};
 use crate::streams::{constant_time_eq, StreamError, Streams};
@@ -46,6 +48,11 @@ pub struct HttpConfig {
     /// Added before each Hrana request is handled, to stand for the distance
     /// between the edge and the primary in benchmarks.
     pub delay: Duration,
+    /// Most bytes of a `/v3/cursor` response held in the server, written or
+    /// not. A response that fits is sent once its steps have run and its
+    /// stream is free for the next request; a larger one streams while the
+    /// steps run, as fast as the client reads.
+    pub cursor_buffer_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -54,6 +61,7 @@ impl Default for HttpConfig {
             token: None,
             max_body_bytes: 10 * 1024 * 1024,
             delay: Duration::ZERO,
+            cursor_buffer_bytes: crate::engine::MAX_RESULT_BYTES,
         }
     }
 }
@@ -251,31 +259,129 @@ async fn cursor(
         baton: Some(lease.next_baton()),
         base_url: None,
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
-    let first = ndjson_line(&head);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut out = CursorOut::new(
+        ndjson_line(&head),
+        tx,
+        state.config.cursor_buffer_bytes,
+        state.streams.idle_expiry(),
+    );
     let streams = state.streams.clone();
     tokio::task::spawn_blocking(move || {
-        if tx.blocking_send(Ok(first)).is_err() {
-            return;
-        }
-        // When the reader hangs up, `emit` returns false, the batch stops and
-        // the lease is dropped: the stream is closed and rolled back.
+        // When the reader hangs up or stalls, `emit` returns false, the batch
+        // stops and the lease is dropped: the stream is closed and rolled
+        // back.
         let mut alive = true;
         session.batch_cursor(&req.batch, |entry| {
-            alive = tx.blocking_send(Ok(ndjson_line(&entry))).is_ok();
+            alive = out.push(ndjson_line(&entry));
             alive
         });
         if alive {
+            // The stream is free for its next request before the response
+            // is written out.
             streams.finish(lease, session, false);
+            out.flush();
+        } else if out.stalled {
+            drop(lease);
+            drop(session);
+            out.push_anyway(ndjson_line(&CursorEntry::Error {
+                error: crate::engine::error(
+                    "CURSOR_STALLED",
+                    "the client read nothing of this response for as long as a stream may be idle; the stream was closed and its transaction rolled back",
+                ),
+            }));
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let stream = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        // The line's budget is given back as it is handed to the connection.
+        |(line, _budget): Line| Ok::<_, Infallible>(line),
+    );
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// A line of a cursor response with its share of the byte budget.
+type Line = (Bytes, Option<OwnedSemaphorePermit>);
+
+/// The lines of one `/v3/cursor` response, on their way to the client.
+///
+/// The head line (the baton) is held back, with the entries after it, until
+/// the steps have run and the stream is free again, so that a client can
+/// send its next request as soon as it has the baton. Only when the held
+/// lines outgrow the budget do they go out while the steps run; each line
+/// then waits for budget, given back as the client reads, and a client that
+/// reads nothing for `stall` stops the batch.
+struct CursorOut {
+    /// Lines held back, or `None` once they went out.
+    held: Option<Vec<Bytes>>,
+    held_bytes: usize,
+    tx: tokio::sync::mpsc::UnboundedSender<Line>,
+    budget: Arc<Semaphore>,
+    limit: usize,
+    stall: Duration,
+    /// A line waited for budget longer than `stall`.
+    stalled: bool,
+}
+
+impl CursorOut {
+    fn new(
+        head: Bytes,
+        tx: tokio::sync::mpsc::UnboundedSender<Line>,
+        limit: usize,
+        stall: Duration,
+    ) -> Self {
+        let limit = limit.clamp(1, u32::MAX as usize);
+        CursorOut {
+            held_bytes: head.len(),
+            held: Some(vec![head]),
+            tx,
+            budget: Arc::new(Semaphore::new(limit)),
+            limit,
+            stall,
+            stalled: false,
+        }
+    }
+
+    /// Queues a line; false when the client is gone or stalled. Runs on a
+    /// blocking thread (it may wait for budget).
+    fn push(&mut self, line: Bytes) -> bool {
+        if let Some(held) = &mut self.held {
+            self.held_bytes += line.len();
+            held.push(line);
+            return self.held_bytes <= self.limit || self.flush();
+        }
+        self.send(line)
+    }
+
+    /// Sends the held lines, if any; false when the client is gone or
+    /// stalled.
+    fn flush(&mut self) -> bool {
+        let held = self.held.take().unwrap_or_default();
+        held.into_iter().all(|line| self.send(line))
+    }
+
+    fn send(&mut self, line: Bytes) -> bool {
+        let share = u32::try_from(line.len().min(self.limit)).unwrap_or(u32::MAX);
+        let wait = tokio::time::timeout(self.stall, self.budget.clone().acquire_many_owned(share));
+        match tokio::runtime::Handle::current().block_on(wait) {
+            Ok(Ok(permit)) => self.tx.send((line, Some(permit))).is_ok(),
+            Ok(Err(_closed)) => false,
+            Err(_elapsed) => {
+                self.stalled = true;
+                false
+            }
+        }
+    }
+
+    /// Queues a last line outside the budget.
+    fn push_anyway(&mut self, line: Bytes) {
+        let _ = self.tx.send((line, None));
+    }
 }
 
 fn ndjson_line<T: serde::Serialize>(value: &T) -> Bytes {

@@ -171,6 +171,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     token,
                     max_body_bytes,
                     delay: Duration::from_millis(delay_ms),
+                    ..HttpConfig::default()
                 },
                 limits: Limits {
                     max_streams,

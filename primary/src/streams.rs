@@ -166,6 +166,11 @@ impl Streams {
         &self.engine
     }
 
+    /// How long a stream may sit idle before it is closed.
+    pub fn idle_expiry(&self) -> Duration {
+        self.limits.idle_expiry
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock leaves the map consistent (every
         // mutation is a single insert/remove), so recover from poisoning.

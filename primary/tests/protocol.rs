@@ -311,6 +311,134 @@ async fn the_cursor_streams_ndjson_entries() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_cursor_baton_works_as_soon_as_it_is_read() {
+    let primary = TestPrimary::start().await;
+    pipeline(
+        &primary,
+        json!({"baton": null, "requests": [
+            {"type": "execute", "stmt": {"sql": "CREATE TABLE q (x)"}}, {"type": "close"}]}),
+    )
+    .await;
+    // The last step takes a while, so that a baton sent before the steps
+    // are done would find its stream still busy.
+    let mut cursor = reqwest::Client::new()
+        .post(format!("{}/v3/cursor", primary.url()))
+        .body(
+            json!({"baton": null, "batch": {"steps": [
+                {"stmt": {"sql": "BEGIN"}},
+                {"stmt": {"sql": "INSERT INTO q VALUES (1)"}},
+                {"stmt": {"sql": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) SELECT count(*) FROM c"}}
+            ]}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("send cursor");
+    assert_eq!(cursor.status(), 200);
+    let mut text = Vec::new();
+    while !text.contains(&b'\n') {
+        let chunk = cursor.chunk().await.expect("read").expect("a first line");
+        text.extend_from_slice(&chunk);
+    }
+    let end = text.iter().position(|b| *b == b'\n').expect("newline");
+    let head: Value = serde_json::from_slice(&text[..end]).expect("head line");
+    let baton = head["baton"].as_str().expect("baton").to_owned();
+
+    // The next request goes at once, before the rest of the body is read.
+    let (status, body) = pipeline(
+        &primary,
+        json!({"baton": baton, "requests": [
+            {"type": "execute", "stmt": {"sql": "COMMIT"}},
+            {"type": "execute", "stmt": {"sql": "SELECT count(*) FROM q"}},
+            {"type": "close"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["type"], "ok", "{body}");
+    assert_eq!(
+        body["results"][1]["response"]["result"]["rows"][0][0]["value"],
+        "1"
+    );
+
+    while let Some(chunk) = cursor.chunk().await.expect("read") {
+        text.extend_from_slice(&chunk);
+    }
+    let lines: Vec<Value> = String::from_utf8(text)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 1 + 2 + 2 + 3, "{lines:?}");
+    assert_eq!(lines[6]["row"][0]["value"], "1000000");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cursor_whose_reader_stalls_is_closed_and_rolled_back() {
+    let primary = TestPrimary::start_with(Options {
+        limits: Some(common::short_expiry()),
+        cursor_buffer_bytes: Some(64 * 1024),
+        ..Options::default()
+    })
+    .await;
+    pipeline(
+        &primary,
+        json!({"baton": null, "requests": [
+            {"type": "execute", "stmt": {"sql": "CREATE TABLE w (x)"}}, {"type": "close"}]}),
+    )
+    .await;
+    // About 50 MB of response, far more than the socket buffers take, to
+    // a client that sends its request and then reads nothing.
+    let body = json!({"baton": null, "batch": {"steps": [
+        {"stmt": {"sql": "BEGIN IMMEDIATE"}},
+        {"stmt": {"sql": "INSERT INTO w VALUES (1)"}},
+        {"stmt": {"sql": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400) SELECT zeroblob(100000) FROM c"}}
+    ]}})
+    .to_string();
+    let mut socket = std::net::TcpStream::connect(primary.running.addr).expect("connect");
+    std::io::Write::write_all(
+        &mut socket,
+        format!(
+            "POST /v3/cursor HTTP/1.1\r\nhost: primary\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .expect("send request");
+
+    let streams = &primary.running.streams;
+    let wait_for = |open: usize| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while streams.open_count() != open {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} streams open, waiting for {open}",
+                streams.open_count()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(1).await;
+    wait_for(0).await;
+
+    // The write lock is free again and the insert was rolled back.
+    let (status, body) = pipeline(
+        &primary,
+        json!({"baton": null, "requests": [
+            {"type": "execute", "stmt": {"sql": "SELECT count(*) FROM w"}},
+            {"type": "execute", "stmt": {"sql": "INSERT INTO w VALUES (2)"}},
+            {"type": "close"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["response"]["result"]["rows"][0][0]["value"],
+        "0"
+    );
+    assert_eq!(body["results"][1]["type"], "ok", "{body}");
+    drop(socket);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn v2_pipeline_and_the_info_endpoints() {
     let primary = TestPrimary::start().await;
     let (status, text) = post(

@@ -21,6 +21,7 @@ pub struct Options {
     pub limits: Option<Limits>,
     pub max_body_bytes: Option<usize>,
     pub delay: Option<Duration>,
+    pub cursor_buffer_bytes: Option<usize>,
 }
 
 impl TestPrimary {
@@ -39,6 +40,9 @@ impl TestPrimary {
                     .max_body_bytes
                     .unwrap_or(HttpConfig::default().max_body_bytes),
                 delay: options.delay.unwrap_or_default(),
+                cursor_buffer_bytes: options
+                    .cursor_buffer_bytes
+                    .unwrap_or(HttpConfig::default().cursor_buffer_bytes),
             },
             limits: options.limits.unwrap_or_default(),
         })
