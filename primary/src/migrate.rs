@@ -106,8 +106,12 @@ impl From<ClientError> for MigrateError {
     }
 }
 
+/// The checksum recorded for a migration's up file. Line endings do not
+/// change a migration: a CRLF copy of a file (as a Windows checkout makes)
+/// has the checksum of its LF original. Any other change counts, a final
+/// newline added or removed included, and the checksum of an LF file is
+/// the SHA-256 of its bytes, as recorded since the first migration.
 pub fn checksum(sql: &str) -> String {
-    // Line endings do not change a migration.
     hex::encode(Sha256::digest(sql.replace("\r\n", "\n").as_bytes()))
 }
 
@@ -323,5 +327,19 @@ impl Migrator {
             done.push(m.id);
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_line_endings_leave_the_checksum_alone() {
+        let lf = "CREATE TABLE t (\n  x\n);\n";
+        assert_eq!(checksum(lf), checksum(&lf.replace('\n', "\r\n")));
+        assert_eq!(checksum(lf), hex::encode(Sha256::digest(lf.as_bytes())));
+        assert_ne!(checksum(lf), checksum(lf.trim_end()));
+        assert_ne!(checksum(lf), checksum(&lf.replace('x', "y")));
     }
 }

@@ -108,13 +108,16 @@ async fn up_down_and_up_again() {
     assert_eq!(schema_objects(&client).await, full_schema);
 }
 
+/// A migration of several lines, with LF line endings.
+const TWO_LF: &str = "-- The second table.\nCREATE TABLE two (\n  x\n);\n";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_or_missing_migration_is_refused() {
     let primary = TestPrimary::start().await;
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("0001_one.sql"), "CREATE TABLE one (x);").expect("write");
     std::fs::write(dir.path().join("0001_one.down.sql"), "DROP TABLE one;").expect("write");
-    std::fs::write(dir.path().join("0002_two.sql"), "CREATE TABLE two (x);").expect("write");
+    std::fs::write(dir.path().join("0002_two.sql"), TWO_LF).expect("write");
     std::fs::write(dir.path().join("0002_two.down.sql"), "DROP TABLE two;").expect("write");
     let migrator =
         |d: &std::path::Path| Migrator::new(primary.client(), load_dir(d).expect("load"));
@@ -133,14 +136,30 @@ async fn a_changed_or_missing_migration_is_refused() {
     let status = m.status().await.expect("status");
     assert_eq!(status[0].2, State::Changed);
 
-    // Line endings alone do not count as a change.
+    // Line endings alone do not count as a change (a checkout that turns LF
+    // into CRLF); anything else does.
     std::fs::write(dir.path().join("0001_one.sql"), "CREATE TABLE one (x);").expect("restore");
-    std::fs::write(dir.path().join("0002_two.sql"), "CREATE TABLE two (x);\r\n").expect("crlf");
-    std::fs::write(dir.path().join("0002_two.sql"), "CREATE TABLE two (x);").expect("restore");
-    migrator(dir.path())
-        .up(|_| {})
-        .await
-        .expect("restored files pass");
+    std::fs::write(
+        dir.path().join("0002_two.sql"),
+        TWO_LF.replace('\n', "\r\n"),
+    )
+    .expect("crlf");
+    let m = migrator(dir.path());
+    assert!(
+        m.status()
+            .await
+            .expect("status")
+            .iter()
+            .all(|(_, _, s)| matches!(s, State::Applied { .. })),
+        "a CRLF copy of an applied migration is unchanged"
+    );
+    m.up(|_| {}).await.expect("restored and CRLF files pass");
+    std::fs::write(dir.path().join("0002_two.sql"), TWO_LF.trim_end()).expect("edit");
+    assert!(matches!(
+        migrator(dir.path()).up(|_| {}).await,
+        Err(MigrateError::Changed { id: 2, .. })
+    ));
+    std::fs::write(dir.path().join("0002_two.sql"), TWO_LF).expect("restore");
 
     std::fs::remove_file(dir.path().join("0002_two.sql")).expect("remove");
     let e = migrator(dir.path())
