@@ -262,6 +262,60 @@ async fn fts_triggers_follow_issues_and_synonyms() {
         .expect("delete synonym");
     assert_eq!(search(&client, "lighting").await, "NULL");
 
+    // Changing a synonym's term or moving it to another issue rewrites the
+    // rows of the issues concerned.
+    let other = "6e1d2c3b-4a5f-4b7e-8c9d-0a1b2c3d4e5f";
+    client
+        .execute(stmt(
+            "INSERT INTO issues (id, name, category, description) VALUES (?, 'Noisy roadworks', 'environment', 'Drilling at dawn')",
+            vec![text(other)],
+        ))
+        .await
+        .expect("insert other issue");
+    client
+        .execute(stmt(
+            "INSERT INTO synonyms (id, issue_id, term) VALUES ('7f3e2d1c-0b9a-4c8d-9e7f-6a5b4c3d2e1f', ?, 'no lighting')",
+            vec![text(issue)],
+        ))
+        .await
+        .expect("synonym again");
+    client
+        .execute(stmt(
+            "UPDATE synonyms SET term = 'dim roads' WHERE issue_id = ?",
+            vec![text(issue)],
+        ))
+        .await
+        .expect("change the term");
+    assert_eq!(
+        search(&client, "lighting").await,
+        "NULL",
+        "the old term is gone"
+    );
+    assert_eq!(search(&client, "dim").await, "Broken lamp posts");
+    client
+        .execute(stmt(
+            "UPDATE synonyms SET issue_id = ? WHERE term = 'dim roads'",
+            vec![text(other)],
+        ))
+        .await
+        .expect("move the synonym");
+    assert_eq!(search(&client, "dim").await, "Noisy roadworks");
+    assert_eq!(
+        search(&client, "lamp").await,
+        "Broken lamp posts",
+        "the old issue keeps its own text"
+    );
+    assert_eq!(search(&client, "drilling").await, "Noisy roadworks");
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM issues_fts", vec![]).await,
+        "2",
+        "one row per issue"
+    );
+    client
+        .execute(stmt("DELETE FROM issues WHERE id = ?", vec![text(other)]))
+        .await
+        .expect("delete other issue");
+
     client
         .execute(stmt("DELETE FROM issues WHERE id = ?", vec![text(issue)]))
         .await
