@@ -1009,6 +1009,67 @@ mod tests {
     }
 
     #[test]
+    fn an_or_condition_runs_its_step_when_any_part_holds() {
+        let (_dir, mut s) = session();
+        let step = |sql: &str, condition: Option<BatchCond>| BatchStep {
+            condition,
+            stmt: stmt(sql, vec![]),
+        };
+        let or = |conds: Vec<BatchCond>| Some(BatchCond::Or(BatchCondList { conds }));
+        let batch = Batch {
+            steps: vec![
+                step("SELECT 1", None),
+                step("SELECT nope", None),
+                step(
+                    "SELECT 'one holds'",
+                    or(vec![
+                        BatchCond::Ok { step: 1 },
+                        BatchCond::Error { step: 1 },
+                    ]),
+                ),
+                step(
+                    "SELECT 'none holds'",
+                    or(vec![
+                        BatchCond::Ok { step: 1 },
+                        BatchCond::Not {
+                            cond: Box::new(BatchCond::Ok { step: 0 }),
+                        },
+                    ]),
+                ),
+                step("SELECT 'empty'", or(vec![])),
+                step(
+                    "SELECT 'nested'",
+                    or(vec![
+                        BatchCond::Ok { step: 3 },
+                        BatchCond::And(BatchCondList {
+                            conds: vec![BatchCond::Ok { step: 2 }, BatchCond::IsAutocommit {}],
+                        }),
+                    ]),
+                ),
+            ],
+            replication_index: None,
+        };
+        let r = s.batch(&batch).expect("batch");
+        let ran: Vec<bool> = r.step_results.iter().map(Option::is_some).collect();
+        assert_eq!(ran, vec![true, false, true, false, false, true]);
+        let later = Batch {
+            steps: vec![step(
+                "SELECT 1",
+                or(vec![
+                    BatchCond::IsAutocommit {},
+                    BatchCond::Error { step: 0 },
+                ]),
+            )],
+            replication_index: None,
+        };
+        assert_eq!(
+            s.batch(&later).unwrap_err().code,
+            "BATCH_COND_INVALID",
+            "every part of an or is checked"
+        );
+    }
+
+    #[test]
     fn a_condition_on_a_later_step_is_rejected() {
         let (_dir, mut s) = session();
         let batch = Batch {

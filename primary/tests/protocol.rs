@@ -151,6 +151,8 @@ async fn bad_requests_get_clear_errors_and_the_server_goes_on() {
         ("/v3/pipeline", json!({"baton": "garbage", "requests": []}).to_string(), 400, "BATON_INVALID"),
         ("/v3/pipeline", json!({"baton": "12.0123456789abcdef0123456789abcdef", "requests": []}).to_string(), 400, "BATON_INVALID"),
         ("/v3/cursor", json!({"baton": null}).to_string(), 400, "PROTO_INVALID"),
+        ("/v3/cursor", json!({"baton": "garbage", "batch": {"steps": []}}).to_string(), 400, "BATON_INVALID"),
+        ("/v3/cursor", json!({"baton": "12.0123456789abcdef0123456789abcdef", "batch": {"steps": [{"stmt": {"sql": "SELECT 1"}}]}}).to_string(), 400, "BATON_INVALID"),
         ("/v3/pipeline", format!("{{\"baton\": null, \"requests\": [], \"pad\": \"{}\"}}", "x".repeat(10_000)), 413, "BODY_TOO_LARGE"),
     ];
     for (path, body, want_status, want_code) in cases {
@@ -161,6 +163,73 @@ async fn bad_requests_get_clear_errors_and_the_server_goes_on() {
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
         still_serving(&primary).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn used_and_closed_batons_on_the_cursor_are_refused() {
+    let primary = TestPrimary::start().await;
+    let (_, open) = pipeline(
+        &primary,
+        json!({"baton": null, "requests": [{"type": "get_autocommit"}]}),
+    )
+    .await;
+    let baton = open["baton"].as_str().expect("baton").to_owned();
+    let batch = |baton: &str| {
+        json!({"baton": baton, "batch": {"steps": [{"stmt": {"sql": "SELECT 1"}}]}}).to_string()
+    };
+    let (status, text) = post(&primary, "/v3/cursor", batch(&baton)).await;
+    assert_eq!(status, 200, "{text}");
+    let next: Value = serde_json::from_str(text.lines().next().expect("head")).expect("json");
+    let next = next["baton"].as_str().expect("next baton").to_owned();
+
+    let (status, text) = post(&primary, "/v3/cursor", batch(&baton)).await;
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).expect("JSON error body");
+    assert_eq!(error["code"], "BATON_REUSED");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    let (status, _) = pipeline(
+        &primary,
+        json!({"baton": next, "requests": [{"type": "close"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, text) = post(&primary, "/v3/cursor", batch(&next)).await;
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).expect("JSON error body");
+    assert_eq!(error["code"], "STREAM_EXPIRED");
+    still_serving(&primary).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_conditions_on_the_wire() {
+    let primary = TestPrimary::start().await;
+    let (status, body) = pipeline(
+        &primary,
+        json!({"baton": null, "requests": [
+            {"type": "batch", "batch": {"steps": [
+                {"stmt": {"sql": "SELECT 1"}},
+                {"stmt": {"sql": "SELECT nope"}},
+                {"stmt": {"sql": "SELECT 'or'"}, "condition": {"type": "or", "conds": [
+                    {"type": "ok", "step": 1}, {"type": "error", "step": 1}]}},
+                {"stmt": {"sql": "SELECT 'neither'"}, "condition": {"type": "or", "conds": [
+                    {"type": "ok", "step": 1}, {"type": "not", "cond": {"type": "is_autocommit"}}]}},
+                {"stmt": {"sql": "SELECT 'and'"}, "condition": {"type": "and", "conds": [
+                    {"type": "ok", "step": 2}, {"type": "is_autocommit"}]}}
+            ]}},
+            {"type": "close"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let result = &body["results"][0]["response"]["result"];
+    let ran: Vec<bool> = result["step_results"]
+        .as_array()
+        .expect("step results")
+        .iter()
+        .map(|r| !r.is_null())
+        .collect();
+    assert_eq!(ran, [true, false, true, false, true], "{body}");
+    assert_eq!(result["step_results"][2]["rows"][0][0]["value"], "or");
 }
 
 #[tokio::test(flavor = "multi_thread")]
