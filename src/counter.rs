@@ -19,7 +19,9 @@
 //! any order (they commute). When the object has no count yet, or an outcome
 //! is unknown (the primary timed out or could not be reached after the
 //! request was sent), the count is taken again from `user_issues` inside the
-//! next write transaction ([`trusted_after`]). The object sends one
+//! next write transaction ([`trusted_after`]); so is it when the object
+//! restarts (a deploy, an eviction) with a group sent and its outcome not
+//! recorded (the object saves "in flight" before sending). The object sends one
 //! transaction at a time (changes that arrive meanwhile are grouped into
 //! the next), so no other change of the issue is in flight while a count is
 //! taken, and no change is counted twice or missed.
@@ -91,8 +93,10 @@ pub fn next_flush_at(last_flush_ms: u64, now_ms: u64) -> u64 {
 }
 
 /// Writes `counts` to the primary as absolute values: the issue's
-/// `rioter_count` and each linked organisation's. Rows already holding the
-/// value are left alone, so a repeated flush writes nothing.
+/// `rioter_count` and each linked organisation's, zero for a linked
+/// organisation the counts do not name (its last member left, or a recount
+/// found none). Rows already holding the value are left alone, so a
+/// repeated flush writes nothing.
 pub fn flush_queries(issue_id: &str, counts: &Counts) -> Vec<Query> {
     let text = |s: &str| V::Text(s.to_owned());
     let mut qs = vec![Query::new(
@@ -108,6 +112,22 @@ pub fn flush_queries(issue_id: &str, counts: &Counts) -> Vec<Query> {
             vec![V::Integer(n), text(issue_id), text(org)],
         ));
     }
+    let counted: Vec<V> = counts
+        .organisations()
+        .filter(|(_, n)| *n > 0)
+        .map(|(org, _)| text(org))
+        .collect();
+    let placeholders: Vec<String> = (2..counted.len() + 2).map(|i| format!("?{i}")).collect();
+    let mut args = vec![text(issue_id)];
+    args.extend(counted);
+    qs.push(Query::new(
+        format!(
+            "UPDATE issue_organisation SET rioter_count = 0 \
+             WHERE issue_id = ?1 AND rioter_count <> 0 AND organisation_id NOT IN ({})",
+            placeholders.join(", ")
+        ),
+        args,
+    ));
     qs
 }
 
@@ -146,10 +166,47 @@ mod tests {
     fn a_flush_sets_absolute_values() {
         let counts = Counts::from_groups([(None, 3), (Some("o".to_owned()), 2)]);
         let qs = flush_queries("i", &counts);
-        assert_eq!(qs.len(), 2, "the issue and its one organisation");
+        assert_eq!(qs.len(), 3, "the issue, its one organisation, the rest");
         assert!(qs[0].sql.contains("SET rioter_count = ?1"));
         assert_eq!(qs[0].args[0], V::Integer(5));
         assert_eq!(qs[1].args[0], V::Integer(2));
+    }
+
+    /// On the primary's engine: the flush writes the counts, a repeated
+    /// flush (a retried alarm) writes nothing, and an organisation whose
+    /// members all left goes back to zero.
+    #[test]
+    fn flushes_on_the_engine_are_idempotent_and_zero_empty_organisations() {
+        use crate::test_db::TestDb;
+        let mut db = TestDb::migrated();
+        db.exec(
+            "INSERT INTO issues (id, name, category) VALUES ('i', 'Potholes', 'transport');
+             INSERT INTO organisations (id, name) VALUES ('a', 'Council'), ('b', 'Water board');
+             INSERT INTO issue_organisation (id, issue_id, organisation_id, rioter_count)
+               VALUES ('ia', 'i', 'a', 0), ('ib', 'i', 'b', 7);",
+        );
+        let counts = Counts::from_groups([(None, 1), (Some("a".to_owned()), 2)]);
+        let changed = |w: Vec<crate::db::Written>| w.iter().map(|w| w.affected).sum::<u64>();
+        let first = db.transaction(flush_queries("i", &counts)).expect("flush");
+        assert_eq!(changed(first), 3, "issue, a, and b back to zero");
+        assert_eq!(db.int("SELECT rioter_count FROM issues WHERE id = 'i'"), 3);
+        assert_eq!(
+            db.int("SELECT rioter_count FROM issue_organisation WHERE id = 'ia'"),
+            2
+        );
+        assert_eq!(
+            db.int("SELECT rioter_count FROM issue_organisation WHERE id = 'ib'"),
+            0
+        );
+        let again = db.transaction(flush_queries("i", &counts)).expect("flush");
+        assert_eq!(changed(again), 0, "a retried flush writes nothing");
+        // Nobody left with any organisation.
+        let none = Counts::from_groups([(None, 1)]);
+        db.transaction(flush_queries("i", &none)).expect("flush");
+        assert_eq!(
+            db.int("SELECT sum(rioter_count) FROM issue_organisation WHERE issue_id = 'i'"),
+            0
+        );
     }
 
     #[test]

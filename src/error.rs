@@ -16,6 +16,9 @@ pub struct AppError {
     pub retry_after: Option<u32>,
     /// Methods, sent as `Allow` with a 405.
     pub allow: Option<Vec<&'static str>>,
+    /// `Set-Cookie` headers the error response must still carry (a legacy
+    /// cookie's upgrade, committed before the request failed).
+    pub set_cookies: Vec<String>,
 }
 
 pub type AppResult<T> = Result<T, AppError>;
@@ -29,6 +32,7 @@ impl AppError {
             details: None,
             retry_after: None,
             allow: None,
+            set_cookies: Vec::new(),
         }
     }
 

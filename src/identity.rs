@@ -28,6 +28,22 @@ pub struct Caller {
     /// `Set-Cookie` headers the response must carry (a new or upgraded
     /// session, the legacy cookie cleared).
     pub set_cookies: Vec<String>,
+    /// The legacy cookie was upgraded by this request (committed already).
+    pub upgraded: bool,
+}
+
+impl Caller {
+    /// `e`, carrying the upgraded session's cookies if this request upgraded
+    /// a legacy cookie: the upgrade is committed and cannot happen again, so
+    /// a write that fails after it must still hand the session over. (A new
+    /// visitor's cookie is not sent with an error: its user row was to be
+    /// written by the write that failed.)
+    pub fn on_error(&self, mut e: AppError) -> AppError {
+        if self.upgraded {
+            e.set_cookies.clone_from(&self.set_cookies);
+        }
+        e
+    }
 }
 
 pub fn keys(ctx: &Ctx) -> AppResult<SessionKeys> {
@@ -62,6 +78,7 @@ pub async fn caller(ctx: &Ctx, cookie_header: Option<&str>) -> AppResult<Caller>
         Presented::Session(s) => Ok(Caller {
             user_id: s.user_id,
             set_cookies: Vec::new(),
+            upgraded: false,
         }),
         Presented::Legacy(id) if upgrade_legacy(ctx, &id).await? => {
             let user = Id::parse(&id, session::LEGACY_COOKIE_NAME)?;
@@ -72,6 +89,7 @@ pub async fn caller(ctx: &Ctx, cookie_header: Option<&str>) -> AppResult<Caller>
                     session::set_cookie_header(&cookie),
                     session::clear_legacy_cookie_header(),
                 ],
+                upgraded: true,
             })
         }
         Presented::Legacy(_) | Presented::None => {
@@ -80,6 +98,7 @@ pub async fn caller(ctx: &Ctx, cookie_header: Option<&str>) -> AppResult<Caller>
             Ok(Caller {
                 user_id: user.as_str().to_owned(),
                 set_cookies: vec![session::set_cookie_header(&cookie)],
+                upgraded: false,
             })
         }
     }

@@ -494,6 +494,9 @@ fn error_response(e: &AppError, request_id: &str) -> worker::Result<Response> {
     if let Some(allow) = &e.allow {
         headers.set("Allow", &allow.join(", "))?;
     }
+    for cookie in &e.set_cookies {
+        headers.append("Set-Cookie", cookie)?;
+    }
     Ok(response)
 }
 

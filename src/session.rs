@@ -113,7 +113,11 @@ fn derive(kid: &str, secret: &[u8]) -> Result<HmacSha256, String> {
 }
 
 impl SessionKeys {
-    /// Fails on a bad or repeated key id or an empty secret.
+    /// Fails on a bad or repeated key id or an empty secret. A previous key
+    /// that is the current one (same id, same secret) is ignored: that is
+    /// the state between the first two steps of a rotation (README, Deploy),
+    /// when the current key has been copied into the previous keys and the
+    /// new one is not live yet.
     pub fn new(
         current_kid: &str,
         current_secret: &[u8],
@@ -123,6 +127,9 @@ impl SessionKeys {
         let mut kids = vec![current_kid];
         let mut prev = Vec::with_capacity(previous.len());
         for (kid, secret) in previous {
+            if kid == current_kid && secret.as_slice() == current_secret {
+                continue;
+            }
             if kids.contains(&kid.as_str()) {
                 return Err(format!("session key id {kid:?} is listed twice"));
             }
@@ -441,6 +448,27 @@ mod tests {
             let _ = presented(&k, Some(input), NOW);
             let _ = parse_cookies(Some(input));
         }
+    }
+
+    /// Every state the README's rotation passes through is a valid
+    /// configuration, and a cookie from before it verifies in each.
+    #[test]
+    fn each_step_of_a_rotation_keeps_sessions() {
+        let before = SessionKeys::new("k1", b"old", &[]).expect("keys");
+        let cookie = before.sign(&session());
+        // 1. The current key copied into the previous keys: nothing changes.
+        let copied =
+            SessionKeys::new("k1", b"old", &[("k1".into(), b"old".to_vec())]).expect("keys");
+        assert_eq!(copied.sign(&session()), cookie);
+        // 2. The new id and secret go live together.
+        let after =
+            SessionKeys::new("k2", b"new", &[("k1".into(), b"old".to_vec())]).expect("keys");
+        for keys in [&before, &copied, &after] {
+            assert_eq!(keys.verify(&cookie, NOW), Ok(session()));
+        }
+        assert!(after
+            .sign(&session())
+            .starts_with(&format!("{VERSION}.k2.")));
     }
 
     #[test]

@@ -126,6 +126,18 @@ fn pinned_settings_and_durable_object_migrations() {
         .as_str()
         .expect("compatibility_date");
     assert_eq!(date.len(), 10, "a pinned date, YYYY-MM-DD");
+    assert!(
+        config["compatibility_flags"].is_array(),
+        "compatibility_flags pinned (an explicit list, even if empty)"
+    );
+    for env in ["staging", "production"] {
+        for key in ["compatibility_date", "compatibility_flags"] {
+            assert!(
+                config["env"][env].get(key).is_none(),
+                "{env} inherits the top-level {key}"
+            );
+        }
+    }
     assert_eq!(config["observability"]["enabled"].as_bool(), Some(true));
     let migrated: BTreeSet<&str> = config["migrations"]
         .as_array()
@@ -139,11 +151,20 @@ fn pinned_settings_and_durable_object_migrations() {
         })
         .filter_map(Value::as_str)
         .collect();
-    for class in ["RateLimiter", "IssueCounter"] {
-        assert!(
-            migrated.contains(class),
-            "{class} needs a new_sqlite_classes migration"
-        );
+    // Every class any environment binds has its migration.
+    for (env, table) in environments(&config) {
+        let bound = table["durable_objects"]["bindings"]
+            .as_array()
+            .expect("Durable Object bindings");
+        for class in bound.iter().filter_map(|b| b["class_name"].as_str()) {
+            assert!(
+                migrated.contains(class),
+                "{class} (bound in {env}) needs a new_sqlite_classes migration"
+            );
+        }
+    }
+    for class in ["RateLimiter", "IssueCounter", "Outbox"] {
+        assert!(migrated.contains(class), "{class} needs a migration");
     }
 }
 

@@ -302,6 +302,36 @@ async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
     assert_eq!(second.body["changed"], true, "joined as a new user");
 }
 
+/// The upgrade commits before the write runs; a write that then fails
+/// must still hand over the session, or the legacy user is lost.
+async fn a_failed_write_still_hands_over_the_upgraded_session(app: &TestApp) {
+    let rows = app
+        .sql(
+            "SELECT id FROM users WHERE NOT EXISTS (SELECT 1 FROM user_identities \
+             WHERE provider = 'cookie' AND subject = users.id) ORDER BY id DESC LIMIT 1",
+            vec![],
+        )
+        .await;
+    let legacy_user = string(&rows[0][0]);
+    let legacy = format!("qr_user_id={legacy_user}");
+    let missing = "00000000-0000-4000-8000-0000000000aa";
+    let failed = join(app, missing, Some(&legacy)).await;
+    assert_eq!(failed.status, StatusCode::NOT_FOUND, "{}", failed.body);
+    let session = failed
+        .cookie
+        .expect("the upgraded session comes with the error");
+    assert!(failed
+        .set_cookies
+        .iter()
+        .any(|c| c.starts_with("qr_user_id=;") && c.contains("Max-Age=0")));
+    let me = app.call(Method::GET, "/api/me", Some(&session), None).await;
+    assert_eq!(me.body["user"]["id"], legacy_user.as_str());
+    // A new visitor's failed first write sets no session.
+    let stranger = join(app, missing, None).await;
+    assert_eq!(stranger.status, StatusCode::NOT_FOUND);
+    assert!(stranger.cookie.is_none(), "{:?}", stranger.set_cookies);
+}
+
 async fn a_join_is_one_round_trip(app: &TestApp) {
     let issue = app.fresh_issue("Round trips").await;
     let first = join(app, &issue, None).await;
@@ -342,6 +372,10 @@ async fn identity_and_membership() {
         (
             "legacy cookie",
             Box::pin(the_legacy_cookie_is_upgraded_once(&app)),
+        ),
+        (
+            "a failed write keeps the upgrade",
+            Box::pin(a_failed_write_still_hands_over_the_upgraded_session(&app)),
         ),
         ("one round trip", Box::pin(a_join_is_one_round_trip(&app))),
     ])

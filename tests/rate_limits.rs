@@ -2,7 +2,7 @@
 //! read and write in a window is 429 with the IETF headers and
 //! `Retry-After`, concurrent requests together never get more than the
 //! limit, clients are limited apart, and creating issues is limited per
-//! user.
+//! user. A limiter that fails lets reads through and refuses writes.
 
 mod common;
 
@@ -194,4 +194,56 @@ async fn rate_limits() {
         ),
     ])
     .await;
+}
+
+/// The RATE_LIMITER binding pointed at another class (the Outbox), which
+/// answers the limiter's requests with 404: a limiter that fails. Reads are
+/// let through (fail open), writes refused with 503 (fail closed); neither
+/// is a 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_limiter_lets_reads_through_and_refuses_writes() {
+    let limiter = r#"{ name = "RATE_LIMITER", class_name = "RateLimiter" }"#;
+    let app = TestApp::start_edited(Seed::Demo, CACHE_FRESH_SECS, &[], |toml| {
+        assert!(toml.contains(limiter), "the binding to fault");
+        toml.replace(
+            limiter,
+            r#"{ name = "RATE_LIMITER", class_name = "Outbox" }"#,
+        )
+    })
+    .await;
+    let ip = "198.51.100.77";
+    for _ in 0..3 {
+        let read = get_as(&app, ip, "/api/issues?limit=1").await;
+        assert_eq!(read.status(), StatusCode::OK, "reads fail open");
+    }
+    let issue = app.get_json("/api/issues?limit=1").await["items"][0]["id"]
+        .as_str()
+        .expect("an issue")
+        .to_owned();
+    let memberships = || async {
+        format!(
+            "{:?}",
+            app.sql("SELECT count(*) FROM user_issues", vec![]).await
+        )
+    };
+    let before = memberships().await;
+    let write = app
+        .request(Method::POST, &format!("/api/issues/{issue}/join"))
+        .header(CLIENT_IP_HEADER, ip)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        write.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "writes fail closed"
+    );
+    assert!(header(&write, "retry-after").parse::<u64>().is_ok());
+    let body: Value = write.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "limiter_unavailable");
+    assert_eq!(
+        memberships().await,
+        before,
+        "the refused join wrote nothing"
+    );
 }

@@ -47,6 +47,11 @@ struct Stored {
     version: u64,
     flushed_version: u64,
     last_flush_ms: u64,
+    /// A group was sent and its outcome not recorded yet. Saved before the
+    /// group goes out, so an object that restarts mid-flight (a deploy, an
+    /// eviction) does not trust a count that may have missed it.
+    #[serde(default)]
+    in_flight: bool,
 }
 
 /// The answer to a change.
@@ -246,6 +251,7 @@ impl IssueCounter {
                 s.counted = true;
                 s.version += 1;
             }
+            s.in_flight = false;
             before
         };
         self.trusted.set(true);
@@ -298,6 +304,8 @@ impl IssueCounter {
         // mid-flight (its caller went away), the next group counts again
         // instead of missing a change that may have committed.
         self.trusted.set(false);
+        self.stored.borrow_mut().in_flight = true;
+        self.save().map_err(AppError::from)?;
         let mut statements = Vec::new();
         let mut sizes = Vec::with_capacity(changes.len());
         for (i, change) in changes.iter().enumerate() {
@@ -313,6 +321,11 @@ impl IssueCounter {
                 let known = e.code != "primary_unavailable";
                 self.trusted
                     .set(counter::trusted_after(count, known, false));
+                if known {
+                    // Certainly not committed: nothing was missed.
+                    self.stored.borrow_mut().in_flight = false;
+                    self.save().map_err(AppError::from)?;
+                }
                 return Err(e);
             }
         };
@@ -370,6 +383,7 @@ impl IssueCounter {
             if moved {
                 s.version += 1;
             }
+            s.in_flight = false;
         }
         self.save().map_err(AppError::from)?;
         let dirty = {
@@ -423,7 +437,8 @@ impl DurableObject for IssueCounter {
                 Stored::default()
             }
         };
-        let trusted = stored.counted;
+        // A group whose outcome was never recorded may have committed.
+        let trusted = stored.counted && !stored.in_flight;
         IssueCounter {
             state,
             env,

@@ -193,6 +193,17 @@ impl TestApp {
         cache_fresh_secs: u64,
         vars: &[(&str, &str)],
     ) -> TestApp {
+        Self::start_edited(seed, cache_fresh_secs, vars, |toml| toml).await
+    }
+
+    /// [`Self::start_configured`] with the test's wrangler.toml passed
+    /// through `edit` first (a binding pointed elsewhere, to fault it).
+    pub async fn start_edited(
+        seed: Seed,
+        cache_fresh_secs: u64,
+        vars: &[(&str, &str)],
+        edit: impl FnOnce(String) -> String,
+    ) -> TestApp {
         let shim = root().join("build/worker/shim.mjs");
         assert!(
             shim.exists(),
@@ -236,7 +247,7 @@ impl TestApp {
         // built once, before the tests.
         let config = dir.path().join("wrangler.toml");
         let toml = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
-        std::fs::write(&config, test_config(&toml, &shim)).expect("write test config");
+        std::fs::write(&config, edit(test_config(&toml, &shim))).expect("write test config");
 
         let port = free_port();
         let inspector = free_port();

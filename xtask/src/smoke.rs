@@ -1,6 +1,7 @@
 //! `cargo xtask smoke --url URL`: a read-only check of a running Worker,
-//! deployed or local. It reads, never writes: health, a list, a detail, the
-//! error envelope, and the headers every response must carry.
+//! deployed or local. It reads, never writes: health, a list, a detail (with
+//! its cache headers), a search, the error envelope, and the headers every
+//! response must carry.
 
 use std::time::Duration;
 
@@ -78,6 +79,20 @@ fn headers_present(path: &str, r: &Response) -> Result {
     Ok(())
 }
 
+/// A cached read says how it was served and how it may be cached.
+fn cache_headers(path: &str, r: &Response) -> Result {
+    check(r.header("etag").is_some(), || format!("{path}: no ETag"))?;
+    check(
+        matches!(r.header("x-cache"), Some("HIT" | "MISS" | "STALE")),
+        || format!("{path}: X-Cache is {:?}", r.header("x-cache")),
+    )?;
+    check(
+        r.header("cache-control")
+            .is_some_and(|c| c.contains("public") && c.contains("max-age=")),
+        || format!("{path}: Cache-Control is {:?}", r.header("cache-control")),
+    )
+}
+
 fn envelope(path: &str, r: &Response, status: u16, code: &str) -> Result {
     check(r.status == status, || {
         format!("{path}: status {} (wanted {status})", r.status)
@@ -146,6 +161,33 @@ pub fn run(base: &str) -> Result<usize> {
                     "no organisations array".to_owned()
                 })
             })
+            .and_then(|()| headers_present("/api/issues/:id", &detail))
+            .and_then(|()| cache_headers("/api/issues/:id", &detail))
+    })?;
+
+    // A word of the issue's name (letters only, so it needs no escaping)
+    // must find the issue.
+    let name = items
+        .first()
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or_default();
+    let word = name
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| w.len() >= 3)
+        .max_by_key(|w| w.len())
+        .unwrap_or("a")
+        .to_ascii_lowercase();
+    let path = format!("/api/issues?q={word}&limit=100");
+    let search = get(&agent, base, &path)?;
+    step(&format!("searching {word:?} finds the issue"), {
+        check(search.status == 200, || format!("status {}", search.status))
+            .and_then(|()| {
+                let found = search.body["items"]
+                    .as_array()
+                    .is_some_and(|hits| hits.iter().any(|h| h["id"] == id.as_str()));
+                check(found, || format!("{path}: {id} not among {}", search.body))
+            })
+            .and_then(|()| headers_present(&path, &search))
     })?;
 
     let bad = get(&agent, base, "/api/issues/not-a-uuid")?;
