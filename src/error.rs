@@ -14,11 +14,9 @@ pub struct AppError {
     pub details: Option<Value>,
     /// Seconds, sent as `Retry-After`.
     pub retry_after: Option<u32>,
-    /// Methods, sent as `Allow` with a 405.
-    pub allow: Option<Vec<&'static str>>,
-    /// `Set-Cookie` headers the error response must still carry (a legacy
-    /// cookie's upgrade, committed before the request failed).
-    pub set_cookies: Vec<String>,
+    /// More headers of the response: `Allow` with a 405, `Set-Cookie` for
+    /// a legacy cookie's upgrade that committed before the request failed.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 pub type AppResult<T> = Result<T, AppError>;
@@ -31,8 +29,7 @@ impl AppError {
             message: message.into(),
             details: None,
             retry_after: None,
-            allow: None,
-            set_cookies: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -61,7 +58,7 @@ impl AppError {
             "method_not_allowed",
             format!("this route accepts {}", allow.join(", ")),
         );
-        e.allow = Some(allow);
+        e.headers.push(("Allow", allow.join(", ")));
         e
     }
 

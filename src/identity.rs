@@ -40,7 +40,8 @@ impl Caller {
     /// written by the write that failed.)
     pub fn on_error(&self, mut e: AppError) -> AppError {
         if self.upgraded {
-            e.set_cookies.clone_from(&self.set_cookies);
+            e.headers
+                .extend(self.set_cookies.iter().map(|c| ("Set-Cookie", c.clone())));
         }
         e
     }

@@ -491,11 +491,8 @@ fn error_response(e: &AppError, request_id: &str) -> worker::Result<Response> {
     if let Some(secs) = e.retry_after {
         headers.set("Retry-After", &secs.to_string())?;
     }
-    if let Some(allow) = &e.allow {
-        headers.set("Allow", &allow.join(", "))?;
-    }
-    for cookie in &e.set_cookies {
-        headers.append("Set-Cookie", cookie)?;
+    for (name, value) in &e.headers {
+        headers.append(name, value)?;
     }
     Ok(response)
 }
