@@ -200,6 +200,10 @@ async fn bots_and_phone_linking() {
         ),
         ("POST /api/bot", Box::pin(bot_api(app))),
         (
+            "a seed-era user with users.phone is found and used by the bot",
+            Box::pin(seed_era_phone_user(app, graph)),
+        ),
+        (
             "linking a phone merges users without double counting",
             Box::pin(link_and_merge(app, graph)),
         ),
@@ -613,6 +617,79 @@ async fn bot_api(app: &TestApp) {
     assert_eq!(
         (left["changed"].as_bool(), left["rioter_count"].as_i64()),
         (Some(true), Some(0))
+    );
+}
+
+async fn seed_era_phone_user(app: &TestApp, graph: &FakeApi) {
+    // A user from before identities: the phone only in users.phone.
+    let wa_id = fresh_wa_id();
+    let phone = format!("+{wa_id}");
+    let user = uuid::Uuid::new_v4().to_string();
+    app.sql(
+        "INSERT INTO users (id, phone) VALUES (?, ?)",
+        vec![text(user.as_str()), text(phone.as_str())],
+    )
+    .await;
+    let old = app.fresh_issue("Seed-era membership").await;
+    app.sql(
+        "INSERT INTO user_issues (id, user_id, issue_id) VALUES (?, ?, ?)",
+        vec![
+            text(uuid::Uuid::new_v4().to_string()),
+            text(user.as_str()),
+            text(old.as_str()),
+        ],
+    )
+    .await;
+    let my_issues = json!({ "action": "my_issues", "params": { "phone": phone } });
+    let (status, mine) = bot(app, Some(BOT_TOKEN), my_issues.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(mine["items"][0]["id"], old.as_str(), "{mine}");
+
+    // The first write records the identity, for that user.
+    let new = app.fresh_issue("Seed-era join").await;
+    let (status, joined) = bot(
+        app,
+        Some(BOT_TOKEN),
+        json!({ "action": "join_issue", "params": { "phone": phone, "issue_id": new } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["changed"], true);
+    let rows = app
+        .sql(
+            "SELECT user_id FROM user_identities WHERE provider = 'phone' AND subject = ?",
+            vec![text(phone.as_str())],
+        )
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(string(&rows[0][0]), user);
+    assert_eq!(
+        count(
+            app,
+            "SELECT count(*) FROM users WHERE phone = ?",
+            vec![text(phone.as_str())]
+        )
+        .await,
+        1,
+        "no second user for the phone"
+    );
+    assert_eq!(
+        count(
+            app,
+            "SELECT count(*) FROM user_issues WHERE user_id = ? AND issue_id = ?",
+            vec![text(user.as_str()), text(new.as_str())]
+        )
+        .await,
+        1
+    );
+    let (_, mine) = bot(app, Some(BOT_TOKEN), my_issues).await;
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(2), "{mine}");
+
+    // Over WhatsApp, the same user.
+    let reply = chat(app, graph, &wa_id, "my issues", 1).await;
+    assert!(
+        reply.contains("Seed-era membership") && reply.contains("Seed-era join"),
+        "{reply}"
     );
 }
 
