@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fake_api::{FakeApi, Received};
-use common::{int, run_cases, Seed, TestApp, CACHE_FRESH_SECS};
+use common::{int, run_cases, Seed, TestApp, ADMIN_TOKEN, CACHE_FRESH_SECS};
 use hmac::{Hmac, Mac};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::StatusCode;
@@ -199,6 +199,10 @@ async fn bots_and_phone_linking() {
             Box::pin(telegram_webhook(app, telegram)),
         ),
         ("POST /api/bot", Box::pin(bot_api(app))),
+        (
+            "a bearer token is checked before the body is parsed",
+            Box::pin(token_before_body(app)),
+        ),
         (
             "a seed-era user with users.phone is found and used by the bot",
             Box::pin(seed_era_phone_user(app, graph)),
@@ -618,6 +622,65 @@ async fn bot_api(app: &TestApp) {
         (left["changed"].as_bool(), left["rioter_count"].as_i64()),
         (Some(true), Some(0))
     );
+}
+
+/// A raw `POST` with the given headers and body bytes.
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &'static [u8],
+) -> (StatusCode, Value) {
+    let mut rb = app.request(reqwest::Method::POST, path).body(body);
+    for (name, value) in headers {
+        rb = rb.header(*name, value);
+    }
+    let r = rb.send().await.expect("send");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn token_before_body(app: &TestApp) {
+    let json_type = ("Content-Type", "application/json".to_owned());
+    let text_type = ("Content-Type", "text/plain".to_owned());
+    let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
+    for path in ["/api/bot", "/api/admin/cache/invalidate"] {
+        // No token, or a wrong one: 401 whatever the body is (was 400, 415).
+        for headers in [
+            vec![json_type.clone()],
+            vec![text_type.clone()],
+            vec![json_type.clone(), bearer("wrong")],
+        ] {
+            let (status, body) = post_raw(app, path, &headers, b"{not json").await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{path} {headers:?}: {body}"
+            );
+            assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        }
+    }
+    // With the token, the body is checked as before.
+    let (status, body) = post_raw(
+        app,
+        "/api/bot",
+        &[json_type.clone(), bearer(BOT_TOKEN)],
+        b"{not json",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_json")),
+        "{body}"
+    );
+    let (status, body) = post_raw(
+        app,
+        "/api/admin/cache/invalidate",
+        &[text_type, bearer(ADMIN_TOKEN)],
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
 }
 
 async fn seed_era_phone_user(app: &TestApp, graph: &FakeApi) {
