@@ -208,6 +208,10 @@ async fn bots_and_phone_linking() {
             Box::pin(seed_era_phone_user(app, graph)),
         ),
         (
+            "link_phone and the link command say to link on the web",
+            Box::pin(link_on_web(app, graph, telegram)),
+        ),
+        (
             "linking a phone merges users without double counting",
             Box::pin(link_and_merge(app, graph)),
         ),
@@ -754,6 +758,72 @@ async fn seed_era_phone_user(app: &TestApp, graph: &FakeApi) {
         reply.contains("Seed-era membership") && reply.contains("Seed-era join"),
         "{reply}"
     );
+}
+
+async fn link_on_web(app: &TestApp, graph: &FakeApi, telegram: &FakeApi) {
+    let wa_id = fresh_wa_id();
+    let phone = format!("+{wa_id}");
+    let (status, e) = bot(
+        app,
+        Some(BOT_TOKEN),
+        json!({ "action": "link_phone", "params": { "phone": phone, "code": "123456" } }),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("link_on_web")),
+        "{e}"
+    );
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("POST /api/me/phone") && message.contains("/api/me/phone/verify"),
+        "{message}"
+    );
+    assert_eq!(
+        e["error"]["details"]["steps"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // Nothing is written for it.
+    assert_eq!(
+        count(
+            app,
+            "SELECT count(*) FROM user_identities WHERE provider = 'phone' AND subject = ?",
+            vec![text(phone.as_str())]
+        )
+        .await,
+        0
+    );
+
+    let reply = chat(app, graph, &wa_id, "link", 1).await;
+    assert!(
+        reply.contains("website") && reply.contains("6-digit code"),
+        "{reply}"
+    );
+    assert!(chat(app, graph, &wa_id, "help", 2)
+        .await
+        .contains("link - "));
+
+    // The same on Telegram.
+    let user = (uuid::Uuid::new_v4().as_u128() % 1_000_000_000) as i64 + 1;
+    let update = json!({
+        "update_id": user * 10 + 1,
+        "message": { "message_id": 1, "date": 1700000000, "text": "/link",
+                     "from": { "id": user, "is_bot": false, "first_name": "L" },
+                     "chat": { "id": user, "type": "private" } }
+    });
+    let r = app
+        .request(reqwest::Method::POST, "/webhooks/telegram")
+        .header("X-Telegram-Bot-Api-Secret-Token", TG_SECRET)
+        .json(&update)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    let replies = telegram
+        .wait_for(WAIT, 1, |r| r.body["chat_id"].as_i64() == Some(user))
+        .await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].body["text"].as_str(), Some(reply.as_str()));
 }
 
 async fn web_join(app: &TestApp, issue: &str, cookie: Option<&str>) -> (Value, Option<String>) {
