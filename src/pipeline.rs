@@ -1,5 +1,6 @@
 //! The path of every request:
-//! request id -> config -> CORS -> body limits -> route -> handler ->
+//! request id -> config -> CORS -> route -> bearer secret (the routes behind
+//! one) -> body limits -> handler ->
 //! response headers (security, CORS, request id, Server-Timing) -> one log line.
 
 use serde_json::Value;
@@ -139,6 +140,14 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         }
         Resolved::NotFound => return no_route(),
     };
+    // A route behind a bearer secret checks it before its body is read: a
+    // caller without the token learns nothing from how the body parses.
+    if let Some((secret, name)) = bearer_secret(&route, &ctx.config) {
+        let authorization = req.headers().get("Authorization").ok().flatten();
+        if let Err(e) = admin::bearer(secret, authorization.as_deref(), name) {
+            return (Err(e), "unauthorized");
+        }
+    }
     // Webhooks are signed over their exact bytes: read raw, parse later.
     let signed = matches!(route, Route::WhatsAppWebhook | Route::TelegramWebhook);
     let (raw, body) = if signed {
@@ -196,10 +205,7 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             },
             "outbox.status",
         ),
-        Route::Bot => (
-            bot::api::handle(ctx, header("Authorization").as_deref(), body.as_ref()).await,
-            "bot",
-        ),
+        Route::Bot => (bot::api::handle(ctx, body.as_ref()).await, "bot"),
         Route::WhatsAppVerify => (
             query_pairs(&req).and_then(|pairs| bot::whatsapp::verify(ctx, &pairs)),
             "webhooks.whatsapp.verify",
@@ -232,16 +238,16 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             .await
         }
         Route::InvalidateCache => (
-            admin::invalidate(ctx, header("Authorization").as_deref(), body.as_ref()).await,
+            admin::invalidate(ctx, body.as_ref()).await,
             "admin.invalidate",
         ),
         Route::RunJob { ref name } => (
-            jobs::run::run_now(ctx, header("Authorization").as_deref(), name, body.as_ref()).await,
+            jobs::run::run_now(ctx, name, body.as_ref()).await,
             "admin.jobs.run",
         ),
         Route::ListJobs => {
             let result = match query_pairs(&req) {
-                Ok(pairs) => jobs::run::list(ctx, header("Authorization").as_deref(), &pairs).await,
+                Ok(pairs) => jobs::run::list(ctx, &pairs).await,
                 Err(e) => Err(e),
             };
             (result, "admin.jobs.list")
@@ -262,6 +268,20 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             };
             (result, name)
         }
+    }
+}
+
+/// The secret a route is behind (`Authorization: Bearer <secret>`) and its
+/// name, checked by [`run`] before the body is read: `BOT_TOKEN` for the bot
+/// contract, `CRON_SECRET` for the operator routes. An unset secret turns
+/// its routes off (403).
+fn bearer_secret<'c>(route: &Route, config: &'c Config) -> Option<(Option<&'c str>, &'static str)> {
+    match route {
+        Route::Bot => Some((config.bot_token.as_deref(), "BOT_TOKEN")),
+        Route::InvalidateCache | Route::RunJob { .. } | Route::ListJobs => {
+            Some((config.admin_token.as_deref(), "CRON_SECRET"))
+        }
+        _ => None,
     }
 }
 

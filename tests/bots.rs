@@ -3,7 +3,10 @@
 //! sends them: Meta's verification handshake, signed and unsigned webhook
 //! deliveries, redeliveries processed once, a join over WhatsApp moving the
 //! count once, real payload shapes, replies retried and failures recorded,
-//! Telegram's secret and dedupe, `POST /api/bot`, and linking a phone by a
+//! Telegram's secret and dedupe, `POST /api/bot` (its token checked before
+//! the body, its per-phone limit, `link_phone` refused with the way to
+//! link), seed-era users found by `users.phone`, the chat commands `issue
+//! N`, `actions N`, `post N TEXT` and `link`, and linking a phone by a
 //! one-time code with the two users merged without double counting.
 
 mod common;
@@ -11,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fake_api::{FakeApi, Received};
-use common::{int, run_cases, Seed, TestApp, CACHE_FRESH_SECS};
+use common::{int, run_cases, Seed, TestApp, ADMIN_TOKEN, CACHE_FRESH_SECS, RATE_LIMITS};
 use hmac::{Hmac, Mac};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::StatusCode;
@@ -26,6 +29,9 @@ const TG_TOKEN: &str = "12345:test-telegram-token";
 const TG_SECRET: &str = "test-telegram-secret";
 const PHONE_NUMBER_ID: &str = "PN1";
 const WAIT: Duration = Duration::from_secs(15);
+/// The `bot` policy of this test app, per phone (or Telegram user) a
+/// minute: above what any other case sends from one phone.
+const BOT_LIMIT: usize = 20;
 
 fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(APP_SECRET.as_bytes()).expect("key");
@@ -152,10 +158,12 @@ async fn poll_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 async fn bots_and_phone_linking() {
     let graph = FakeApi::start().await;
     let telegram = FakeApi::start().await;
+    let rate_limits = format!("{RATE_LIMITS},bot={BOT_LIMIT}/60");
     let app = TestApp::start_configured(
         Seed::Demo,
         CACHE_FRESH_SECS,
         &[
+            ("RATE_LIMITS", &rate_limits),
             ("BOT_TOKEN", BOT_TOKEN),
             ("WHATSAPP_APP_SECRET", APP_SECRET),
             ("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN),
@@ -199,6 +207,26 @@ async fn bots_and_phone_linking() {
             Box::pin(telegram_webhook(app, telegram)),
         ),
         ("POST /api/bot", Box::pin(bot_api(app))),
+        (
+            "a bearer token is checked before the body is parsed",
+            Box::pin(token_before_body(app)),
+        ),
+        (
+            "POST /api/bot is limited per phone",
+            Box::pin(bot_limit(app)),
+        ),
+        (
+            "a seed-era user with users.phone is found and used by the bot",
+            Box::pin(seed_era_phone_user(app, graph)),
+        ),
+        (
+            "link_phone and the link command say to link on the web",
+            Box::pin(link_on_web(app, graph, telegram)),
+        ),
+        (
+            "chat: issue N, actions N, post N TEXT",
+            Box::pin(chat_issue_actions_post(app, graph)),
+        ),
         (
             "linking a phone merges users without double counting",
             Box::pin(link_and_merge(app, graph)),
@@ -614,6 +642,348 @@ async fn bot_api(app: &TestApp) {
         (left["changed"].as_bool(), left["rioter_count"].as_i64()),
         (Some(true), Some(0))
     );
+}
+
+/// A raw `POST` with the given headers and body bytes.
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &'static [u8],
+) -> (StatusCode, Value) {
+    let mut rb = app.request(reqwest::Method::POST, path).body(body);
+    for (name, value) in headers {
+        rb = rb.header(*name, value);
+    }
+    let r = rb.send().await.expect("send");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn token_before_body(app: &TestApp) {
+    let json_type = ("Content-Type", "application/json".to_owned());
+    let text_type = ("Content-Type", "text/plain".to_owned());
+    let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
+    for path in ["/api/bot", "/api/admin/cache/invalidate"] {
+        // No token, or a wrong one: 401 whatever the body is (was 400, 415).
+        for headers in [
+            vec![json_type.clone()],
+            vec![text_type.clone()],
+            vec![json_type.clone(), bearer("wrong")],
+        ] {
+            let (status, body) = post_raw(app, path, &headers, b"{not json").await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{path} {headers:?}: {body}"
+            );
+            assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        }
+    }
+    // With the token, the body is checked as before.
+    let (status, body) = post_raw(
+        app,
+        "/api/bot",
+        &[json_type.clone(), bearer(BOT_TOKEN)],
+        b"{not json",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_json")),
+        "{body}"
+    );
+    let (status, body) = post_raw(
+        app,
+        "/api/admin/cache/invalidate",
+        &[text_type, bearer(ADMIN_TOKEN)],
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+}
+
+async fn bot_limit(app: &TestApp) {
+    let phone = format!("+{}", fresh_wa_id());
+    let mine = json!({ "action": "my_issues", "params": { "phone": phone } });
+    let send = |body: Value| async move {
+        let r = app
+            .request(reqwest::Method::POST, "/api/bot")
+            .header("Authorization", format!("Bearer {BOT_TOKEN}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let policy = r
+            .headers()
+            .get("ratelimit-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let retry_after = r.headers().get("retry-after").is_some();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (status, policy, retry_after, body)
+    };
+    for n in 1..=BOT_LIMIT {
+        let (status, policy, _, body) = send(mine.clone()).await;
+        assert_eq!(status, StatusCode::OK, "request {n}: {body}");
+        assert_eq!(policy, format!("\"bot\";q={BOT_LIMIT};w=60"));
+    }
+    let (status, policy, retry_after, body) = send(mine.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["details"]["policy"], "bot");
+    assert!(retry_after && policy.starts_with("\"bot\""), "{policy}");
+    // A write from that phone is refused too, and nothing is written.
+    let issue = app.fresh_issue("Limited").await;
+    let (status, ..) =
+        send(json!({ "action": "join_issue", "params": { "phone": phone, "issue_id": issue } }))
+            .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        count(
+            app,
+            "SELECT count(*) FROM user_issues WHERE issue_id = ?",
+            vec![text(issue.as_str())]
+        )
+        .await,
+        0
+    );
+    // Another phone is not limited.
+    let other = format!("+{}", fresh_wa_id());
+    let (status, _, _, body) =
+        send(json!({ "action": "my_issues", "params": { "phone": other } })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn seed_era_phone_user(app: &TestApp, graph: &FakeApi) {
+    // A user from before identities: the phone only in users.phone.
+    let wa_id = fresh_wa_id();
+    let phone = format!("+{wa_id}");
+    let user = uuid::Uuid::new_v4().to_string();
+    app.sql(
+        "INSERT INTO users (id, phone) VALUES (?, ?)",
+        vec![text(user.as_str()), text(phone.as_str())],
+    )
+    .await;
+    let old = app.fresh_issue("Seed-era membership").await;
+    app.sql(
+        "INSERT INTO user_issues (id, user_id, issue_id) VALUES (?, ?, ?)",
+        vec![
+            text(uuid::Uuid::new_v4().to_string()),
+            text(user.as_str()),
+            text(old.as_str()),
+        ],
+    )
+    .await;
+    let my_issues = json!({ "action": "my_issues", "params": { "phone": phone } });
+    let (status, mine) = bot(app, Some(BOT_TOKEN), my_issues.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(mine["items"][0]["id"], old.as_str(), "{mine}");
+
+    // The first write records the identity, for that user.
+    let new = app.fresh_issue("Seed-era join").await;
+    let (status, joined) = bot(
+        app,
+        Some(BOT_TOKEN),
+        json!({ "action": "join_issue", "params": { "phone": phone, "issue_id": new } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["changed"], true);
+    let rows = app
+        .sql(
+            "SELECT user_id FROM user_identities WHERE provider = 'phone' AND subject = ?",
+            vec![text(phone.as_str())],
+        )
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(string(&rows[0][0]), user);
+    assert_eq!(
+        count(
+            app,
+            "SELECT count(*) FROM users WHERE phone = ?",
+            vec![text(phone.as_str())]
+        )
+        .await,
+        1,
+        "no second user for the phone"
+    );
+    assert_eq!(
+        count(
+            app,
+            "SELECT count(*) FROM user_issues WHERE user_id = ? AND issue_id = ?",
+            vec![text(user.as_str()), text(new.as_str())]
+        )
+        .await,
+        1
+    );
+    let (_, mine) = bot(app, Some(BOT_TOKEN), my_issues).await;
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(2), "{mine}");
+
+    // Over WhatsApp, the same user.
+    let reply = chat(app, graph, &wa_id, "my issues", 1).await;
+    assert!(
+        reply.contains("Seed-era membership") && reply.contains("Seed-era join"),
+        "{reply}"
+    );
+}
+
+async fn link_on_web(app: &TestApp, graph: &FakeApi, telegram: &FakeApi) {
+    let wa_id = fresh_wa_id();
+    let phone = format!("+{wa_id}");
+    let (status, e) = bot(
+        app,
+        Some(BOT_TOKEN),
+        json!({ "action": "link_phone", "params": { "phone": phone, "code": "123456" } }),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("link_on_web")),
+        "{e}"
+    );
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("POST /api/me/phone") && message.contains("/api/me/phone/verify"),
+        "{message}"
+    );
+    assert_eq!(
+        e["error"]["details"]["steps"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // Nothing is written for it.
+    assert_eq!(
+        count(
+            app,
+            "SELECT count(*) FROM user_identities WHERE provider = 'phone' AND subject = ?",
+            vec![text(phone.as_str())]
+        )
+        .await,
+        0
+    );
+
+    let reply = chat(app, graph, &wa_id, "link", 1).await;
+    assert!(
+        reply.contains("website") && reply.contains("6-digit code"),
+        "{reply}"
+    );
+    assert!(chat(app, graph, &wa_id, "help", 2)
+        .await
+        .contains("link - "));
+
+    // The same on Telegram.
+    let user = (uuid::Uuid::new_v4().as_u128() % 1_000_000_000) as i64 + 1;
+    let update = json!({
+        "update_id": user * 10 + 1,
+        "message": { "message_id": 1, "date": 1700000000, "text": "/link",
+                     "from": { "id": user, "is_bot": false, "first_name": "L" },
+                     "chat": { "id": user, "type": "private" } }
+    });
+    let r = app
+        .request(reqwest::Method::POST, "/webhooks/telegram")
+        .header("X-Telegram-Bot-Api-Secret-Token", TG_SECRET)
+        .json(&update)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    let replies = telegram
+        .wait_for(WAIT, 1, |r| r.body["chat_id"].as_i64() == Some(user))
+        .await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].body["text"].as_str(), Some(reply.as_str()));
+}
+
+async fn chat_issue_actions_post(app: &TestApp, graph: &FakeApi) {
+    let word = fresh_word();
+    let issue = app.fresh_issue(&format!("Crossings {word}")).await;
+    let organisation = app
+        .fresh_organisation(&format!("Roads Office {word}"))
+        .await;
+    app.sql(
+        "UPDATE issues SET description = 'No safe crossing near the school.' WHERE id = ?",
+        vec![text(issue.as_str())],
+    )
+    .await;
+    app.sql(
+        "INSERT INTO issue_organisation (id, issue_id, organisation_id) VALUES (?, ?, ?)",
+        vec![
+            text(uuid::Uuid::new_v4().to_string()),
+            text(issue.as_str()),
+            text(organisation.as_str()),
+        ],
+    )
+    .await;
+    app.sql(
+        "INSERT INTO actions (id, issue_id, title, type, external_url) VALUES (?, ?, 'Write to the council', 'action', 'https://example.org/write')",
+        vec![text(uuid::Uuid::new_v4().to_string()), text(issue.as_str())],
+    )
+    .await;
+    let from = fresh_wa_id();
+    // Before any list, a number means nothing.
+    assert!(chat(app, graph, &from, "issue 1", 1)
+        .await
+        .contains("I don't know which issue"));
+    let listed = chat(app, graph, &from, &format!("search {word}"), 2).await;
+    assert!(listed.contains(&format!("1. Crossings {word}")), "{listed}");
+
+    let detail = chat(app, graph, &from, "issue 1", 3).await;
+    assert!(
+        detail.starts_with(&format!("Crossings {word} (0 people)")),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("No safe crossing near the school."),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!("Responsible: Roads Office {word}")),
+        "{detail}"
+    );
+    assert!(detail.contains("1 actions"), "{detail}");
+    // Just the number is the same.
+    assert_eq!(chat(app, graph, &from, "1", 4).await, detail);
+
+    let actions = chat(app, graph, &from, "actions 1", 5).await;
+    assert_eq!(
+        actions,
+        format!(
+            "What you can do about \"Crossings {word}\":\n1. Write to the council https://example.org/write"
+        )
+    );
+
+    let posted = chat(
+        app,
+        graph,
+        &from,
+        "post 1 Lights at the crossing, please",
+        6,
+    )
+    .await;
+    assert_eq!(posted, format!("Posted to \"Crossings {word}\"."));
+    // The post is the phone's user's, in the issue's feed.
+    assert_eq!(
+        count(
+            app,
+            "SELECT count(*) FROM feed f JOIN user_identities ident ON ident.user_id = f.user_id \
+             WHERE f.issue_id = ? AND f.content = 'Lights at the crossing, please' \
+             AND ident.provider = 'phone' AND ident.subject = ?",
+            vec![text(issue.as_str()), text(format!("+{from}"))],
+        )
+        .await,
+        1
+    );
+    let feed = app.get_json(&format!("/api/issues/{issue}/feed")).await;
+    assert_eq!(
+        feed["items"][0]["content"], "Lights at the crossing, please",
+        "{feed}"
+    );
+    // A post too long for the feed is refused with the reason, not posted.
+    let long = format!("post 1 {}", "x".repeat(2_001));
+    let refused = chat(app, graph, &from, &long, 7).await;
+    assert!(refused.starts_with("Sorry: "), "{refused}");
 }
 
 async fn web_join(app: &TestApp, issue: &str, cookie: Option<&str>) -> (Value, Option<String>) {

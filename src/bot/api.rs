@@ -8,10 +8,11 @@
 //! /api/issues?q=`, `get_issue` is `GET /api/issues/:id`, ...), read
 //! through the same cache.
 //!
-//! There is no `link_phone` action: linking is started and finished on the
-//! web (`POST /api/me/phone`, `POST /api/me/phone/verify`), the code going
-//! to the phone over WhatsApp. An action that finished a link from the
-//! phone's side would let someone who asked for a code for another
+//! `link_phone`, which the seed's contract names, is known but refused
+//! (400 `link_on_web`, saying how to link): linking is started and finished
+//! on the web (`POST /api/me/phone`, `POST /api/me/phone/verify`), the code
+//! going to the phone over WhatsApp. An action that finished a link from
+//! the phone's side would let someone who asked for a code for another
 //! person's number talk them into linking it to the asker's account.
 
 use serde_json::{json, Map, Value};
@@ -22,10 +23,10 @@ use crate::context::{json_response, Ctx};
 use crate::error::{AppError, AppResult};
 use crate::ids::Id;
 use crate::issue_writes::Write;
+use crate::limits;
 use crate::membership::{self, Op};
 use crate::phone::PhoneE164;
 use crate::writes::NewPost;
-use crate::{admin, limits};
 
 /// The most issues `search_issues` returns.
 const SEARCH_LIMIT: usize = 20;
@@ -50,6 +51,27 @@ pub const ACTIONS: &[&str] = &[
     "post_feed",
     "get_actions",
 ];
+
+/// The seed's action for linking a phone, answered with [`link_on_web`].
+pub const LINK_PHONE: &str = "link_phone";
+
+/// How a phone is linked, for `link_phone` callers: on the web, never from
+/// the bot side.
+pub const LINK_STEPS: [&str; 2] = [
+    "POST /api/me/phone {\"phone\"} from the web session of the account to link it to",
+    "POST /api/me/phone/verify {\"phone\", \"code\"} from that session, with the 6-digit code WhatsApp sends to the phone",
+];
+
+/// The answer to `link_phone`: a 400 that says how to link instead.
+pub fn link_on_web() -> AppError {
+    AppError::new(
+        400,
+        "link_on_web",
+        "a phone is linked on the web, not through the bot: from the web session, \
+         POST /api/me/phone with the phone, then POST /api/me/phone/verify with the code sent to it",
+    )
+    .with_details(json!({ "field": "action", "steps": LINK_STEPS }))
+}
 
 /// A parsed request: who it is for and what they asked.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +103,9 @@ pub fn parse(body: Option<&Value>) -> AppResult<BotRequest> {
         .get("action")
         .and_then(Value::as_str)
         .ok_or_else(|| AppError::validation("action", "is required (a string)"))?;
+    if name == LINK_PHONE {
+        return Err(link_on_web());
+    }
     if !ACTIONS.contains(&name) {
         return Err(AppError::new(
             400,
@@ -174,14 +199,10 @@ pub fn parse(body: Option<&Value>) -> AppResult<BotRequest> {
     Ok(BotRequest { phone, action })
 }
 
-/// Token first (a wrong or missing token learns nothing about the body),
-/// then the body, then the per-phone limit.
-pub async fn handle(
-    ctx: &Ctx,
-    authorization: Option<&str>,
-    body: Option<&Value>,
-) -> AppResult<Response> {
-    admin::bearer(ctx.config.bot_token.as_deref(), authorization, "BOT_TOKEN")?;
+/// The body, then the per-phone limit. The token (`BOT_TOKEN`) was checked
+/// by the pipeline before the body was read, so a wrong or missing token
+/// learns nothing about the body.
+pub async fn handle(ctx: &Ctx, body: Option<&Value>) -> AppResult<Response> {
     let request = parse(body)?;
     let who = ChatUser::phone(&request.phone);
     limits::write(ctx, &ctx.config.rate_limits.bot, &who.limit_subject()).await?;
@@ -358,6 +379,16 @@ mod tests {
                 e.message,
                 e.details
             );
+        }
+    }
+
+    #[test]
+    fn link_phone_is_known_and_says_how_to_link() {
+        for params in [json!({"phone": "+447700900123"}), json!({}), json!(null)] {
+            let e = parsed(json!({"action": "link_phone", "params": params})).expect_err("refused");
+            assert_eq!((e.status, e.code), (400, "link_on_web"));
+            assert!(e.message.contains("POST /api/me/phone"), "{}", e.message);
+            assert_eq!(e.details.expect("details")["steps"][1], LINK_STEPS[1]);
         }
     }
 

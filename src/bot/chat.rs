@@ -138,6 +138,7 @@ async fn run(ctx: &Ctx, who: &ChatUser, command: Command) -> AppResult<String> {
     };
     Ok(match command {
         Command::Help => command::HELP.to_owned(),
+        Command::Link => command::LINK_HELP.to_owned(),
         Command::Unknown(problem) => command::explain(problem),
         Command::Search(words) => {
             let found = super::search(ctx, &words, LIST_LEN).await?;

@@ -9,6 +9,7 @@
 //! my issues             the issues you joined, as a numbered list
 //! actions N             actions you can take on issue N
 //! post N TEXT           post TEXT to issue N's feed
+//! link                  how to link a phone to a web account (on the web)
 //! ```
 //!
 //! Words are matched without regard to case; extra spaces, a leading `/`
@@ -31,6 +32,9 @@ pub enum Command {
     MyIssues,
     Actions(usize),
     Post(usize, String),
+    /// How to link a phone: on the web, never from the chat (see
+    /// [`LINK_HELP`]).
+    Link,
     /// Not understood; says why, for the reply.
     Unknown(Problem),
 }
@@ -99,6 +103,8 @@ pub fn parse(text: &str) -> Command {
         "join" => numbered(Command::Join, "join"),
         "leave" => numbered(Command::Leave, "leave"),
         "actions" => numbered(Command::Actions, "actions"),
+        // `link`, `link phone`, `link +44...`: the same guidance.
+        "link" => Command::Link,
         "my" if rest.eq_ignore_ascii_case("issues") => Command::MyIssues,
         "mine" if rest.is_empty() => Command::MyIssues,
         "post" => {
@@ -142,7 +148,16 @@ issue N - more about issue N of the last list\n\
 join N / leave N - join or leave issue N\n\
 my issues - the issues you joined\n\
 actions N - things you can do about issue N\n\
-post N TEXT - post to issue N's feed";
+post N TEXT - post to issue N's feed\n\
+link - how to link your phone to your account";
+
+/// The answer to `link`. Linking starts and ends on the website, the code
+/// going to the phone over WhatsApp: finishing it from the chat would let
+/// someone who asked for a code for your number talk you into linking it
+/// to their account.
+pub const LINK_HELP: &str = "Phones are linked on the Quiet Riots website, not in this chat: \
+signed in there, add your phone number, then type in the 6-digit code we send it on WhatsApp. \
+Never send that code to anyone, me included.";
 
 #[cfg(test)]
 mod tests {
@@ -165,6 +180,9 @@ mod tests {
             ("my issues", Command::MyIssues),
             ("My   Issues", Command::MyIssues),
             ("actions 2", Command::Actions(2)),
+            ("link", Command::Link),
+            ("/link", Command::Link),
+            ("Link my phone +447700900123", Command::Link),
             (
                 "post 1 The road is   fixed!",
                 Command::Post(1, "The road is   fixed!".into()),

@@ -100,7 +100,10 @@ async fn attempt(out: &Outgoing) -> Option<(u16, Option<u64>, String)> {
     match outcome {
         Either::Left((Ok(answer), _)) => Some(answer),
         Either::Left((Err(e), _)) => {
-            tracing::warn!(url = %out.url, error = %e, "outbound message: no connection");
+            // The URL (and an error that quotes it) may hold Telegram's token.
+            let url = loggable_url(&out.url);
+            let error = e.to_string().replace(&out.url, &url);
+            tracing::warn!(provider = out.provider, %url, %error, "outbound message: no connection");
             None
         }
         Either::Right(_) => {
@@ -108,6 +111,32 @@ async fn attempt(out: &Outgoing) -> Option<(u16, Option<u64>, String)> {
             None
         }
     }
+}
+
+/// `url` as it may be logged: scheme, host and path only (no credentials,
+/// query or fragment), with the Telegram Bot API's `bot<TOKEN>` path segment
+/// shown as `bot<redacted>`: the Bot API takes its token in the path.
+pub fn loggable_url(url: &str) -> String {
+    let Ok(parsed) = worker::Url::parse(url) else {
+        return "<not a URL>".to_owned();
+    };
+    let path = parsed
+        .path()
+        .split('/')
+        .map(|segment| {
+            let is_token = segment.len() > 3
+                && segment
+                    .get(..3)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("bot"));
+            if is_token {
+                "bot<redacted>"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    format!("{}{path}", parsed.origin().ascii_serialization())
 }
 
 /// Sends `out`, retrying as [`next`] says; a message that is never accepted
@@ -206,6 +235,29 @@ mod tests {
             Next::GiveUp(r) => assert!(r.contains("no answer"), "{r}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn logged_urls_hold_no_token() {
+        let token = "12345:AAHsecret-token_xyz";
+        let url = format!("https://api.telegram.test/bot{token}/sendMessage");
+        let logged = loggable_url(&url);
+        assert_eq!(
+            logged,
+            "https://api.telegram.test/bot<redacted>/sendMessage"
+        );
+        assert!(!logged.contains("secret") && !logged.contains("12345"));
+        // Under a base with a path, and with credentials or a query.
+        let logged = loggable_url(&format!(
+            "http://user:pw@127.0.0.1:9000/tg/BOT{token}/sendMessage?token={token}#f"
+        ));
+        assert_eq!(logged, "http://127.0.0.1:9000/tg/bot<redacted>/sendMessage");
+        // Other providers' URLs are kept as they are.
+        assert_eq!(
+            loggable_url("https://graph.example.test/v21.0/PN1/messages"),
+            "https://graph.example.test/v21.0/PN1/messages"
+        );
+        assert_eq!(loggable_url("not a url bot123"), "<not a URL>");
     }
 
     #[test]

@@ -412,14 +412,16 @@ impl TestApp {
     }
 }
 
+/// The test default of `RATE_LIMITS`: high enough not to get in other
+/// tests' way. A test app with a small policy of its own gives this plus
+/// that policy (`format!("{RATE_LIMITS},bot=20/60")`).
+pub const RATE_LIMITS: &str = "reads=100000/60,writes=100000/60,create=100000/60";
+
 /// The test defaults for vars not given in `vars`, then `vars`, as
 /// `--var NAME:VALUE` arguments.
 fn worker_vars(vars: &[(&str, &str)]) -> Vec<String> {
     let defaults = [
-        (
-            "RATE_LIMITS",
-            "reads=100000/60,writes=100000/60,create=100000/60",
-        ),
+        ("RATE_LIMITS", RATE_LIMITS),
         ("CLIENT_IP_HEADER", CLIENT_IP_HEADER),
     ];
     defaults
