@@ -261,12 +261,36 @@ pub async fn receive(ctx: &Ctx, signature: Option<&str>, raw: &[u8]) -> AppResul
     if !work.is_empty() {
         let background = ctx.detached();
         ctx.wait_until(async move {
-            for message in work {
-                process(&background, message).await;
-            }
+            // Senders side by side, each sender's messages in order (a
+            // command may refer to the list the one before it showed). One
+            // after another, a delivery's later messages could run past the
+            // time the runtime gives work after the response while an
+            // earlier reply waits out its retries.
+            let senders = by_sender(work).into_iter().map(|messages| {
+                let ctx = &background;
+                async move {
+                    for message in messages {
+                        process(ctx, message).await;
+                    }
+                }
+            });
+            futures::future::join_all(senders).await;
         });
     }
     Ok(json_response(200, &body)?)
+}
+
+/// Messages grouped by sender, each group in delivery order, groups in the
+/// order their first message came.
+fn by_sender(messages: Vec<Message>) -> Vec<Vec<Message>> {
+    let mut groups: Vec<Vec<Message>> = Vec::new();
+    for m in messages {
+        match groups.iter_mut().find(|g| g[0].from == m.from) {
+            Some(group) => group.push(m),
+            None => groups.push(vec![m]),
+        }
+    }
+    groups
 }
 
 /// Runs one claimed message and sends its reply.
@@ -360,6 +384,22 @@ pub fn code_message(ctx: &Ctx, phone_number_id: &str, to: &str, code: &str) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_grouped_by_sender_in_order() {
+        let m = |id: &str, from: &str| Message {
+            id: id.into(),
+            from: from.into(),
+            phone_number_id: "p".into(),
+            content: Content::Text(id.into()),
+        };
+        let groups = by_sender(vec![m("1", "a"), m("2", "b"), m("3", "a"), m("4", "c")]);
+        let ids: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|m| m.id.as_str()).collect())
+            .collect();
+        assert_eq!(ids, [vec!["1", "3"], vec!["2"], vec!["4"]]);
+    }
 
     fn sign(secret: &[u8], body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("key");
