@@ -269,8 +269,8 @@ async fn tampered_cookies_are_never_trusted(app: &TestApp) {
     );
 }
 
-async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
-    let issue = app.fresh_issue("Legacy").await;
+/// A seed-era user whose legacy id was never upgraded, as its cookie.
+async fn legacy_cookie(app: &TestApp) -> (String, String) {
     let rows = app
         .sql(
             "SELECT id FROM users WHERE NOT EXISTS (SELECT 1 FROM user_identities \
@@ -278,17 +278,33 @@ async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
             vec![],
         )
         .await;
-    let legacy_user = string(&rows[0][0]);
-    let legacy = format!("qr_user_id={legacy_user}");
+    let user = string(&rows[0][0]);
+    let cookie = format!("qr_user_id={user}");
+    (user, cookie)
+}
+
+/// The signed session an upgrade handed over; the legacy cookie cleared.
+fn upgraded_session(reply: &Reply) -> String {
+    assert!(
+        reply
+            .set_cookies
+            .iter()
+            .any(|c| c.starts_with("qr_user_id=;") && c.contains("Max-Age=0")),
+        "{:?}",
+        reply.set_cookies
+    );
+    reply
+        .cookie
+        .clone()
+        .expect("a signed session replaces the legacy cookie")
+}
+
+async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
+    let issue = app.fresh_issue("Legacy").await;
+    let (legacy_user, legacy) = legacy_cookie(app).await;
     let first = join(app, &issue, Some(&legacy)).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-    let upgraded = first
-        .cookie
-        .expect("a signed session replaces the legacy cookie");
-    assert!(first
-        .set_cookies
-        .iter()
-        .any(|c| c.starts_with("qr_user_id=;") && c.contains("Max-Age=0")));
+    let upgraded = upgraded_session(&first);
     let me = app
         .call(Method::GET, "/api/me", Some(&upgraded), None)
         .await;
@@ -305,25 +321,11 @@ async fn the_legacy_cookie_is_upgraded_once(app: &TestApp) {
 /// The upgrade commits before the write runs; a write that then fails
 /// must still hand over the session, or the legacy user is lost.
 async fn a_failed_write_still_hands_over_the_upgraded_session(app: &TestApp) {
-    let rows = app
-        .sql(
-            "SELECT id FROM users WHERE NOT EXISTS (SELECT 1 FROM user_identities \
-             WHERE provider = 'cookie' AND subject = users.id) ORDER BY id DESC LIMIT 1",
-            vec![],
-        )
-        .await;
-    let legacy_user = string(&rows[0][0]);
-    let legacy = format!("qr_user_id={legacy_user}");
+    let (legacy_user, legacy) = legacy_cookie(app).await;
     let missing = "00000000-0000-4000-8000-0000000000aa";
     let failed = join(app, missing, Some(&legacy)).await;
     assert_eq!(failed.status, StatusCode::NOT_FOUND, "{}", failed.body);
-    let session = failed
-        .cookie
-        .expect("the upgraded session comes with the error");
-    assert!(failed
-        .set_cookies
-        .iter()
-        .any(|c| c.starts_with("qr_user_id=;") && c.contains("Max-Age=0")));
+    let session = upgraded_session(&failed);
     let me = app.call(Method::GET, "/api/me", Some(&session), None).await;
     assert_eq!(me.body["user"]["id"], legacy_user.as_str());
     // A new visitor's failed first write sets no session.
