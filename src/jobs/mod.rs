@@ -206,14 +206,22 @@ pub struct Tags {
 }
 
 impl Tags {
+    /// Adds a tag; past [`MAX_TAGS`], one item's tag (`issue:ID`) is
+    /// dropped, never a list's (`issues`, `organisations`): a list changes
+    /// with any of its items, and a stale list is the staleness users see.
     pub fn add(&mut self, tag: String) {
         if self.tags.contains(&tag) {
             return;
         }
         if self.tags.len() < MAX_TAGS {
             self.tags.push(tag);
-        } else {
-            self.dropped += 1;
+            return;
+        }
+        self.dropped += 1;
+        if !tag.contains(':') {
+            if let Some(i) = self.tags.iter().rposition(|t| t.contains(':')) {
+                self.tags[i] = tag;
+            }
         }
     }
 }
@@ -318,5 +326,10 @@ mod tests {
         assert_eq!(t.tags.len(), MAX_TAGS);
         assert_eq!(t.tags[0], "issues");
         assert_eq!(t.dropped, 6);
+        // A list's tag coming late still makes it, in place of an item's.
+        t.add("organisations".into());
+        assert_eq!(t.tags.len(), MAX_TAGS);
+        assert!(t.tags.contains(&"organisations".to_owned()));
+        assert_eq!(t.dropped, 7);
     }
 }
