@@ -34,9 +34,10 @@ enum Task {
         /// Port of the libSQL primary.
         #[arg(long, default_value_t = 8080)]
         primary_port: u16,
-        /// Where the database and the local KV/Durable Object state live.
-        #[arg(long, default_value = ".data")]
-        data_dir: PathBuf,
+        /// Where the database and the local KV/Durable Object state live
+        /// (default: .data in the repository).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Build the Worker bundle (build/worker/shim.mjs + wasm) with worker-build.
     BuildWorker,
@@ -65,6 +66,8 @@ type Result<T = ()> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A path given on the command line is the caller's, not the repo's.
+    let here = std::env::current_dir().unwrap_or_else(|_| root());
     if let Err(e) = std::env::set_current_dir(root()) {
         eprintln!("error: cannot enter the repository root: {e}");
         return ExitCode::FAILURE;
@@ -74,7 +77,11 @@ fn main() -> ExitCode {
             port,
             primary_port,
             data_dir,
-        } => dev(port, primary_port, &data_dir),
+        } => dev(
+            port,
+            primary_port,
+            &data_dir.map_or_else(|| root().join(".data"), |d| here.join(d)),
+        ),
         Task::BuildWorker => build_worker(),
         Task::DeployCheck => deploy_check(),
         Task::Smoke { url } => {
@@ -320,6 +327,7 @@ fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
             ])
             .arg(&db),
         "listening: ",
+        &stop,
     )?;
     let url = primary.url().to_owned();
     step("applying migrations");
@@ -353,13 +361,29 @@ fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
             .env("WRANGLER_LOG_PATH", data_dir.join("wrangler-logs")),
         &worker_url,
         Duration::from_secs(180),
+        &stop,
     )?;
     println!("ready: {worker_url}");
-    stop.wait();
+    let mut servers = [worker, primary];
+    let ended = loop {
+        if stop.wait_for(Duration::from_secs(1)) {
+            break None;
+        }
+        if let Some(s) = servers
+            .iter_mut()
+            .find_map(|s| s.exited().map(|st| (s.name(), st)))
+        {
+            break Some(s);
+        }
+    };
     step("stopping");
-    drop(worker);
-    drop(primary);
-    Ok(())
+    drop(servers);
+    match ended {
+        None => Ok(()),
+        Some((name, status)) => Err(format!(
+            "{name} stopped by itself ({status}); see its output above"
+        )),
+    }
 }
 
 fn test() -> Result {

@@ -3,8 +3,9 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use crate::Result;
 
@@ -47,9 +48,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `c` and waits (up to 60 s) for a stdout line starting with
-    /// `ready_prefix`; the next word on that line is the server's URL.
-    pub fn spawn(name: &'static str, c: &mut Command, ready_prefix: &str) -> Result<Self> {
+    /// Starts `c` and waits (up to 60 s, or until `stop`) for a stdout line
+    /// starting with `ready_prefix`; the next word on that line is the
+    /// server's URL.
+    pub fn spawn(
+        name: &'static str,
+        c: &mut Command,
+        ready_prefix: &str,
+        stop: &StopSignal,
+    ) -> Result<Self> {
         let what = describe(c);
         let mut child = c
             .stdout(Stdio::piped())
@@ -79,24 +86,34 @@ impl Server {
             child,
             url: String::new(),
         };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => {
-                server.url = url;
-                Ok(server)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if stop.requested() {
+                return Err(format!("stopped while {name} was starting"));
             }
-            Err(_) => Err(format!(
-                "{name} did not become ready within 60 s (`{what}`); see its output above"
-            )),
+            if let Ok(url) = rx.recv_timeout(Duration::from_millis(200)) {
+                server.url = url;
+                return Ok(server);
+            }
+            if let Some(status) = server.exited() {
+                return Err(format!(
+                    "{name} exited early ({status}); see its output above"
+                ));
+            }
         }
+        Err(format!(
+            "{name} did not become ready within 60 s (`{what}`); see its output above"
+        ))
     }
 
-    /// Starts `c` and waits (up to `timeout`) until `url` + `/health`
-    /// answers 200.
+    /// Starts `c` and waits (up to `timeout`, or until `stop`) until `url`
+    /// + `/health` answers 200.
     pub fn spawn_until_healthy(
         name: &'static str,
         c: &mut Command,
         url: &str,
         timeout: Duration,
+        stop: &StopSignal,
     ) -> Result<Self> {
         let what = describe(c);
         let child = c
@@ -110,7 +127,10 @@ impl Server {
         };
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if stop.requested() {
+                return Err(format!("stopped while {name} was starting"));
+            }
+            if let Some(status) = server.exited() {
                 return Err(format!(
                     "{name} exited early ({status}); see its output above"
                 ));
@@ -129,6 +149,15 @@ impl Server {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How the server ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     fn signal_group(&self, signal: &str) {
@@ -182,20 +211,33 @@ impl Drop for Server {
     }
 }
 
-/// Ctrl-C / SIGTERM, as something to wait on.
-pub struct StopSignal(mpsc::Receiver<()>);
+/// Ctrl-C / SIGTERM, as something to wait on or to look at.
+pub struct StopSignal {
+    rx: mpsc::Receiver<()>,
+    seen: Arc<AtomicBool>,
+}
 
 impl StopSignal {
-    pub fn wait(&self) {
-        let _ = self.0.recv();
+    /// Whether a stop was asked for.
+    pub fn requested(&self) -> bool {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `d`; true once a stop was asked for.
+    pub fn wait_for(&self, d: Duration) -> bool {
+        let _ = self.rx.recv_timeout(d);
+        self.requested()
     }
 }
 
 pub fn stop_signal() -> Result<StopSignal> {
     let (tx, rx) = mpsc::channel();
+    let seen = Arc::new(AtomicBool::new(false));
+    let flag = seen.clone();
     ctrlc::set_handler(move || {
+        flag.store(true, Ordering::SeqCst);
         let _ = tx.send(());
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
-    Ok(StopSignal(rx))
+    Ok(StopSignal { rx, seen })
 }

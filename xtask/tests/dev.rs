@@ -1,0 +1,161 @@
+//! `cargo xtask dev` as a newcomer runs it: it brings the seeded stack up on
+//! the ports and data dir it is given, prints `ready: URL` once both serve,
+//! stops everything it started on SIGTERM, and a second run keeps the data.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The dev command, stopped (its whole process group) when dropped, so a
+/// failing test leaves nothing running.
+struct Dev {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Dev {
+    fn start(port: u16, primary_port: u16, data_dir: &std::path::Path) -> Dev {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["dev", "--port", &port.to_string()])
+            .args(["--primary-port", &primary_port.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start cargo xtask dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("[dev] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        Dev { child, lines }
+    }
+
+    /// Waits for the `ready:` line; its URL.
+    fn ready(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(420);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cargo xtask dev exited before it was ready ({status})");
+            }
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                if let Some(url) = line.strip_prefix("ready: ") {
+                    return url.trim().to_owned();
+                }
+            }
+        }
+        panic!("cargo xtask dev printed no ready line in time");
+    }
+
+    /// SIGTERM to the dev command alone (not its group): it must stop what
+    /// it started itself.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("cargo xtask dev did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
+
+#[test]
+fn dev_serves_the_seeded_stack_stops_on_sigterm_and_keeps_its_data() {
+    let data = tempfile_dir();
+    let (port, primary_port) = (free_port(), free_port());
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+
+    let mut dev = Dev::start(port, primary_port, &data);
+    let url = dev.ready();
+    assert_eq!(url, format!("http://127.0.0.1:{port}"));
+    let health = agent.get(&format!("{url}/health")).call().expect("health");
+    assert_eq!(health.status(), 200);
+    let list: serde_json::Value = agent
+        .get(&format!("{url}/api/issues?limit=100"))
+        .call()
+        .expect("list")
+        .into_json()
+        .expect("json");
+    let seeded = list["items"].as_array().map_or(0, Vec::len);
+    assert!(seeded >= 15, "the demo seed is loaded: {seeded} issues");
+    let created: serde_json::Value = agent
+        .post(&format!("{url}/api/issues"))
+        .send_json(serde_json::json!({
+            "name": "Kept between two dev runs",
+            "category": "community",
+        }))
+        .expect("create")
+        .into_json()
+        .expect("json");
+    let id = created["id"].as_str().expect("the new issue's id").to_owned();
+
+    dev.terminate();
+    assert!(!listening(port), "wrangler dev still listens after the stop");
+    assert!(!listening(primary_port), "the primary still listens after the stop");
+    assert!(data.join("primary.db").exists(), "the data dir holds the database");
+
+    // A second run on the same data: the issue is still there.
+    let mut dev = Dev::start(port, primary_port, &data);
+    let url = dev.ready();
+    let again = agent
+        .get(&format!("{url}/api/issues/{id}"))
+        .call()
+        .expect("the issue after a restart");
+    assert_eq!(again.status(), 200);
+    dev.terminate();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A fresh directory under the system's temp dir.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "qr-xtask-dev-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
