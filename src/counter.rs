@@ -20,11 +20,11 @@
 //! is unknown (the primary timed out or could not be reached after the
 //! request was sent), the count is taken again from `user_issues` inside the
 //! next write transaction ([`trusted_after`]); so is it when the object
-//! restarts (a deploy, an eviction) with a group sent and its outcome not
-//! recorded (the object saves "in flight" before sending). The object sends one
-//! transaction at a time (changes that arrive meanwhile are grouped into
-//! the next), so no other change of the issue is in flight while a count is
-//! taken, and no change is counted twice or missed.
+//! restarts (a deploy, an eviction) while its count is in doubt (it saves
+//! that before sending a group, and until an outcome clears it). The object
+//! sends one transaction at a time (changes that arrive meanwhile are
+//! grouped into the next), so no other change of the issue is in flight
+//! while a count is taken, and no change is counted twice or missed.
 
 use std::collections::BTreeMap;
 

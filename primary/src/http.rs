@@ -55,13 +55,18 @@ pub struct HttpConfig {
     pub cursor_buffer_bytes: usize,
 }
 
+/// The default of [`HttpConfig::cursor_buffer_bytes`]: most results fit
+/// (so their stream is free before the baton goes out), and a thousand
+/// cursors at once hold at most about a gigabyte.
+pub const CURSOR_BUFFER_BYTES: usize = 1024 * 1024;
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             token: None,
             max_body_bytes: 10 * 1024 * 1024,
             delay: Duration::ZERO,
-            cursor_buffer_bytes: crate::engine::MAX_RESULT_BYTES,
+            cursor_buffer_bytes: CURSOR_BUFFER_BYTES,
         }
     }
 }
@@ -270,7 +275,8 @@ async fn cursor(
     tokio::task::spawn_blocking(move || {
         // When the reader hangs up or stalls, `emit` returns false, the batch
         // stops and the lease is dropped: the stream is closed and rolled
-        // back.
+        // back. (A reader that hangs up after the steps have run leaves an
+        // idle stream, which expires and rolls back like any other.)
         let mut alive = true;
         session.batch_cursor(&req.batch, |entry| {
             alive = out.push(ndjson_line(&entry));
@@ -350,6 +356,9 @@ impl CursorOut {
     /// Queues a line; false when the client is gone or stalled. Runs on a
     /// blocking thread (it may wait for budget).
     fn push(&mut self, line: Bytes) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
         if let Some(held) = &mut self.held {
             self.held_bytes += line.len();
             held.push(line);

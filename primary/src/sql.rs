@@ -163,7 +163,7 @@ pub fn split_statements(script: &str) -> Vec<String> {
 }
 
 /// True when `sql` holds more than one statement. Takes time linear in the
-/// length of `sql`, and stops at the start of the second statement.
+/// length of `sql`, and stops at the end of the second statement.
 pub fn has_many_statements(sql: &str) -> bool {
     Statements::new(sql).nth(1).is_some()
 }

@@ -102,7 +102,7 @@ async fn attempt(out: &Outgoing) -> Option<(u16, Option<u64>, String)> {
         Either::Left((Err(e), _)) => {
             // The URL (and an error that quotes it) may hold Telegram's token.
             let url = loggable_url(&out.url);
-            let error = e.to_string().replace(&out.url, &url);
+            let error = redacted(&e.to_string(), &out.url);
             tracing::warn!(provider = out.provider, %url, %error, "outbound message: no connection");
             None
         }
@@ -111,6 +111,19 @@ async fn attempt(out: &Outgoing) -> Option<(u16, Option<u64>, String)> {
             None
         }
     }
+}
+
+/// The token of a Telegram Bot API path segment (`bot<TOKEN>`, the token
+/// being `<bot id>:<secret>`), if `segment` is one.
+fn bot_token(segment: &str) -> Option<&str> {
+    let token = segment.get(3..)?;
+    let is_token = segment
+        .get(..3)
+        .is_some_and(|p| p.eq_ignore_ascii_case("bot"))
+        && token.split_once(':').is_some_and(|(id, secret)| {
+            !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !secret.is_empty()
+        });
+    is_token.then_some(token)
 }
 
 /// `url` as it may be logged: scheme, host and path only (no credentials,
@@ -123,20 +136,35 @@ pub fn loggable_url(url: &str) -> String {
     let path = parsed
         .path()
         .split('/')
-        .map(|segment| {
-            let is_token = segment.len() > 3
-                && segment
-                    .get(..3)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("bot"));
-            if is_token {
-                "bot<redacted>"
-            } else {
-                segment
-            }
+        .map(|segment| match bot_token(segment) {
+            Some(_) => "bot<redacted>",
+            None => segment,
         })
         .collect::<Vec<_>>()
         .join("/");
     format!("{}{path}", parsed.origin().ascii_serialization())
+}
+
+/// `text` (an error that may quote `url`, exactly or normalised) with the
+/// secrets `url` holds (a bot token in its path, credentials, its query)
+/// replaced, wherever they appear.
+fn redacted(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &loggable_url(url));
+    let Ok(parsed) = worker::Url::parse(url) else {
+        return out;
+    };
+    let mut secrets: Vec<String> = parsed
+        .path()
+        .split('/')
+        .filter_map(bot_token)
+        .map(str::to_owned)
+        .collect();
+    secrets.extend(parsed.password().map(str::to_owned));
+    secrets.extend(parsed.query().map(str::to_owned));
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(secret.as_str(), "<redacted>");
+    }
+    out
 }
 
 /// Sends `out`, retrying as [`next`] says; a message that is never accepted
@@ -258,6 +286,22 @@ mod tests {
             "https://graph.example.test/v21.0/PN1/messages"
         );
         assert_eq!(loggable_url("not a url bot123"), "<not a URL>");
+        // A path segment that only starts with "bot" is not a token.
+        assert_eq!(
+            loggable_url("https://example.test/bottles/botany"),
+            "https://example.test/bottles/botany"
+        );
+    }
+
+    #[test]
+    fn errors_that_quote_the_url_in_another_form_hold_no_token() {
+        let token = "12345:AAHsecret-token_xyz";
+        let url = format!("HTTP://API.Telegram.test:80/bot{token}/sendMessage");
+        let error =
+            format!("network error: GET http://api.telegram.test/bot{token}/sendMessage: refused");
+        let logged = redacted(&error, &url);
+        assert!(!logged.contains("AAHsecret"), "{logged}");
+        assert!(logged.contains("<redacted>"), "{logged}");
     }
 
     #[test]

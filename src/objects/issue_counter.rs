@@ -47,11 +47,12 @@ struct Stored {
     version: u64,
     flushed_version: u64,
     last_flush_ms: u64,
-    /// A group was sent and its outcome not recorded yet. Saved before the
-    /// group goes out, so an object that restarts mid-flight (a deploy, an
-    /// eviction) does not trust a count that may have missed it.
+    /// The count may have missed a committed change: a group is in flight
+    /// (saved before it goes out) or one's outcome is unknown. An object
+    /// that restarts (a deploy, an eviction) starts from this, so it does
+    /// not trust such a count; the next group takes it again.
     #[serde(default)]
-    in_flight: bool,
+    doubtful: bool,
 }
 
 /// The answer to a change.
@@ -251,7 +252,7 @@ impl IssueCounter {
                 s.counted = true;
                 s.version += 1;
             }
-            s.in_flight = false;
+            s.doubtful = false;
             before
         };
         self.trusted.set(true);
@@ -304,7 +305,7 @@ impl IssueCounter {
         // mid-flight (its caller went away), the next group counts again
         // instead of missing a change that may have committed.
         self.trusted.set(false);
-        self.stored.borrow_mut().in_flight = true;
+        self.stored.borrow_mut().doubtful = true;
         self.save().map_err(AppError::from)?;
         let mut statements = Vec::new();
         let mut sizes = Vec::with_capacity(changes.len());
@@ -321,11 +322,8 @@ impl IssueCounter {
                 let known = e.code != "primary_unavailable";
                 self.trusted
                     .set(counter::trusted_after(count, known, false));
-                if known {
-                    // Certainly not committed: nothing was missed.
-                    self.stored.borrow_mut().in_flight = false;
-                    self.save().map_err(AppError::from)?;
-                }
+                self.stored.borrow_mut().doubtful = !self.trusted.get();
+                self.save().map_err(AppError::from)?;
                 return Err(e);
             }
         };
@@ -383,7 +381,7 @@ impl IssueCounter {
             if moved {
                 s.version += 1;
             }
-            s.in_flight = false;
+            s.doubtful = !self.trusted.get();
         }
         self.save().map_err(AppError::from)?;
         let dirty = {
@@ -438,7 +436,7 @@ impl DurableObject for IssueCounter {
             }
         };
         // A group whose outcome was never recorded may have committed.
-        let trusted = stored.counted && !stored.in_flight;
+        let trusted = stored.counted && !stored.doubtful;
         IssueCounter {
             state,
             env,

@@ -91,9 +91,16 @@ impl Server {
             if stop.requested() {
                 return Err(format!("stopped while {name} was starting"));
             }
-            if let Ok(url) = rx.recv_timeout(Duration::from_millis(200)) {
-                server.url = url;
-                return Ok(server);
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(url) => {
+                    server.url = url;
+                    return Ok(server);
+                }
+                // Its output closed without the line: wait for it to exit.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if let Some(status) = server.exited() {
                 return Err(format!(

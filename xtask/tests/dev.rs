@@ -9,11 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Two different free ports (both held until both are known).
+fn free_ports() -> (u16, u16) {
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("address").port();
+    (port(&a), port(&b))
 }
 
 /// The dev command, stopped (its whole process group) when dropped, so a
@@ -101,7 +102,7 @@ fn listening(port: u16) -> bool {
 #[test]
 fn dev_serves_the_seeded_stack_stops_on_sigterm_and_keeps_its_data() {
     let data = tempfile_dir();
-    let (port, primary_port) = (free_port(), free_port());
+    let (port, primary_port) = free_ports();
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .build();
@@ -128,12 +129,24 @@ fn dev_serves_the_seeded_stack_stops_on_sigterm_and_keeps_its_data() {
         .expect("create")
         .into_json()
         .expect("json");
-    let id = created["id"].as_str().expect("the new issue's id").to_owned();
+    let id = created["id"]
+        .as_str()
+        .expect("the new issue's id")
+        .to_owned();
 
     dev.terminate();
-    assert!(!listening(port), "wrangler dev still listens after the stop");
-    assert!(!listening(primary_port), "the primary still listens after the stop");
-    assert!(data.join("primary.db").exists(), "the data dir holds the database");
+    assert!(
+        !listening(port),
+        "wrangler dev still listens after the stop"
+    );
+    assert!(
+        !listening(primary_port),
+        "the primary still listens after the stop"
+    );
+    assert!(
+        data.join("primary.db").exists(),
+        "the data dir holds the database"
+    );
 
     // A second run on the same data: the issue is still there.
     let mut dev = Dev::start(port, primary_port, &data);
