@@ -161,6 +161,10 @@ struct Guard {
     stepping: AtomicBool,
     /// The client set a pragma that [`Session::reset`] does not put back.
     unfit_for_pool: AtomicBool,
+    /// The client set a pragma [`Session::reset`] puts back.
+    settings_changed: AtomicBool,
+    /// The client created temporary tables, views, indexes or triggers.
+    temp_schema: AtomicBool,
 }
 
 /// Marks [`Guard::stepping`] for as long as it lives.
@@ -202,12 +206,22 @@ fn authorize(ctx: &AuthContext<'_>, guard: &Guard) -> Authorization {
             pragma_name,
             pragma_value: Some(_),
         } => {
-            if !POOL_SAFE_PRAGMAS
+            let flag = if POOL_SAFE_PRAGMAS
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(pragma_name))
             {
-                guard.unfit_for_pool.store(true, Ordering::Relaxed);
-            }
+                &guard.settings_changed
+            } else {
+                &guard.unfit_for_pool
+            };
+            flag.store(true, Ordering::Relaxed);
+            Authorization::Allow
+        }
+        AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. } => {
+            guard.temp_schema.store(true, Ordering::Relaxed);
             Authorization::Allow
         }
         _ => Authorization::Allow,
@@ -247,6 +261,10 @@ impl Session {
     /// instead: the transaction would not end, the client set a pragma not
     /// in [`POOL_SAFE_PRAGMAS`], or it left temporary tables, views or
     /// triggers or an attached database behind.
+    ///
+    /// The checks that cost statements run only when the authorizer saw
+    /// the client do something they undo: most streams (a pipeline that
+    /// reads or writes rows) go back to the pool at no cost.
     pub fn reset(&mut self) -> bool {
         self.stored_sql.clear();
         if self.guard.unfit_for_pool.load(Ordering::Relaxed) {
@@ -255,7 +273,19 @@ impl Session {
         if !self.conn.is_autocommit() && self.conn.execute_batch("ROLLBACK").is_err() {
             return false;
         }
-        matches!(self.has_own_schema(), Ok(false)) && configure(&self.conn).is_ok()
+        if self.guard.temp_schema.load(Ordering::Relaxed) {
+            if !matches!(self.has_own_schema(), Ok(false)) {
+                return false;
+            }
+            self.guard.temp_schema.store(false, Ordering::Relaxed);
+        }
+        if self.guard.settings_changed.load(Ordering::Relaxed) {
+            let configured = configure(&self.conn).is_ok();
+            // Our own pragmas pass the authorizer too.
+            self.guard.settings_changed.store(false, Ordering::Relaxed);
+            return configured;
+        }
+        true
     }
 
     /// Whether the connection holds schema of its own: an attached database,
@@ -837,6 +867,46 @@ mod tests {
         let engine = Engine::open(&dir.path().join("t.db")).expect("open");
         let session = engine.session().expect("session");
         (dir, session)
+    }
+
+    /// Which of the reset's checks a stream makes necessary: none for rows
+    /// read and written, the settings for a safe pragma (put back, then
+    /// clear again), the schema check for a temporary object.
+    #[test]
+    fn a_reset_does_only_the_work_the_stream_made_necessary() {
+        let (_d, mut s) = session();
+        let flags = |s: &Session| {
+            (
+                s.guard.settings_changed.load(Ordering::Relaxed),
+                s.guard.temp_schema.load(Ordering::Relaxed),
+            )
+        };
+        s.execute(&stmt("CREATE TABLE t (x)", vec![]))
+            .expect("create");
+        s.execute(&stmt("INSERT INTO t VALUES (1)", vec![]))
+            .expect("insert");
+        s.execute(&stmt("SELECT * FROM t", vec![])).expect("select");
+        assert_eq!(flags(&s), (false, false), "rows alone need no checks");
+        assert!(s.reset());
+
+        s.execute(&stmt("PRAGMA foreign_keys=OFF", vec![]))
+            .expect("pragma");
+        assert_eq!(flags(&s), (true, false));
+        assert!(s.reset());
+        assert_eq!(flags(&s), (false, false), "our own pragmas do not count");
+        let on: i64 = s
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .expect("read");
+        assert_eq!(on, 1, "put back");
+
+        s.execute(&stmt("CREATE TEMP TABLE scratch (y)", vec![]))
+            .expect("temp");
+        assert_eq!(flags(&s), (false, true));
+        assert!(
+            !s.reset(),
+            "a temporary table keeps the connection from the pool"
+        );
     }
 
     fn stmt(sql: &str, args: Vec<Value>) -> Stmt {
