@@ -95,6 +95,23 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
             Ok(())
         }
         Local::Denied { retry_after_ms } => Err(refused(ctx, &policy, retry_after_ms, 0)),
+        // Another request of this isolate is asking for a block: this one
+        // asks for its own token only.
+        Local::AskOne => match rate_limiter::take(ctx, &policy, subject, 1, false).await {
+            Ok(t) if t.granted > 0 => {
+                ctx.set_rate_limit(Verdict {
+                    policy,
+                    remaining: t.remaining,
+                    reset_ms: t.reset_ms,
+                });
+                Ok(())
+            }
+            Ok(t) => Err(refused(ctx, &policy, t.retry_after_ms, t.reset_ms)),
+            Err(e) => {
+                tracing::warn!(request_id = %ctx.request_id, details = ?e.details, "rate limiter failed; read let through");
+                Ok(())
+            }
+        },
         Local::AskGlobal => {
             let block = rate_limit::block_size(&policy);
             match rate_limiter::take(ctx, &policy, subject, block, true).await {
@@ -113,6 +130,7 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
                     Err(refused(ctx, &policy, t.retry_after_ms, t.reset_ms))
                 }
                 Err(e) => {
+                    GATE.with(|g| g.borrow_mut().release(&key));
                     tracing::warn!(request_id = %ctx.request_id, details = ?e.details, "rate limiter failed; read let through");
                     Ok(())
                 }
@@ -128,7 +146,7 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
 pub async fn write(ctx: &Ctx, policy: &Policy, subject: &str) -> AppResult<()> {
     let key = rate_limit::object_name(policy, subject);
     let now = Date::now().as_millis();
-    if let Local::Denied { retry_after_ms } = GATE.with(|g| g.borrow_mut().take(&key, now)) {
+    if let Some(retry_after_ms) = GATE.with(|g| g.borrow_mut().denied(&key, now)) {
         return Err(refused(ctx, policy, retry_after_ms, retry_after_ms));
     }
     match rate_limiter::take(ctx, policy, subject, 1, false).await {

@@ -47,7 +47,9 @@
 //! tokens left globally also refuse a block of `B`: the DO may fall back to
 //! a block of `remaining` to avoid that.) A refusal is remembered with
 //! [`LocalGate::deny`] until its retry time, so a refused client is refused
-//! locally without asking again.
+//! locally without asking again. One block per key is asked for at a time
+//! ([`Local::AskOne`] for the requests that arrive meanwhile), so parallel
+//! requests do not each reserve a block.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -348,9 +350,16 @@ pub enum Local {
     /// A locally held token was spent; `remaining_hint` are left here (not
     /// globally).
     Allowed { remaining_hint: u32 },
-    /// Nothing held: ask the global limiter for a block, then `grant` it and
-    /// `take` again (or `deny`).
+    /// Nothing held: ask the global limiter for a block, then `grant` it
+    /// (or `deny`, or `release` on a failure).
     AskGlobal,
+    /// Nothing held, and another request of this isolate is asking for a
+    /// block already: ask the global limiter for this request's one token
+    /// only. (Every request that found the gate empty asking for a block
+    /// would reserve a block each: a browser's parallel requests would
+    /// spend several blocks of the client's allowance for a handful of
+    /// reads, and be refused early.)
+    AskOne,
     /// Refused by the global limiter and not yet due to retry.
     Denied { retry_after_ms: u64 },
 }
@@ -361,15 +370,24 @@ struct Held {
     /// Tokens are spendable strictly before this.
     expires_at_ms: u64,
     denied_until_ms: u64,
+    /// A block is being asked for (by one request of this isolate) until
+    /// then, at the latest.
+    asking_until_ms: u64,
     /// Recency, from the gate's counter; the smallest is evicted first.
     used: u64,
 }
 
 impl Held {
     fn useful(&self, now_ms: u64) -> bool {
-        (self.tokens > 0 && now_ms < self.expires_at_ms) || now_ms < self.denied_until_ms
+        (self.tokens > 0 && now_ms < self.expires_at_ms)
+            || now_ms < self.denied_until_ms
+            || now_ms < self.asking_until_ms
     }
 }
+
+/// How long a block request keeps others of the isolate from asking for
+/// one too, at most (it normally ends with `grant`, `deny` or `release`).
+pub const ASKING_MS: u64 = 5_000;
 
 /// Tokens reserved from the global limiter, spent in this isolate. Bounded:
 /// past `max_keys`, entries with nothing useful go first, then the least
@@ -420,6 +438,16 @@ impl LocalGate {
         self.now_ms = self.now_ms.max(now_ms);
         let used = self.tick();
         let Some(h) = self.held.get_mut(key) else {
+            self.insert(
+                key,
+                Held {
+                    tokens: 0,
+                    expires_at_ms: 0,
+                    denied_until_ms: 0,
+                    asking_until_ms: now_ms + ASKING_MS,
+                    used,
+                },
+            );
             return Local::AskGlobal;
         };
         if now_ms < h.denied_until_ms {
@@ -435,8 +463,29 @@ impl LocalGate {
                 remaining_hint: h.tokens,
             };
         }
-        self.held.remove(key);
+        if now_ms < h.asking_until_ms {
+            h.used = used;
+            return Local::AskOne;
+        }
+        h.tokens = 0;
+        h.asking_until_ms = now_ms + ASKING_MS;
+        h.used = used;
         Local::AskGlobal
+    }
+
+    /// How long `key` is still refused locally, if it is (the write path's
+    /// check: writes ask the global limiter for every token).
+    pub fn denied(&mut self, key: &str, now_ms: u64) -> Option<u64> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let h = self.held.get(key)?;
+        (now_ms < h.denied_until_ms).then(|| h.denied_until_ms - now_ms)
+    }
+
+    /// A block request that failed: the next request asks again.
+    pub fn release(&mut self, key: &str) {
+        if let Some(h) = self.held.get_mut(key) {
+            h.asking_until_ms = 0;
+        }
     }
 
     /// Record `tokens` granted by the global limiter, spendable until
@@ -453,6 +502,7 @@ impl LocalGate {
                 h.expires_at_ms = expires_at_ms;
             }
             h.denied_until_ms = 0;
+            h.asking_until_ms = 0;
             h.used = used;
             return;
         }
@@ -460,6 +510,7 @@ impl LocalGate {
             tokens,
             expires_at_ms,
             denied_until_ms: 0,
+            asking_until_ms: 0,
             used,
         };
         if held.useful(now) {
@@ -474,6 +525,7 @@ impl LocalGate {
             tokens: 0,
             expires_at_ms: 0,
             denied_until_ms: until_ms,
+            asking_until_ms: 0,
             used,
         };
         if let Some(h) = self.held.get_mut(key) {
@@ -774,7 +826,37 @@ mod tests {
         }
         assert_eq!(gate.take("reads:1.2.3.4", NOW), Local::AskGlobal);
         assert_eq!(gate.take("reads:5.6.7.8", NOW), Local::AskGlobal, "per key");
-        assert!(gate.is_empty(), "spent entries are dropped");
+    }
+
+    /// Requests that find the gate empty while one of them asks for a block
+    /// ask for one token each, not a block each.
+    #[test]
+    fn one_block_is_asked_for_at_a_time() {
+        let mut gate = LocalGate::new();
+        assert_eq!(gate.take("k", NOW), Local::AskGlobal);
+        for _ in 0..5 {
+            assert_eq!(gate.take("k", NOW + 1), Local::AskOne);
+        }
+        gate.grant("k", 4, NOW + 6000);
+        assert_eq!(
+            gate.take("k", NOW + 2),
+            Local::Allowed { remaining_hint: 3 }
+        );
+        // A failed ask lets the next request ask again ...
+        for _ in 0..3 {
+            assert!(matches!(gate.take("k", NOW + 3), Local::Allowed { .. }));
+        }
+        assert_eq!(gate.take("k", NOW + 4), Local::AskGlobal);
+        assert_eq!(gate.take("k", NOW + 4), Local::AskOne);
+        gate.release("k");
+        assert_eq!(gate.take("k", NOW + 5), Local::AskGlobal);
+        // ... and so does one that never ended, once it is old enough.
+        assert_eq!(gate.take("k", NOW + 5 + ASKING_MS - 1), Local::AskOne);
+        assert_eq!(gate.take("k", NOW + 5 + ASKING_MS), Local::AskGlobal);
+        // A refusal ends the ask too.
+        gate.deny("k", NOW + 20_000);
+        assert_eq!(gate.denied("k", NOW + 19_000), Some(1_000));
+        assert_eq!(gate.denied("k", NOW + 20_000), None);
     }
 
     #[test]

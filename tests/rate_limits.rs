@@ -88,6 +88,42 @@ async fn concurrent_writes_never_exceed_the_limit(app: &TestApp) {
     assert_eq!(refused, 3 * WRITES);
 }
 
+/// A client's parallel reads (a page's requests at once) are neither
+/// refused before the limit (each asking the limiter for a block of its own
+/// would spend several blocks on a handful of reads) nor let past it.
+async fn concurrent_reads_get_exactly_their_allowance(app: &TestApp) {
+    let ip = "198.51.100.9";
+    let burst = |n: usize| {
+        futures::future::join_all((0..n).map(|i| {
+            app.get(&format!("/api/issues?limit={}", 1 + i % 5))
+                .header(CLIENT_IP_HEADER, ip)
+                .send()
+        }))
+    };
+    let count = |replies: Vec<reqwest::Result<reqwest::Response>>| {
+        replies
+            .into_iter()
+            .fold((0, 0), |(ok, refused), r| match r.expect("send").status() {
+                StatusCode::OK => (ok + 1, refused),
+                StatusCode::TOO_MANY_REQUESTS => (ok, refused + 1),
+                other => panic!("unexpected {other}"),
+            })
+    };
+    let started = std::time::Instant::now();
+    let page = READS / 2;
+    let (ok, refused) = count(burst(page).await);
+    assert_eq!((ok, refused), (page, 0), "half the allowance at once");
+    let (more, _) = count(burst(2 * READS).await);
+    // The bucket refills READS a minute while the test runs.
+    let refilled = (started.elapsed().as_secs_f64() * READS as f64 / 60.0).ceil() as usize;
+    assert!(
+        page + more <= READS + refilled,
+        "{} got through, past the limit of {READS} (+{refilled} refilled)",
+        page + more
+    );
+    assert!(more > 0, "the rest of the allowance was refused");
+}
+
 /// Once refused, a client's next writes within its `Retry-After` are refused
 /// by the isolate, without a Durable Object round trip (no `do` entry in
 /// `Server-Timing`): a flood of writes costs the limiter nothing.
@@ -179,6 +215,10 @@ async fn rate_limits() {
         (
             "reads past the limit",
             Box::pin(the_read_after_the_limit_is_refused(&app)),
+        ),
+        (
+            "concurrent reads",
+            Box::pin(concurrent_reads_get_exactly_their_allowance(&app)),
         ),
         (
             "concurrent writes",
