@@ -1,7 +1,7 @@
 //! What a handler gets: typed config, the bindings, the request id, the
 //! primary (connected on first use), and timings for `Server-Timing`.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
 
 use serde_json::Value;
@@ -26,6 +26,9 @@ pub struct Ctx {
     do_calls: Cell<u32>,
     rate_limit: Cell<Option<Verdict>>,
     bench: Cell<Mode>,
+    /// `Set-Cookie` headers that must reach the client even if the request
+    /// fails (see [`Ctx::keep_cookies`]).
+    kept_cookies: RefCell<Vec<String>>,
 }
 
 impl Ctx {
@@ -80,6 +83,7 @@ impl Ctx {
             do_calls: Cell::new(0),
             rate_limit: Cell::new(None),
             bench: Cell::new(Mode::Normal),
+            kept_cookies: RefCell::new(Vec::new()),
         }
     }
 
@@ -120,6 +124,18 @@ impl Ctx {
 
     pub fn rate_limit(&self) -> Option<Verdict> {
         self.rate_limit.get()
+    }
+
+    /// Cookies the pipeline adds to an error response: a legacy cookie's
+    /// upgrade commits before the write it came with, so the session it
+    /// hands over must reach the client even if that write then fails. (A
+    /// successful response carries them from its handler.)
+    pub fn keep_cookies(&self, cookies: &[String]) {
+        self.kept_cookies.borrow_mut().extend_from_slice(cookies);
+    }
+
+    pub fn kept_cookies(&self) -> Vec<String> {
+        self.kept_cookies.borrow().clone()
     }
 
     /// One Durable Object call and the milliseconds it took.

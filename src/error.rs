@@ -14,9 +14,8 @@ pub struct AppError {
     pub details: Option<Value>,
     /// Seconds, sent as `Retry-After`.
     pub retry_after: Option<u32>,
-    /// More headers of the response: `Allow` with a 405, `Set-Cookie` for
-    /// a legacy cookie's upgrade that committed before the request failed.
-    pub headers: Vec<(&'static str, String)>,
+    /// Methods, sent as `Allow` with a 405.
+    pub allow: Option<Vec<&'static str>>,
 }
 
 pub type AppResult<T> = Result<T, AppError>;
@@ -29,7 +28,7 @@ impl AppError {
             message: message.into(),
             details: None,
             retry_after: None,
-            headers: Vec::new(),
+            allow: None,
         }
     }
 
@@ -58,7 +57,7 @@ impl AppError {
             "method_not_allowed",
             format!("this route accepts {}", allow.join(", ")),
         );
-        e.headers.push(("Allow", allow.join(", ")));
+        e.allow = Some(allow);
         e
     }
 

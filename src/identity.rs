@@ -9,7 +9,8 @@
 //! A legacy cookie (the seed app's raw user id) is accepted once: the
 //! upgrade records `('cookie', <id>)` in `user_identities`, which only
 //! succeeds for an existing user whose legacy id was never upgraded before;
-//! the response then carries the signed cookie and clears the legacy one. A
+//! the response then carries the signed cookie and clears the legacy one
+//! (an error response too: the upgrade has committed). A
 //! legacy id presented again later is ignored, so a leaked seed-era id
 //! cannot be turned into a session twice.
 
@@ -28,23 +29,6 @@ pub struct Caller {
     /// `Set-Cookie` headers the response must carry (a new or upgraded
     /// session, the legacy cookie cleared).
     pub set_cookies: Vec<String>,
-    /// The legacy cookie was upgraded by this request (committed already).
-    pub upgraded: bool,
-}
-
-impl Caller {
-    /// `e`, carrying the upgraded session's cookies if this request upgraded
-    /// a legacy cookie: the upgrade is committed and cannot happen again, so
-    /// a write that fails after it must still hand the session over. (A new
-    /// visitor's cookie is not sent with an error: its user row was to be
-    /// written by the write that failed.)
-    pub fn on_error(&self, mut e: AppError) -> AppError {
-        if self.upgraded {
-            e.headers
-                .extend(self.set_cookies.iter().map(|c| ("Set-Cookie", c.clone())));
-        }
-        e
-    }
 }
 
 pub fn keys(ctx: &Ctx) -> AppResult<SessionKeys> {
@@ -79,18 +63,19 @@ pub async fn caller(ctx: &Ctx, cookie_header: Option<&str>) -> AppResult<Caller>
         Presented::Session(s) => Ok(Caller {
             user_id: s.user_id,
             set_cookies: Vec::new(),
-            upgraded: false,
         }),
         Presented::Legacy(id) if upgrade_legacy(ctx, &id).await? => {
             let user = Id::parse(&id, session::LEGACY_COOKIE_NAME)?;
             let cookie = keys.sign(&Session::start(&user, now));
+            let set_cookies = vec![
+                session::set_cookie_header(&cookie),
+                session::clear_legacy_cookie_header(),
+            ];
+            // Committed: a write that fails after this still hands it over.
+            ctx.keep_cookies(&set_cookies);
             Ok(Caller {
                 user_id: id,
-                set_cookies: vec![
-                    session::set_cookie_header(&cookie),
-                    session::clear_legacy_cookie_header(),
-                ],
-                upgraded: true,
+                set_cookies,
             })
         }
         Presented::Legacy(_) | Presented::None => {
@@ -99,7 +84,6 @@ pub async fn caller(ctx: &Ctx, cookie_header: Option<&str>) -> AppResult<Caller>
             Ok(Caller {
                 user_id: user.as_str().to_owned(),
                 set_cookies: vec![session::set_cookie_header(&cookie)],
-                upgraded: false,
             })
         }
     }

@@ -619,29 +619,16 @@ async fn run(
     let write = Write::parse(route, body)?;
     let key = writes::idempotency_key(idempotency_key)?;
     let caller = identity::caller(ctx, cookie_header).await?;
-    write_as(ctx, route, body, &write, key, &caller)
-        .await
-        .map_err(|e| caller.on_error(e))
-}
-
-async fn write_as(
-    ctx: &Ctx,
-    route: &Route,
-    body: Option<&Value>,
-    write: &Write,
-    key: Option<String>,
-    caller: &identity::Caller,
-) -> AppResult<Response> {
     let now = cache::now_ms();
     let idempotency = key.map(|key| Idempotency {
         scope: caller.user_id.clone(),
         key,
         hash: write.request_hash(body),
     });
-    let fresh = Fresh::new(write);
+    let fresh = Fresh::new(&write);
     match apply(
         ctx,
-        write,
+        &write,
         &caller.user_id,
         &fresh,
         idempotency.as_ref(),

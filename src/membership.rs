@@ -326,18 +326,6 @@ pub async fn handle(
         Op::Leave => None,
     };
     let caller = identity::caller(ctx, cookie_header).await?;
-    change_as(ctx, op, issue, organisation, &caller)
-        .await
-        .map_err(|e| caller.on_error(e))
-}
-
-async fn change_as(
-    ctx: &Ctx,
-    op: Op,
-    issue: &Id,
-    organisation: Option<Id>,
-    caller: &identity::Caller,
-) -> AppResult<Response> {
     let change = new_change(ctx, op, issue, &caller.user_id, organisation.as_ref());
     let answer = if ctx.bench() == Mode::CounterUpdate {
         // The benchmark's baseline: the seed's UPDATE per join, no object.

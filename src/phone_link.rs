@@ -169,18 +169,6 @@ pub async fn request(
     };
     limits::write(ctx, &ctx.config.rate_limits.otp, phone.as_str()).await?;
     let caller = identity::caller(ctx, cookie_header).await?;
-    send_code(ctx, &phone, from_number, &caller)
-        .await
-        .map_err(|e| caller.on_error(e))
-}
-
-/// Stores a new code for the caller and the phone and sends it.
-async fn send_code(
-    ctx: &Ctx,
-    phone: &PhoneE164,
-    from_number: &str,
-    caller: &identity::Caller,
-) -> AppResult<Response> {
     let code = new_code()?;
     let otp_id = uuid::Uuid::new_v4().to_string();
     let now = cache::now_ms();

@@ -55,17 +55,18 @@ pub async fn handle(
         Ok(c) => cors::check(origin.as_deref(), &c.allowed_origins),
         Err(_) => Cors::NotCors,
     };
-    let (outcome, route, timings) = match config {
+    let (outcome, route, timings, kept_cookies) = match config {
         Err(problem) => (
             Err(AppError::internal(format!("configuration: {problem}"))),
             "config",
             (None, None, None, None),
+            Vec::new(),
         ),
         Ok(config) => {
             let ctx = Ctx::new(config, env, request_id.clone(), worker_ctx);
             let (outcome, route) = run(req, &ctx, &cors).await;
             let seen = (ctx.kv_ms(), ctx.db_ms(), ctx.do_ms(), ctx.rate_limit());
-            (outcome, route, seen)
+            (outcome, route, seen, ctx.kept_cookies())
         }
     };
     let (kv_ms, db_ms, do_ms, rate_limit) = timings;
@@ -75,7 +76,11 @@ pub async fn handle(
             if e.status >= 500 {
                 tracing::error!(request_id = %request_id, code = e.code, details = ?e.details, "request failed");
             }
-            error_response(&e, &request_id)?
+            let mut response = error_response(&e, &request_id)?;
+            for cookie in &kept_cookies {
+                response.headers_mut().append("Set-Cookie", cookie)?;
+            }
+            response
         }
     };
     if let Some(verdict) = rate_limit {
@@ -511,8 +516,8 @@ fn error_response(e: &AppError, request_id: &str) -> worker::Result<Response> {
     if let Some(secs) = e.retry_after {
         headers.set("Retry-After", &secs.to_string())?;
     }
-    for (name, value) in &e.headers {
-        headers.append(name, value)?;
+    if let Some(allow) = &e.allow {
+        headers.set("Allow", &allow.join(", "))?;
     }
     Ok(response)
 }
