@@ -72,6 +72,16 @@ pub fn refused(ctx: &Ctx, policy: &Policy, retry_after_ms: u64, reset_ms: u64) -
     e
 }
 
+/// The limiter let the request through: its verdict kept for the headers.
+fn admitted(ctx: &Ctx, policy: &Policy, t: &rate_limiter::Taken) -> AppResult<()> {
+    ctx.set_rate_limit(Verdict {
+        policy: *policy,
+        remaining: t.remaining,
+        reset_ms: t.reset_ms,
+    });
+    Ok(())
+}
+
 /// The caller's IP, as the configured header gives it.
 pub fn client_ip(ctx: &Ctx, header: impl Fn(&str) -> Option<String>) -> String {
     header(&ctx.config.client_ip_header)
@@ -98,14 +108,7 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
         // Another request of this isolate is asking for a block: this one
         // asks for its own token only.
         Local::AskOne => match rate_limiter::take(ctx, &policy, subject, 1, false).await {
-            Ok(t) if t.granted > 0 => {
-                ctx.set_rate_limit(Verdict {
-                    policy,
-                    remaining: t.remaining,
-                    reset_ms: t.reset_ms,
-                });
-                Ok(())
-            }
+            Ok(t) if t.granted > 0 => admitted(ctx, &policy, &t),
             Ok(t) => Err(refused(ctx, &policy, t.retry_after_ms, t.reset_ms)),
             Err(e) => {
                 tracing::warn!(request_id = %ctx.request_id, details = ?e.details, "rate limiter failed; read let through");
@@ -118,12 +121,7 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
                 Ok(t) if t.granted > 0 => {
                     let expires = now + rate_limit::grant_ttl_ms(&policy);
                     GATE.with(|g| g.borrow_mut().grant(&key, t.granted - 1, expires));
-                    ctx.set_rate_limit(Verdict {
-                        policy,
-                        remaining: t.remaining,
-                        reset_ms: t.reset_ms,
-                    });
-                    Ok(())
+                    admitted(ctx, &policy, &t)
                 }
                 Ok(t) => {
                     GATE.with(|g| g.borrow_mut().deny(&key, now + t.retry_after_ms));
@@ -150,14 +148,7 @@ pub async fn write(ctx: &Ctx, policy: &Policy, subject: &str) -> AppResult<()> {
         return Err(refused(ctx, policy, retry_after_ms, retry_after_ms));
     }
     match rate_limiter::take(ctx, policy, subject, 1, false).await {
-        Ok(t) if t.granted > 0 => {
-            ctx.set_rate_limit(Verdict {
-                policy: *policy,
-                remaining: t.remaining,
-                reset_ms: t.reset_ms,
-            });
-            Ok(())
-        }
+        Ok(t) if t.granted > 0 => admitted(ctx, policy, &t),
         Ok(t) => {
             GATE.with(|g| g.borrow_mut().deny(&key, now + t.retry_after_ms));
             Err(refused(ctx, policy, t.retry_after_ms, t.reset_ms))
