@@ -163,9 +163,10 @@ pub fn split_statements(script: &str) -> Vec<String> {
 }
 
 /// True when `sql` holds more than one statement. Takes time linear in the
-/// length of `sql`, and stops at the end of the second statement.
+/// length of `sql`, and stops at the end of the second statement; text
+/// without a `;` (most statements, checked on every execute) is not scanned.
 pub fn has_many_statements(sql: &str) -> bool {
-    Statements::new(sql).nth(1).is_some()
+    sql.contains(';') && Statements::new(sql).nth(1).is_some()
 }
 
 /// True when the SQL has nothing but whitespace, comments and semicolons.
