@@ -88,9 +88,7 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if stop.requested() {
-                return Err(format!("stopped while {name} was starting"));
-            }
+            server.still_starting(stop)?;
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(url) => {
                     server.url = url;
@@ -101,11 +99,6 @@ impl Server {
                     std::thread::sleep(Duration::from_millis(200))
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-            }
-            if let Some(status) = server.exited() {
-                return Err(format!(
-                    "{name} exited early ({status}); see its output above"
-                ));
             }
         }
         Err(format!(
@@ -134,14 +127,7 @@ impl Server {
         };
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
-            if stop.requested() {
-                return Err(format!("stopped while {name} was starting"));
-            }
-            if let Some(status) = server.exited() {
-                return Err(format!(
-                    "{name} exited early ({status}); see its output above"
-                ));
-            }
+            server.still_starting(stop)?;
             if health_status(url) == Some(200) {
                 return Ok(server);
             }
@@ -156,6 +142,21 @@ impl Server {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// An error if a stop was asked for or the server exited while it was
+    /// starting.
+    fn still_starting(&mut self, stop: &StopSignal) -> Result {
+        if stop.requested() {
+            return Err(format!("stopped while {} was starting", self.name));
+        }
+        match self.exited() {
+            Some(status) => Err(format!(
+                "{} exited early ({status}); see its output above",
+                self.name
+            )),
+            None => Ok(()),
+        }
     }
 
     /// How the server ended, if it has.
