@@ -907,15 +907,7 @@ async fn chat_issue_actions_post(app: &TestApp, graph: &FakeApi) {
         vec![text(issue.as_str())],
     )
     .await;
-    app.sql(
-        "INSERT INTO issue_organisation (id, issue_id, organisation_id) VALUES (?, ?, ?)",
-        vec![
-            text(uuid::Uuid::new_v4().to_string()),
-            text(issue.as_str()),
-            text(organisation.as_str()),
-        ],
-    )
-    .await;
+    app.link_organisation(&issue, &organisation).await;
     app.sql(
         "INSERT INTO actions (id, issue_id, title, type, external_url) VALUES (?, ?, 'Write to the council', 'action', 'https://example.org/write')",
         vec![text(uuid::Uuid::new_v4().to_string()), text(issue.as_str())],

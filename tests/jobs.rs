@@ -243,15 +243,7 @@ async fn wait_for_count(app: &TestApp, issue: &str, want: i64) {
 async fn reconcile_repairs_drift_in_the_primary_and_the_counter(app: &TestApp) {
     let issue = app.fresh_issue("Drifting").await;
     let org = app.fresh_organisation("Drifting council").await;
-    app.sql(
-        "INSERT INTO issue_organisation (id, issue_id, organisation_id) VALUES (?, ?, ?)",
-        vec![
-            text(uuid::Uuid::new_v4().to_string()),
-            text(issue.as_str()),
-            text(org.as_str()),
-        ],
-    )
-    .await;
+    app.link_organisation(&issue, &org).await;
     join(app, &issue, Some(json!({ "organisation_id": org }))).await;
     join(app, &issue, None).await;
     wait_for_count(app, &issue, 2).await; // the counter object flushed

@@ -25,15 +25,7 @@ fn string(v: &Hv) -> String {
 /// A new organisation linked to `issue`.
 async fn fresh_organisation(app: &TestApp, issue: &str) -> String {
     let org = app.fresh_organisation("Test council").await;
-    app.sql(
-        "INSERT INTO issue_organisation (id, issue_id, organisation_id) VALUES (?, ?, ?)",
-        vec![
-            text(uuid::Uuid::new_v4().to_string()),
-            text(issue),
-            text(org.as_str()),
-        ],
-    )
-    .await;
+    app.link_organisation(issue, &org).await;
     org
 }
 

@@ -512,6 +512,19 @@ impl TestApp {
         .await;
         id
     }
+
+    /// Holds `organisation` responsible for `issue`.
+    pub async fn link_organisation(&self, issue: &str, organisation: &str) {
+        self.sql(
+            "INSERT INTO issue_organisation (id, issue_id, organisation_id) VALUES (?, ?, ?)",
+            vec![
+                qr_primary::client::text(uuid::Uuid::new_v4().to_string()),
+                qr_primary::client::text(issue),
+                qr_primary::client::text(organisation),
+            ],
+        )
+        .await;
+    }
 }
 
 /// An integer the primary returned.
