@@ -32,6 +32,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Rate-limit policies (`RATE_LIMITS` overrides, e.g. `reads=120/60`).
     pub rate_limits: crate::rate_limit::Policies,
+    /// How long writes are refused while the limiter fails for their
+    /// bucket, before the isolate limits them itself
+    /// (`LIMITER_FAIL_CLOSED_SECS`, default 30; see [`crate::limits`]).
+    pub limiter_fail_closed: Duration,
     /// The header holding the client's IP (`CLIENT_IP_HEADER`).
     pub client_ip_header: String,
     /// Bearer token of `POST /api/bot`; `None` disables the route.
@@ -157,6 +161,11 @@ impl Config {
                 api_base: text_var("TELEGRAM_API_BASE", "https://api.telegram.org"),
             },
             rate_limits,
+            limiter_fail_closed: Duration::from_secs(number(
+                "LIMITER_FAIL_CLOSED_SECS",
+                crate::rate_limit::FAIL_CLOSED_MS / 1000,
+                3600,
+            )?),
             client_ip_header: source
                 .var("CLIENT_IP_HEADER")
                 .map(|h| h.trim().to_owned())

@@ -1,6 +1,13 @@
 //! `GET /health`: version, and whether the primary, KV and a Durable Object
 //! each answer (with their latency). 200 when all do, 503 naming the ones
 //! that do not. Each check has its own deadline.
+//!
+//! The Durable Object check is a real rate-limiter take (cost 0, a peek
+//! that loads and saves the bucket) on the bucket `reads:health`, so a
+//! limiter that cannot load its own state shows here; it reports when that
+//! object was loaded (`loaded_at`: a change is an eviction or a restart).
+//! `rate_limiter` is what this isolate has seen of the limiter since it
+//! started ([`crate::limits::Stats`]).
 
 use futures::future::{select, Either};
 use serde_json::{json, Value};
@@ -16,6 +23,8 @@ pub struct Check {
     pub ok: bool,
     pub latency_ms: u64,
     pub error: Option<String>,
+    /// More fields of the check's JSON (what it learned).
+    pub detail: Option<Value>,
 }
 
 /// The JSON body and status for a set of checks.
@@ -23,10 +32,11 @@ pub fn summarise(checks: &[Check]) -> (u16, Value) {
     let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
     let mut parts = serde_json::Map::new();
     for c in checks {
-        parts.insert(
-            c.name.to_owned(),
-            json!({ "ok": c.ok, "latency_ms": c.latency_ms, "error": c.error }),
-        );
+        let mut part = json!({ "ok": c.ok, "latency_ms": c.latency_ms, "error": c.error });
+        if let (Some(part), Some(Value::Object(detail))) = (part.as_object_mut(), &c.detail) {
+            part.extend(detail.clone());
+        }
+        parts.insert(c.name.to_owned(), part);
     }
     let status = if failing.is_empty() { 200 } else { 503 };
     let body = json!({
@@ -40,41 +50,45 @@ pub fn summarise(checks: &[Check]) -> (u16, Value) {
 
 async fn timed<F>(name: &'static str, ctx: &Ctx, work: F) -> Check
 where
-    F: std::future::Future<Output = Result<(), String>>,
+    F: std::future::Future<Output = Result<Option<Value>, String>>,
 {
     let started = Date::now().as_millis();
     let deadline = Delay::from(ctx.config.db_timeout);
     let outcome = select(Box::pin(work), deadline).await;
     let latency_ms = Date::now().as_millis().saturating_sub(started);
-    let error = match outcome {
-        Either::Left((Ok(()), _)) => None,
-        Either::Left((Err(e), _)) => Some(e),
-        Either::Right(_) => Some(format!(
-            "no answer within {} ms",
-            ctx.config.db_timeout.as_millis()
-        )),
+    let (error, detail) = match outcome {
+        Either::Left((Ok(detail), _)) => (None, detail),
+        Either::Left((Err(e), _)) => (Some(e), None),
+        Either::Right(_) => (
+            Some(format!(
+                "no answer within {} ms",
+                ctx.config.db_timeout.as_millis()
+            )),
+            None,
+        ),
     };
     Check {
         name,
         ok: error.is_none(),
         latency_ms,
         error,
+        detail,
     }
 }
 
-async fn primary(ctx: &Ctx) -> Result<(), String> {
+async fn primary(ctx: &Ctx) -> Result<Option<Value>, String> {
     let rows = ctx
         .db()
         .query("SELECT 1 AS ok", vec![])
         .await
         .map_err(|e| e.message)?;
     match rows.first().and_then(|r| r.get("ok")) {
-        Some(v) if v == 1 => Ok(()),
+        Some(v) if v == 1 => Ok(None),
         other => Err(format!("unexpected answer {other:?}")),
     }
 }
 
-async fn kv(ctx: &Ctx) -> Result<(), String> {
+async fn kv(ctx: &Ctx) -> Result<Option<Value>, String> {
     let store = ctx.env.kv("CACHE").map_err(|e| e.to_string())?;
     // A key per request: KV allows about one write per second per key.
     let key = format!("health:{}", ctx.request_id);
@@ -86,28 +100,22 @@ async fn kv(ctx: &Ctx) -> Result<(), String> {
         .await
         .map_err(|e| format!("{e:?}"))?;
     match store.get(&key).text().await.map_err(|e| format!("{e:?}"))? {
-        Some(v) if v == "ok" => Ok(()),
+        Some(v) if v == "ok" => Ok(None),
         other => Err(format!("read back {other:?}")),
     }
 }
 
-async fn durable_object(ctx: &Ctx) -> Result<(), String> {
-    let namespace = ctx
-        .env
-        .durable_object("RATE_LIMITER")
-        .map_err(|e| e.to_string())?;
-    let stub = namespace
-        .id_from_name("health")
-        .and_then(|id| id.get_stub())
-        .map_err(|e| e.to_string())?;
-    let response = stub
-        .fetch_with_str("https://objects.internal/health")
+async fn durable_object(ctx: &Ctx) -> Result<Option<Value>, String> {
+    let policy = ctx.config.rate_limits.reads;
+    let taken = crate::limits::take(ctx, &policy, "health", 0, false)
         .await
-        .map_err(|e| e.to_string())?;
-    match response.status_code() {
-        200 => Ok(()),
-        s => Err(format!("answered {s}")),
-    }
+        .map_err(|e| match e.details {
+            Some(d) => format!("{}: {d}", e.message),
+            None => e.message,
+        })?;
+    Ok(Some(json!({
+        "loaded_at": crate::issue_writes::iso(taken.loaded_at_ms),
+    })))
 }
 
 pub async fn handle(ctx: &Ctx) -> AppResult<Response> {
@@ -116,7 +124,13 @@ pub async fn handle(ctx: &Ctx) -> AppResult<Response> {
         timed("kv", ctx, kv(ctx)),
         timed("durable_object", ctx, durable_object(ctx)),
     );
-    let (status, body) = summarise(&[p, k, d]);
+    let (status, mut body) = summarise(&[p, k, d]);
+    if let Some(b) = body.as_object_mut() {
+        b.insert(
+            "rate_limiter".to_owned(),
+            serde_json::to_value(crate::limits::stats()).unwrap_or_default(),
+        );
+    }
     Ok(crate::context::json_response(status, &body)?)
 }
 
@@ -130,6 +144,7 @@ mod tests {
             ok,
             latency_ms: 3,
             error: (!ok).then(|| "down".to_owned()),
+            detail: ok.then(|| json!({ "loaded_at": "t" })),
         }
     }
 
@@ -142,5 +157,6 @@ mod tests {
         assert_eq!(status, 503);
         assert_eq!(body["failing"], json!(["primary"]));
         assert_eq!(body["checks"]["primary"]["error"], "down");
+        assert_eq!(body["checks"]["kv"]["loaded_at"], "t");
     }
 }

@@ -12,7 +12,16 @@
 //!   (exact) except while a refusal it gave is still due (remembered in
 //!   the isolate until its `Retry-After`); creating an issue also pays
 //!   `create` per user (the session's, else the IP). A limiter failure
-//!   refuses the write (503, fail closed).
+//!   refuses the write (503 `limiter_unavailable`, fail closed) for at most
+//!   `LIMITER_FAIL_CLOSED_SECS` (30 s) from the bucket's first failure in
+//!   a row; after that, while the limiter still fails, the isolate
+//!   limits the bucket itself with the same policy (see
+//!   [`rate_limit::Outages`]), so writes resume at a per-isolate limit
+//!   rather than stay refused for ever.
+//!
+//! Every call to the limiter is counted in the isolate's [`stats`]
+//! (failures, refusals and local admissions while it was down, bucket
+//! states it had to start afresh), which `GET /health` reports.
 //!
 //! Every limited response carries `RateLimit-Policy` and `RateLimit`; a
 //! refusal is 429 `rate_limited` with `Retry-After`.
@@ -22,16 +31,82 @@
 
 use std::cell::RefCell;
 
+use serde::Serialize;
 use serde_json::json;
 use worker::Date;
 
 use crate::context::Ctx;
 use crate::error::{AppError, AppResult};
 use crate::objects::rate_limiter;
-use crate::rate_limit::{self, Local, LocalGate, Policy};
+use crate::rate_limit::{self, Local, LocalGate, Outages, Policy, WhenDown};
 
 thread_local! {
     static GATE: RefCell<LocalGate> = RefCell::new(LocalGate::new());
+    static OUTAGES: RefCell<Outages> = RefCell::new(Outages::new());
+    static STATS: RefCell<Stats> = RefCell::new(Stats::default());
+}
+
+/// The limiter as this isolate has seen it since it started.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Calls to the limiter.
+    pub calls: u64,
+    /// Calls that failed (no answer, an error).
+    pub failures: u64,
+    /// Writes refused with 503 because the limiter failed.
+    pub writes_refused_while_down: u64,
+    /// Writes admitted by the isolate's own bucket while the limiter failed.
+    pub writes_limited_locally: u64,
+    /// Buckets whose saved state the limiter could not read and started
+    /// afresh.
+    pub buckets_recovered: u64,
+    /// Buckets of this isolate whose limiter is failing now.
+    pub buckets_failing: usize,
+    /// The last failure: unix ms and what it was.
+    pub last_failure_ms: Option<u64>,
+    pub last_failure: Option<String>,
+}
+
+/// The limiter's record in this isolate.
+pub fn stats() -> Stats {
+    let mut s = STATS.with(|s| s.borrow().clone());
+    s.buckets_failing = OUTAGES.with(|o| o.borrow().len());
+    s
+}
+
+fn count(f: impl FnOnce(&mut Stats)) {
+    STATS.with(|s| f(&mut s.borrow_mut()));
+}
+
+/// Takes tokens from the limiter of `policy` and `subject`, counting the
+/// call in [`stats`]. Every caller of the limiter goes through here.
+pub async fn take(
+    ctx: &Ctx,
+    policy: &Policy,
+    subject: &str,
+    cost: u32,
+    up_to: bool,
+) -> AppResult<rate_limiter::Taken> {
+    let result = rate_limiter::take(ctx, policy, subject, cost, up_to).await;
+    count(|s| {
+        s.calls += 1;
+        match &result {
+            Ok(t) => s.buckets_recovered += u64::from(t.recovered),
+            Err(e) => {
+                s.failures += 1;
+                s.last_failure_ms = Some(Date::now().as_millis());
+                s.last_failure = Some(match &e.details {
+                    Some(d) => format!("{}: {d}", e.message),
+                    None => e.message.clone(),
+                });
+            }
+        }
+    });
+    if result.is_ok() {
+        let key = rate_limit::object_name(policy, subject);
+        OUTAGES.with(|o| o.borrow_mut().answered(&key));
+    }
+    result
 }
 
 /// What the limiter said, for the response headers.
@@ -107,7 +182,7 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
         Local::Denied { retry_after_ms } => Err(refused(ctx, &policy, retry_after_ms, 0)),
         // Another request of this isolate is asking for a block: this one
         // asks for its own token only.
-        Local::AskOne => match rate_limiter::take(ctx, &policy, subject, 1, false).await {
+        Local::AskOne => match take(ctx, &policy, subject, 1, false).await {
             Ok(t) if t.granted > 0 => admitted(ctx, &policy, &t),
             Ok(t) => Err(refused(ctx, &policy, t.retry_after_ms, t.reset_ms)),
             Err(e) => {
@@ -117,7 +192,7 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
         },
         Local::AskGlobal => {
             let block = rate_limit::block_size(&policy);
-            match rate_limiter::take(ctx, &policy, subject, block, true).await {
+            match take(ctx, &policy, subject, block, true).await {
                 Ok(t) if t.granted > 0 => {
                     let expires = now + rate_limit::grant_ttl_ms(&policy);
                     GATE.with(|g| g.borrow_mut().grant(&key, t.granted - 1, expires));
@@ -147,22 +222,39 @@ pub async fn write(ctx: &Ctx, policy: &Policy, subject: &str) -> AppResult<()> {
     if let Some(retry_after_ms) = GATE.with(|g| g.borrow_mut().denied(&key, now)) {
         return Err(refused(ctx, policy, retry_after_ms, retry_after_ms));
     }
-    match rate_limiter::take(ctx, policy, subject, 1, false).await {
+    match take(ctx, policy, subject, 1, false).await {
         Ok(t) if t.granted > 0 => admitted(ctx, policy, &t),
         Ok(t) => {
             GATE.with(|g| g.borrow_mut().deny(&key, now + t.retry_after_ms));
             Err(refused(ctx, policy, t.retry_after_ms, t.reset_ms))
         }
-        Err(e) => {
-            tracing::error!(request_id = %ctx.request_id, details = ?e.details, "rate limiter failed; write refused");
-            let mut e = AppError::new(
-                503,
-                "limiter_unavailable",
-                "writes are paused for a moment; retry shortly",
-            );
-            e.retry_after = Some(5);
-            Err(e)
-        }
+        Err(e) => match OUTAGES.with(|o| {
+            let window = ctx.config.limiter_fail_closed.as_millis() as u64;
+            o.borrow_mut().failed(&key, policy, now, window)
+        }) {
+            WhenDown::Refuse { retry_after_ms } => {
+                count(|s| s.writes_refused_while_down += 1);
+                tracing::error!(request_id = %ctx.request_id, key = %key, details = ?e.details, "rate limiter failed; write refused");
+                let mut e = AppError::new(
+                    503,
+                    "limiter_unavailable",
+                    "writes are paused for a moment; retry shortly",
+                );
+                e.retry_after = Some(rate_limit::retry_after_secs_of(retry_after_ms).min(5));
+                Err(e)
+            }
+            WhenDown::Local(d) if d.allowed => {
+                count(|s| s.writes_limited_locally += 1);
+                tracing::error!(request_id = %ctx.request_id, key = %key, details = ?e.details, "rate limiter failing past its fail-closed window; write admitted by this isolate's own limit");
+                ctx.set_rate_limit(Verdict {
+                    policy: *policy,
+                    remaining: d.remaining,
+                    reset_ms: d.reset_ms,
+                });
+                Ok(())
+            }
+            WhenDown::Local(d) => Err(refused(ctx, policy, d.retry_after_ms, d.reset_ms)),
+        },
     }
 }
 

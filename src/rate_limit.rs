@@ -280,6 +280,16 @@ pub fn check(policy: &Policy, tat_ns: u64, now_ms: u64, cost: u32) -> Decision {
     }
 }
 
+/// The state of a bucket started afresh half used at `now_ms`: half the
+/// limit (rounded down) is spent, so at least one request is allowed at
+/// once and a burst gets at most half what a full bucket would. The
+/// limiter starts a bucket whose saved state it cannot read so: letting
+/// the client through, but not with a whole new allowance.
+pub fn half_used(policy: &Policy, now_ms: u64) -> u64 {
+    let spent = u128::from(policy.limit / 2) * interval_ns(policy);
+    u64::try_from(u128::from(now_ms) * NS_PER_MS + spent).unwrap_or(u64::MAX)
+}
+
 /// A structured-field string: quoted, `\` and `"` escaped, anything but
 /// printable ASCII dropped.
 fn sf_string(s: &str) -> String {
@@ -340,6 +350,95 @@ pub fn block_size(policy: &Policy) -> u32 {
 pub fn grant_ttl_ms(policy: &Policy) -> u64 {
     let ns = u128::from(block_size(policy)) * interval_ns(policy);
     ceil_ms(ns).clamp(1, policy.window_ms.max(1))
+}
+
+/// How long writes of one bucket are refused (503) by default while the
+/// limiter keeps failing for it, counted from its first failure in a row.
+/// After that the isolate limits the bucket itself ([`Outages`]) until the
+/// limiter answers again, so a broken limiter pauses writes for a bounded
+/// time, never for ever.
+pub const FAIL_CLOSED_MS: u64 = 30_000;
+
+/// Keys an [`Outages`] follows at most.
+pub const OUTAGE_MAX_KEYS: usize = 10_000;
+
+/// What a write whose limiter failed gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenDown {
+    /// Still within the window from the first failure: refuse (503).
+    Refuse { retry_after_ms: u64 },
+    /// Past it: the isolate's own bucket of the same policy decided.
+    Local(Decision),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since_ms: u64,
+    local: Gcra,
+}
+
+/// Limiter failures per bucket in this isolate: the first failure of a run
+/// starts a window (`fail_closed_ms`, [`FAIL_CLOSED_MS`] by default) in
+/// which writes are refused; past
+/// it, writes are admitted by a bucket of the same policy kept here (the
+/// limit then holds per isolate, not globally). An answer from the limiter
+/// ends the run.
+#[derive(Debug, Default)]
+pub struct Outages {
+    runs: HashMap<String, Outage>,
+}
+
+impl Outages {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The limiter failed for `key`: what the write gets.
+    pub fn failed(
+        &mut self,
+        key: &str,
+        policy: &Policy,
+        now_ms: u64,
+        fail_closed_ms: u64,
+    ) -> WhenDown {
+        if !self.runs.contains_key(key) && self.runs.len() >= OUTAGE_MAX_KEYS {
+            // The longest run goes: it is the nearest to limiting locally.
+            if let Some(oldest) = self
+                .runs
+                .iter()
+                .min_by_key(|(_, o)| o.since_ms)
+                .map(|(k, _)| k.clone())
+            {
+                self.runs.remove(&oldest);
+            }
+        }
+        let run = self.runs.entry(key.to_owned()).or_insert(Outage {
+            since_ms: now_ms,
+            local: Gcra::default(),
+        });
+        let until = run.since_ms.saturating_add(fail_closed_ms);
+        if now_ms < until {
+            return WhenDown::Refuse {
+                retry_after_ms: until - now_ms,
+            };
+        }
+        WhenDown::Local(run.local.admit(policy, now_ms, 1))
+    }
+
+    /// The limiter answered for `key`: its run of failures is over.
+    pub fn answered(&mut self, key: &str) {
+        if !self.runs.is_empty() {
+            self.runs.remove(key);
+        }
+    }
 }
 
 /// Keys a [`LocalGate`] holds by default.
@@ -731,6 +830,94 @@ mod tests {
             window_ms: 1500,
         };
         assert_eq!(policy_header(&odd), r#""a\"b\\c";q=1;w=2"#);
+    }
+
+    #[test]
+    fn a_failing_limiter_refuses_writes_for_a_bounded_time_then_limits_locally() {
+        let p = Policy {
+            name: "writes",
+            limit: 3,
+            window_ms: 60_000,
+        };
+        let mut o = Outages::new();
+        let t0 = 1_000_000;
+        assert_eq!(
+            o.failed("writes:a", &p, t0, FAIL_CLOSED_MS),
+            WhenDown::Refuse {
+                retry_after_ms: FAIL_CLOSED_MS
+            }
+        );
+        assert_eq!(
+            o.failed("writes:a", &p, t0 + FAIL_CLOSED_MS - 1, FAIL_CLOSED_MS),
+            WhenDown::Refuse { retry_after_ms: 1 }
+        );
+        // Another key has its own window.
+        assert!(matches!(
+            o.failed("writes:b", &p, t0 + FAIL_CLOSED_MS, FAIL_CLOSED_MS),
+            WhenDown::Refuse { .. }
+        ));
+        // Past the window: the isolate's own bucket, with the same limit.
+        let after = t0 + FAIL_CLOSED_MS;
+        for _ in 0..3 {
+            assert!(
+                matches!(o.failed("writes:a", &p, after, FAIL_CLOSED_MS), WhenDown::Local(d) if d.allowed)
+            );
+        }
+        assert!(
+            matches!(o.failed("writes:a", &p, after, FAIL_CLOSED_MS), WhenDown::Local(d) if !d.allowed)
+        );
+        // The limiter answers: the run is over, a new failure starts a new one.
+        o.answered("writes:a");
+        assert!(matches!(
+            o.failed("writes:a", &p, after + 1, FAIL_CLOSED_MS),
+            WhenDown::Refuse { retry_after_ms } if retry_after_ms == FAIL_CLOSED_MS
+        ));
+    }
+
+    #[test]
+    fn outages_are_bounded() {
+        let p = Policy {
+            name: "writes",
+            limit: 3,
+            window_ms: 60_000,
+        };
+        let mut o = Outages::new();
+        for i in 0..OUTAGE_MAX_KEYS + 5 {
+            o.failed(&format!("writes:{i}"), &p, 1_000 + i as u64, FAIL_CLOSED_MS);
+        }
+        assert_eq!(o.len(), OUTAGE_MAX_KEYS);
+        // The newest run is kept.
+        assert!(matches!(
+            o.failed(
+                &format!("writes:{}", OUTAGE_MAX_KEYS + 4),
+                &p,
+                2_000_000,
+                FAIL_CLOSED_MS
+            ),
+            WhenDown::Local(_)
+        ));
+    }
+
+    #[test]
+    fn a_bucket_started_half_used_lets_half_through() {
+        for limit in [1, 2, 7, 30, 120] {
+            let p = Policy {
+                name: "writes",
+                limit,
+                window_ms: 60_000,
+            };
+            let now = 1_796_122_417_300;
+            let mut g = Gcra {
+                tat_ns: half_used(&p, now),
+            };
+            let left = check(&p, g.tat_ns, now, 0).remaining;
+            assert_eq!(left, limit - limit / 2, "limit {limit}");
+            assert!(left >= 1);
+            for _ in 0..left {
+                assert!(g.admit(&p, now, 1).allowed);
+            }
+            assert!(!g.admit(&p, now, 1).allowed, "limit {limit}");
+        }
     }
 
     #[test]

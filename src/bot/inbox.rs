@@ -70,7 +70,7 @@ pub async fn mark_processed(ctx: &Ctx, provider: &str, id: &str) {
 /// would feed a flood), and a limiter failure lets the message through.
 pub async fn limited(ctx: &Ctx, who: &ChatUser) -> bool {
     let policy = ctx.config.rate_limits.bot;
-    match crate::objects::rate_limiter::take(ctx, &policy, &who.limit_subject(), 1, false).await {
+    match crate::limits::take(ctx, &policy, &who.limit_subject(), 1, false).await {
         Ok(t) if t.granted > 0 => false,
         Ok(t) => {
             tracing::warn!(request_id = %ctx.request_id, who = %who.limit_subject(), retry_after_s = rate_limit::retry_after_secs_of(t.retry_after_ms), "chat message over the bot limit; not answered");

@@ -11,9 +11,18 @@
 //!   (the reconcile_counts job);
 //! - `GET /health`: a storage round trip.
 //!
-//! State (SQLite storage of the object, one row): the counts, whether they
-//! are trusted, and a version that moves with every change, so the alarm
-//! knows whether the primary has the latest numbers.
+//! State (SQLite storage of the object, one row of table `counter`): the
+//! counts, whether they are trusted, and a version that moves with every
+//! change, so the alarm knows whether the primary has the latest numbers;
+//! saved as versioned JSON text ([`super::shape`]):
+//! - version 1 (before versions): the same fields without `v`;
+//!   `doubtful` may be missing (false);
+//! - version 2: `{"v": 2, ...}`, plus `recovered`.
+//!
+//! A state that cannot be read is logged at error level with the object's
+//! id, counted (`recovered`), and the object starts uncounted: the next
+//! change takes the count again from `user_issues` in its transaction, so
+//! the count is exact again at once and no change is refused.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -25,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use worker::{durable_object, Date, Env, Method, Request, RequestInit, Response, Result, State};
 
+use super::shape::{self, Shape};
 use crate::config::Config;
 use crate::context::Ctx;
 use crate::counter::{self, Counts};
@@ -53,6 +63,25 @@ struct Stored {
     /// not trust such a count; the next group takes it again.
     #[serde(default)]
     doubtful: bool,
+    /// How many times the saved state was unreadable and started afresh.
+    #[serde(default)]
+    recovered: u32,
+}
+
+impl Shape for Stored {
+    const VERSION: u32 = 2;
+}
+
+/// The saved state, read; when unreadable (logged with `object`), a state
+/// that has no count yet, so the next change counts again.
+fn stored_from(text: &str, object: &str) -> Stored {
+    shape::decode::<Stored>(text).unwrap_or_else(|why| {
+        tracing::error!(object = %object, error = %why, "issue counter: saved state unreadable; counting again from user_issues");
+        Stored {
+            recovered: 1,
+            ..Stored::default()
+        }
+    })
 }
 
 /// The answer to a change.
@@ -143,14 +172,13 @@ impl IssueCounter {
             .exec("SELECT state FROM counter WHERE id = 1", None)?
             .to_array()?;
         Ok(match rows.first() {
-            Some(row) => serde_json::from_str(&row.state).unwrap_or_default(),
+            Some(row) => stored_from(&row.state, &state.id().to_string()),
             None => Stored::default(),
         })
     }
 
     fn save(&self) -> Result<()> {
-        let json = serde_json::to_string(&*self.stored.borrow())
-            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let json = shape::encode(&*self.stored.borrow()).map_err(worker::Error::RustError)?;
         self.state.storage().sql().exec(
             "INSERT INTO counter (id, state) VALUES (1, ?) \
              ON CONFLICT (id) DO UPDATE SET state = excluded.state",
@@ -470,6 +498,7 @@ impl DurableObject for IssueCounter {
                     "rioter_count": s.counts.total,
                     "trusted": s.counted,
                     "flushed": s.version == s.flushed_version,
+                    "recovered": s.recovered,
                 }))
             }
             (Method::Post, "/recount") => {
@@ -568,4 +597,63 @@ async fn call<T: Serialize, A: serde::de::DeserializeOwned>(
     }
     let envelope: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     Err(AppError::from_envelope(status, &envelope))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/objects/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn every_saved_shape_loads() {
+        for (name, version, doubtful) in [
+            ("issue_counter.v1.json", 57, false),
+            ("issue_counter.v1-doubtful.json", 58, true),
+            ("issue_counter.v2.json", 57, false),
+        ] {
+            let s = stored_from(&fixture(name), "test");
+            assert_eq!(s.recovered, 0, "{name}");
+            assert_eq!(
+                s.issue_id.as_deref(),
+                Some("6f1d0f3e-2b1c-4a55-9d0e-5f3b2c1a0e11")
+            );
+            assert!(s.counted, "{name}");
+            assert_eq!(s.counts.total, 42, "{name}");
+            assert_eq!(
+                s.counts.by_org.get("0a6c7e1e-8a51-4c1e-bb56-1b1f9f0f6b01"),
+                Some(&40)
+            );
+            assert_eq!((s.version, s.doubtful), (version, doubtful), "{name}");
+            assert_eq!(s.last_flush_ms, 1_796_122_417_300);
+        }
+    }
+
+    #[test]
+    fn the_current_shape_round_trips_with_its_version() {
+        let s = stored_from(&fixture("issue_counter.v1-doubtful.json"), "test");
+        let text = shape::encode(&s).expect("encode");
+        assert!(text.contains("\"v\":2"), "{text}");
+        let back = stored_from(&text, "test");
+        assert_eq!(
+            (back.counts, back.version, back.doubtful),
+            (s.counts, s.version, s.doubtful)
+        );
+    }
+
+    #[test]
+    fn an_unreadable_state_counts_again_and_is_counted() {
+        let s = stored_from(&fixture("issue_counter.unreadable.json"), "test");
+        assert!(
+            !s.counted,
+            "the next change takes the count from user_issues"
+        );
+        assert_eq!(s.recovered, 1);
+    }
 }

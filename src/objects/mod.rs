@@ -1,15 +1,16 @@
 //! The Durable Object classes (SQLite-backed, see wrangler.toml).
 //!
-//! `RateLimiter` (one object per policy and subject) and `IssueCounter` (one
-//! per issue) get their behaviour with the write path (rate limits, live
-//! counts). Today both answer `GET /health`, a storage write and read that
-//! `/health` of the Worker uses to prove the Durable Object round trip.
+//! `RateLimiter` (one object per policy and subject), `IssueCounter` (one
+//! per issue) and `Outbox` (one). Each saves its state in a versioned shape
+//! that later code still reads ([`shape`]), and each answers `GET /health`
+//! with a storage write and read.
 
 use worker::{Request, Response, Result, State};
 
 pub mod issue_counter;
 pub mod outbox;
 pub mod rate_limiter;
+pub mod shape;
 
 pub use issue_counter::IssueCounter;
 pub use outbox::Outbox;

@@ -11,6 +11,14 @@
 //! The alarm replays queued entries one at a time, oldest first, and stops
 //! at the first that finds the primary still away, trying again after a
 //! pause that grows to 30 s. Done entries are kept a day for their status.
+//!
+//! Saved state: table `entries`, one row per write (the columns below are
+//! the table's first and only layout so far; a change adds columns with
+//! defaults). Each entry's `payload` is a [`Queued`] as versioned JSON
+//! text ([`super::shape`]): version 1 (before versions) is the same JSON
+//! without `v`, version 2 names it. An entry whose payload cannot be read
+//! is kept, marked `failed` with the reason (its status URL says so), and
+//! logged at error level with its id; the queue moves on.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -19,11 +27,20 @@ use serde::Deserialize;
 use serde_json::json;
 use worker::{durable_object, Date, Env, Method, Request, Response, Result, State};
 
+use super::shape::{self, Shape};
 use crate::config::Config;
 use crate::context::Ctx;
-use crate::error::AppError;
 use crate::outbox::{self, Queued, Receipt, Replayed, Status, KEEP_DONE_MS};
 use crate::{issue_writes, membership};
+
+impl Shape for Queued {
+    const VERSION: u32 = 2;
+}
+
+/// A saved entry, read; why not, for its `failed` status.
+fn entry(payload: &str) -> std::result::Result<Queued, String> {
+    shape::decode::<Queued>(payload).map_err(|why| format!("unreadable entry: {why}"))
+}
 
 /// Entries replayed by one alarm before it yields to the next.
 const BATCH: usize = 50;
@@ -86,8 +103,7 @@ impl Outbox {
     async fn enqueue(&self, queued: &Queued) -> Result<Receipt> {
         self.ensure_table()?;
         let id = uuid::Uuid::new_v4().to_string();
-        let payload =
-            serde_json::to_string(queued).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let payload = shape::encode(queued).map_err(worker::Error::RustError)?;
         let sql = self.state.storage().sql();
         sql.exec(
             "INSERT INTO entries (id, payload, status, created_ms) VALUES (?, ?, 'queued', ?)",
@@ -182,15 +198,19 @@ impl Outbox {
                 format!("outbox-{}", head.id),
             );
             let attempts = head.attempts + 1;
-            let (result, table) = match serde_json::from_str::<Queued>(&head.payload) {
-                Ok(q @ Queued::Write { .. }) => issue_writes::replay(&ctx, &q).await,
-                Ok(Queued::Membership { change }) => {
+            let queued = match entry(&head.payload) {
+                Ok(q) => q,
+                Err(why) => {
+                    tracing::error!(outbox_id = %head.id, reason = %why, "outbox: entry failed");
+                    self.finish(head.seq, Status::Failed, attempts, Some(&why))?;
+                    continue;
+                }
+            };
+            let (result, table) = match queued {
+                q @ Queued::Write { .. } => issue_writes::replay(&ctx, &q).await,
+                Queued::Membership { change } => {
                     (membership::apply(&ctx, &change).await.map(|_| ()), None)
                 }
-                Err(e) => (
-                    Err(AppError::internal(format!("unreadable entry: {e}"))),
-                    None,
-                ),
             };
             match outbox::replayed(&result, table, attempts as u32) {
                 Replayed::Applied => {
@@ -262,5 +282,68 @@ impl DurableObject for Outbox {
                 Response::ok("retry")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::Op;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/objects/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn every_saved_shape_loads() {
+        for (name, op) in [
+            ("outbox.v1.membership.json", Op::Join),
+            ("outbox.v2.membership.json", Op::Leave),
+        ] {
+            match entry(&fixture(name)) {
+                Ok(Queued::Membership { change }) => {
+                    assert_eq!(change.op, op, "{name}");
+                    assert_eq!(change.user_id, "3b8e9a52-3f0e-4f35-8d7e-0c2b9e5f1a77");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        match entry(&fixture("outbox.v1.write.json")) {
+            Ok(Queued::Write {
+                path, body, now_ms, ..
+            }) => {
+                assert!(path.ends_with("/feed"));
+                assert_eq!(body, Some(json!({"content": "Still flooded on Mill Lane"})));
+                assert_eq!(now_ms, 1_796_122_417_300);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_are_saved_with_their_version_and_read_back() {
+        let Ok(q) = entry(&fixture("outbox.v1.write.json")) else {
+            panic!("fixture")
+        };
+        let text = shape::encode(&q).expect("encode");
+        assert!(
+            text.contains("\"v\":2") && text.contains("\"kind\":\"write\""),
+            "{text}"
+        );
+        assert_eq!(entry(&text), Ok(q));
+    }
+
+    #[test]
+    fn an_unreadable_entry_fails_with_the_reason() {
+        let why = entry(&fixture("outbox.unreadable.json")).expect_err("unreadable");
+        assert!(
+            why.starts_with("unreadable entry: saved state (version 2)"),
+            "{why}"
+        );
+        assert!(why.contains("teleport"), "{why}");
     }
 }

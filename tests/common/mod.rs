@@ -161,7 +161,8 @@ fn run_ok(what: &str, cmd: &mut Command) {
 pub struct TestApp {
     pub primary: Option<Primary>,
     pub primary_port: u16,
-    pub worker: Proc,
+    pub worker: Option<Proc>,
+    spec: WorkerSpec,
     pub url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
@@ -249,46 +250,27 @@ impl TestApp {
         let toml = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
         std::fs::write(&config, edit(test_config(&toml, &shim))).expect("write test config");
 
-        let port = free_port();
-        let inspector = free_port();
-        let mut cmd = Command::new(root().join("node_modules/.bin/wrangler"));
-        cmd.arg("dev")
-            .arg("--config")
-            .arg(&config)
-            .args(["--local", "--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--inspector-ip",
-                "127.0.0.1",
-                "--inspector-port",
-                &inspector.to_string(),
-            ])
-            .args([
-                "--show-interactive-dev-session=false",
-                "--test-scheduled",
-                "--log-level",
-                "warn",
-            ])
-            .arg("--persist-to")
-            .arg(dir.path().join("wrangler-state"))
-            .args(["--var", &format!("LIBSQL_URL:{}", primary.url)])
-            .args([
-                "--var",
-                &format!("DB_TIMEOUT_MS:{}", DB_TIMEOUT.as_millis()),
-            ])
-            .args(["--var", &format!("ALLOWED_ORIGINS:{ALLOWED_ORIGIN}")])
-            .args(["--var", "MAX_BODY_BYTES:4096"])
-            .args(["--var", &format!("CACHE_FRESH_SECS:{cache_fresh_secs}")])
-            .args(["--var", &format!("CRON_SECRET:{ADMIN_TOKEN}")])
-            .args(worker_vars(vars))
-            .current_dir(dir.path())
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("WRANGLER_LOG_PATH", dir.path().join("wrangler-logs"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        let worker = Proc::spawn("wrangler dev", &mut cmd);
-        let url = format!("http://127.0.0.1:{port}");
+        let spec = WorkerSpec {
+            config,
+            port: free_port(),
+            inspector: free_port(),
+            primary_url: primary.url.clone(),
+            // The test defaults, then the test's own (a later --var wins).
+            vars: [
+                format!("DB_TIMEOUT_MS:{}", DB_TIMEOUT.as_millis()),
+                format!("ALLOWED_ORIGINS:{ALLOWED_ORIGIN}"),
+                "MAX_BODY_BYTES:4096".to_owned(),
+                format!("CACHE_FRESH_SECS:{cache_fresh_secs}"),
+                format!("CRON_SECRET:{ADMIN_TOKEN}"),
+            ]
+            .into_iter()
+            .flat_map(|v| ["--var".to_owned(), v])
+            .chain(worker_vars(vars))
+            .collect(),
+            dir: dir.path().to_owned(),
+        };
+        let worker = spec.spawn();
+        let url = format!("http://127.0.0.1:{}", spec.port);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -296,7 +278,8 @@ impl TestApp {
         let app = TestApp {
             primary_port: primary.port,
             primary: Some(primary),
-            worker,
+            worker: Some(worker),
+            spec,
             url,
             http,
             dir,
@@ -305,17 +288,30 @@ impl TestApp {
         app
     }
 
+    /// Until `/health` answers with KV up, and the primary unless the test
+    /// stopped it (a test may have faulted the Durable Objects on purpose;
+    /// /health names them).
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = String::from("no answer");
         loop {
-            if let Ok(r) = self.http.get(format!("{}/health", self.url)).send().await {
-                if r.status().is_success() {
-                    return;
+            match self.http.get(format!("{}/health", self.url)).send().await {
+                Ok(r) => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    let checks = &body["checks"];
+                    let primary_ok = checks["primary"]["ok"] == true || self.primary.is_none();
+                    if primary_ok && checks["kv"]["ok"] == true {
+                        return;
+                    }
+                    last = format!("{status} {text:.500}");
                 }
+                Err(e) => last = e.to_string(),
             }
             assert!(
                 Instant::now() < deadline,
-                "wrangler dev did not become healthy within 90 s"
+                "wrangler dev did not become healthy within 90 s; /health last answered: {last}"
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -351,6 +347,94 @@ impl TestApp {
         self.stop_primary();
         let db = self.db_path();
         self.primary = Some(start_primary_with(&db, self.primary_port, flags));
+    }
+
+    /// Stops `wrangler dev` (and its workerd) as a deploy or a crash would,
+    /// and starts it again on the same port and the same persisted state:
+    /// every Durable Object loads again from its storage. `kill` is
+    /// SIGKILL (nothing is flushed), else SIGTERM.
+    pub async fn restart_worker(&mut self, kill: bool) {
+        self.stop_worker(kill);
+        self.start_worker().await;
+    }
+
+    /// Stops `wrangler dev` and its workerd (SIGKILL when `kill`).
+    pub fn stop_worker(&mut self, kill: bool) {
+        if let Some(mut worker) = self.worker.take() {
+            if kill {
+                worker.signal("-KILL");
+                let _ = worker.child.wait();
+            }
+            worker.stop();
+        }
+    }
+
+    /// Starts `wrangler dev` again as it first was (same port, state, vars).
+    pub async fn start_worker(&mut self) {
+        assert!(self.worker.is_none(), "the worker is running");
+        self.worker = Some(self.spec.spawn());
+        self.wait_ready().await;
+    }
+
+    /// The SQLite file holding the storage of the Durable Object of
+    /// `class` named `name` (local workerd keeps one file per object and
+    /// records its name in it). For tests that edit a stopped stack's
+    /// objects.
+    pub fn object_storage(&self, class: &str, name: &str) -> PathBuf {
+        use libsql_sys::rusqlite::{Connection, OpenFlags};
+        let dir = self
+            .dir
+            .path()
+            .join(format!("wrangler-state/v3/do/quiet-riots-edge-{class}"));
+        let files = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for file in files.filter_map(|f| f.ok()).map(|f| f.path()) {
+            let is_object = file.extension().is_some_and(|x| x == "sqlite")
+                && !file.ends_with("metadata.sqlite");
+            if !is_object {
+                continue;
+            }
+            let db = Connection::open_with_flags(&file, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let named: Option<String> = db
+                .query_row("SELECT name FROM __miniflare_do_name", [], |r| r.get(0))
+                .ok();
+            if named.as_deref() == Some(name) {
+                return file;
+            }
+        }
+        panic!("no {class} object named {name:?} in {}", dir.display())
+    }
+
+    /// When the Durable Object behind `/health`'s check was loaded.
+    pub async fn health_object_loaded_at(&self) -> String {
+        let body = self.get_json_any("/health").await;
+        body["checks"]["durable_object"]["loaded_at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("/health has no durable_object.loaded_at: {body}"))
+            .to_owned()
+    }
+
+    /// Makes the runtime evict every Durable Object the test has used:
+    /// sends nothing for longer than the runtime keeps an idle object
+    /// (local workerd: about 10 s), then checks that the object behind
+    /// `/health` (used just before the pause) was loaded again. The test
+    /// must make no request meanwhile; an object woken by its own alarm
+    /// may stay loaded.
+    pub async fn evict_objects(&self) {
+        let before = self.health_object_loaded_at().await;
+        tokio::time::sleep(IDLE_EVICTION).await;
+        let after = self.health_object_loaded_at().await;
+        assert_ne!(
+            before, after,
+            "the runtime kept an object idle for {IDLE_EVICTION:?}; the eviction helper needs a longer pause"
+        );
+    }
+
+    /// GET and parse the JSON body, whatever the status.
+    pub async fn get_json_any(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).send().await.expect("send");
+        let text = r.text().await.expect("body");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
     }
 
     /// The primary's `GET /stats`.
@@ -409,6 +493,61 @@ impl TestApp {
             .query(sql, args)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+/// How long an idle Durable Object is left alone to be evicted (local
+/// workerd evicts after about 10 s idle).
+pub const IDLE_EVICTION: Duration = Duration::from_secs(15);
+
+/// How `wrangler dev` is started, kept to start it again on the same state.
+struct WorkerSpec {
+    config: PathBuf,
+    port: u16,
+    inspector: u16,
+    primary_url: String,
+    /// `--var NAME:VALUE` arguments.
+    vars: Vec<String>,
+    dir: PathBuf,
+}
+
+impl WorkerSpec {
+    fn spawn(&self) -> Proc {
+        let mut cmd = Command::new(root().join("node_modules/.bin/wrangler"));
+        cmd.arg("dev")
+            .arg("--config")
+            .arg(&self.config)
+            .args([
+                "--local",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+            ])
+            .args([
+                "--inspector-ip",
+                "127.0.0.1",
+                "--inspector-port",
+                &self.inspector.to_string(),
+            ])
+            .args([
+                "--show-interactive-dev-session=false",
+                "--test-scheduled",
+                "--log-level",
+                "warn",
+            ])
+            .arg("--persist-to")
+            .arg(self.dir.join("wrangler-state"))
+            .args(["--var", &format!("LIBSQL_URL:{}", self.primary_url)])
+            .args(&self.vars)
+            .current_dir(&self.dir)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_LOG_PATH", self.dir.join("wrangler-logs"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        Proc::spawn("wrangler dev", &mut cmd)
     }
 }
 
