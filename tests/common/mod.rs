@@ -293,9 +293,8 @@ impl TestApp {
     /// /health names them).
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(90);
-        let mut last = String::from("no answer");
         loop {
-            match self.http.get(format!("{}/health", self.url)).send().await {
+            let last = match self.http.get(format!("{}/health", self.url)).send().await {
                 Ok(r) => {
                     let status = r.status();
                     let text = r.text().await.unwrap_or_default();
@@ -305,10 +304,10 @@ impl TestApp {
                     if primary_ok && checks["kv"]["ok"] == true {
                         return;
                     }
-                    last = format!("{status} {text:.500}");
+                    format!("{status} {text:.500}")
                 }
-                Err(e) => last = e.to_string(),
-            }
+                Err(e) => e.to_string(),
+            };
             assert!(
                 Instant::now() < deadline,
                 "wrangler dev did not become healthy within 90 s; /health last answered: {last}"
