@@ -2,11 +2,16 @@
 //! read and write in a window is 429 with the IETF headers and
 //! `Retry-After`, concurrent requests together never get more than the
 //! limit, clients are limited apart, and creating issues is limited per
-//! user. A limiter that fails lets reads through and refuses writes.
+//! user. A limiter that fails lets reads through and refuses writes for a
+//! bounded time, then limits them in the isolate.
 
 mod common;
 
-use common::{run_cases, session_cookie, Seed, TestApp, CACHE_FRESH_SECS, CLIENT_IP_HEADER};
+use std::time::Duration;
+
+use common::{
+    run_cases, session_cookie, Seed, TestApp, CACHE_FRESH_SECS, CLIENT_IP_HEADER, RATE_LIMITS,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -238,12 +243,18 @@ async fn rate_limits() {
 
 /// The RATE_LIMITER binding pointed at another class (the Outbox), which
 /// answers the limiter's requests with 404: a limiter that fails. Reads are
-/// let through (fail open), writes refused with 503 (fail closed); neither
-/// is a 500.
+/// let through (fail open), writes refused with 503 (fail closed) for the
+/// fail-closed window only, then admitted by the isolate's own limit;
+/// neither is a 500, and /health names the limiter and counts it all.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failing_limiter_lets_reads_through_and_refuses_writes() {
+async fn a_failing_limiter_lets_reads_through_and_refuses_writes_for_a_bounded_time() {
     let limiter = r#"{ name = "RATE_LIMITER", class_name = "RateLimiter" }"#;
-    let app = TestApp::start_edited(Seed::Demo, CACHE_FRESH_SECS, &[], |toml| {
+    let limits = RATE_LIMITS.replace("writes=100000/60", "writes=2/3600");
+    let vars = [
+        ("LIMITER_FAIL_CLOSED_SECS", FAIL_CLOSED_SECS),
+        ("RATE_LIMITS", limits.as_str()),
+    ];
+    let app = TestApp::start_edited(Seed::Demo, CACHE_FRESH_SECS, &vars, |toml| {
         assert!(toml.contains(limiter), "the binding to fault");
         toml.replace(
             limiter,
@@ -286,4 +297,47 @@ async fn a_failing_limiter_lets_reads_through_and_refuses_writes() {
         before,
         "the refused join wrote nothing"
     );
+
+    // Past the window, writes go on at the policy's limit, kept by the
+    // isolate (2 per hour here), and are refused past it with a 429.
+    tokio::time::sleep(
+        Duration::from_secs(FAIL_CLOSED_SECS.parse().expect("secs")) + Duration::from_millis(500),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = app
+            .request(Method::POST, &format!("/api/issues/{issue}/join"))
+            .header(CLIENT_IP_HEADER, ip)
+            .send()
+            .await
+            .expect("send");
+        statuses.push((r.status().as_u16(), header(&r, "ratelimit")));
+    }
+    assert_eq!(
+        statuses,
+        [
+            (200, "\"writes\";r=1;t=1800".to_owned()),
+            (200, "\"writes\";r=0;t=3600".to_owned()),
+            (429, "\"writes\";r=0;t=3600".to_owned())
+        ],
+        "the isolate's own limit holds"
+    );
+
+    let health = app.get("/health").send().await.expect("health");
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: Value = health.json().await.expect("json");
+    assert_eq!(
+        health["failing"],
+        serde_json::json!(["durable_object"]),
+        "{health}"
+    );
+    let stats = &health["rate_limiter"];
+    assert!(stats["failures"].as_u64() >= Some(5), "{health}");
+    assert_eq!(stats["writes_refused_while_down"], 1, "{health}");
+    assert_eq!(stats["writes_limited_locally"], 2, "{health}");
+    assert!(stats["last_failure"].as_str().is_some(), "{health}");
 }
+
+/// How long writes are refused while the limiter fails, in the test above.
+const FAIL_CLOSED_SECS: &str = "3";
