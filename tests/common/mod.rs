@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod faults;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -332,6 +333,14 @@ impl TestApp {
     pub fn stop_primary(&mut self) {
         if let Some(p) = self.primary.take() {
             p.proc.stop();
+        }
+    }
+
+    /// SIGKILLs the primary, as a crash would (nothing flushed).
+    pub fn kill_primary(&mut self) {
+        if let Some(mut p) = self.primary.take() {
+            p.proc.signal("-KILL");
+            let _ = p.proc.child.wait();
         }
     }
 

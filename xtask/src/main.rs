@@ -452,6 +452,11 @@ fn bench(quick: bool) -> Result {
             "load",
             "load: reads, mixed users, abuse (wrangler dev, synthetic data)",
         ),
+        (
+            "quiet-riots-edge",
+            "faults",
+            "faults under load: the primary and workerd killed",
+        ),
     ];
     if !quick {
         // The Worker benchmarks run the Worker bundle and the primary binary.
