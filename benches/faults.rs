@@ -41,7 +41,7 @@ async fn main() {
     let report = faults::run(&mut app, &plan).await;
     let body = format!(
         "### Faults under load\n\n\
-         {} sessions, each a request every {:?} or so (half reads, a quarter joins or leaves, a quarter posts) over {} issues: {:?} of load, the primary SIGKILLed for {:?} and started again on the same file, {:?} more, workerd SIGKILLed and the stack started again on the same data, {:?} more. Then the outbox drains and the primary is compared with every answer.\n\n{}\n",
+         {} sessions, each a request every {:?} or so (half reads of details, lists and feeds, a quarter joins or leaves, a quarter posts) over {} issues: {:?} of load, the primary SIGKILLed for {:?} and started again on the same file, {:?} more, workerd SIGKILLed and the stack started again on the same data, {:?} more. Then the outbox drains and the primary is compared with every answer.\n\n{}\n",
         plan.sessions,
         plan.think,
         plan.issues,

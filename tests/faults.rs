@@ -31,7 +31,7 @@ async fn nothing_acknowledged_is_lost_when_the_primary_and_workerd_are_killed() 
         "the load wrote both directly and through the outbox: {report:#?}"
     );
     assert!(
-        report.outage_reads_served + report.outage_reads_refused > 0,
-        "reads were made during the outage: {report:#?}"
+        report.outage_reads_served > 0,
+        "the cache served reads during the outage: {report:#?}"
     );
 }

@@ -479,7 +479,7 @@ impl DurableObject for IssueCounter {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match (req.method(), req.path().as_str()) {
             (Method::Post, "/change") => {
-                let change: Change = match req.json().await {
+                let change: Change = match super::body(&mut req).await {
                     Ok(c) => c,
                     Err(e) => return Response::error(format!("bad change: {e}"), 400),
                 };
@@ -502,7 +502,7 @@ impl DurableObject for IssueCounter {
                 }))
             }
             (Method::Post, "/recount") => {
-                let ask: RecountAsk = match req.json().await {
+                let ask: RecountAsk = match super::body(&mut req).await {
                     Ok(a) => a,
                     Err(e) => return Response::error(format!("bad recount: {e}"), 400),
                 };

@@ -5,6 +5,7 @@
 //! that later code still reads ([`shape`]), and each answers `GET /health`
 //! with a storage write and read.
 
+use serde::de::DeserializeOwned;
 use worker::{Request, Response, Result, State};
 
 pub mod issue_counter;
@@ -30,4 +31,12 @@ pub(crate) async fn health(state: &State, req: &Request) -> Result<Response> {
     } else {
         Response::error("storage read back a different value", 500)
     }
+}
+
+/// A request's JSON body, parsed in Rust from its text. (`Request::json`
+/// parses it in JavaScript first, where an integer above 2^53 silently
+/// loses digits; nothing the objects are sent may go through that.)
+pub(crate) async fn body<T: DeserializeOwned>(req: &mut Request) -> std::result::Result<T, String> {
+    let text = req.text().await.map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
 }

@@ -253,7 +253,7 @@ impl DurableObject for Outbox {
         let path = req.path();
         match (req.method(), path.as_str()) {
             (Method::Post, "/enqueue") => {
-                let queued: Queued = match req.json().await {
+                let queued: Queued = match super::body(&mut req).await {
                     Ok(q) => q,
                     Err(e) => return Response::error(format!("bad entry: {e}"), 400),
                 };

@@ -246,7 +246,7 @@ impl DurableObject for RateLimiter {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if req.method() == Method::Post && req.path() == "/take" {
-            let take: Take = match req.json().await {
+            let take: Take = match super::body(&mut req).await {
                 Ok(t) => t,
                 Err(e) => return Response::error(format!("bad take: {e}"), 400),
             };

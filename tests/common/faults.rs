@@ -185,13 +185,14 @@ async fn send(
 }
 
 async fn read(shared: &Shared, rng: &mut Rng) {
-    let path = if rng.below(3) == 0 {
-        "/api/issues?limit=5".to_owned()
-    } else {
-        format!(
-            "/api/issues/{}",
-            shared.issues[rng.below(shared.issues.len())]
-        )
+    // Details (warmed: served from the cache during the outage), lists of
+    // many sizes and feeds (often not cached, or invalidated by a post:
+    // refused with 503 during the outage).
+    let issue = &shared.issues[rng.below(shared.issues.len())];
+    let path = match rng.below(3) {
+        0 => format!("/api/issues?limit={}", 1 + rng.below(30)),
+        1 => format!("/api/issues/{issue}/feed"),
+        _ => format!("/api/issues/{issue}"),
     };
     let phase = shared.phase.load(Ordering::Relaxed);
     let Some((status, headers, body)) =
