@@ -54,6 +54,9 @@ fn invalid() -> AppError {
     )
 }
 
+/// Bytes of the HMAC-SHA256 tag a cursor carries (128 bits).
+const TAG_LEN: usize = 16;
+
 impl CursorCodec {
     /// `None` only if HMAC refused the key, which it does for no length.
     pub fn new(secret: &[u8]) -> Option<CursorCodec> {
@@ -69,7 +72,7 @@ impl CursorCodec {
     fn mac(&self, data: &[u8]) -> Vec<u8> {
         let mut mac = self.mac.clone();
         mac.update(data);
-        mac.finalize().into_bytes()[..16].to_vec()
+        mac.finalize().into_bytes()[..TAG_LEN].to_vec()
     }
 
     pub fn encode(&self, canonical_query: &str, position: &Position) -> String {
@@ -95,6 +98,11 @@ impl CursorCodec {
         let (body, sig) = cursor.split_once('.').ok_or_else(invalid)?;
         let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| invalid())?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| invalid())?;
+        // The whole tag or nothing: HMAC's truncated check alone accepts
+        // any prefix, down to one byte (forged in at most 256 tries).
+        if sig.len() != TAG_LEN {
+            return Err(invalid());
+        }
         let mut mac = self.mac.clone();
         mac.update(&json);
         mac.verify_truncated_left(&sig).map_err(|_| invalid())?;
@@ -151,6 +159,21 @@ mod tests {
                 assert_eq!((e.status, e.code), (400, "validation_failed"));
             }
         }
+        // A tag cut short or grown is refused whatever its bytes: each
+        // shorter prefix of the real tag, and the tag with a byte more.
+        let (body, tag) = c.split_once('.').expect("two parts");
+        let tag = URL_SAFE_NO_PAD.decode(tag).expect("tag");
+        for len in 1..tag.len() {
+            let cut = format!("{body}.{}", URL_SAFE_NO_PAD.encode(&tag[..len]));
+            assert!(
+                codec().decode("issues|popular|", &cut).is_err(),
+                "{len} bytes"
+            );
+        }
+        let mut longer = tag.clone();
+        longer.push(0);
+        let longer = format!("{body}.{}", URL_SAFE_NO_PAD.encode(&longer));
+        assert!(codec().decode("issues|popular|", &longer).is_err());
         for junk in ["", ".", "abc", "a.b.c", &"x".repeat(600)] {
             assert!(codec().decode("issues|popular|", junk).is_err());
         }

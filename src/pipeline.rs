@@ -138,7 +138,9 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         }
         bench::Split::Switch(..) | bench::Split::Unknown => return no_route(),
     };
-    let route = match router::resolve(req.method().as_ref(), path) {
+    // The method as sent: `Request::method` reads any method it does not
+    // know (PROPFIND, QUERY, ...) as GET, which would serve it as a read.
+    let route = match router::resolve(&req.inner().method(), path) {
         Resolved::Found(route) => route,
         Resolved::MethodNotAllowed(allow) => {
             return (Err(AppError::method_not_allowed(allow)), "405")

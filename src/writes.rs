@@ -52,10 +52,52 @@ fn string<'a>(v: &'a Option<Value>, field: &str) -> AppResult<Option<&'a str>> {
     }
 }
 
-/// Trimmed text of at most `max` characters; control characters refused,
-/// except line breaks when `multiline`. May be empty.
+/// Embedding, override and isolate controls (U+202A-U+202E,
+/// U+2066-U+2069): they reorder how the text around them is shown
+/// ("Trojan source"), and nothing a person types needs them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing by themselves: white space, zero-width
+/// spaces and joiners, direction marks, invisible operators, variation
+/// selectors, the Hangul fillers, the soft hyphen. A text made only of
+/// these is blank.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+        )
+}
+
+/// Text as stored: the byte order mark (U+FEFF) removed wherever it is,
+/// the line and paragraph separators (U+2028, U+2029) made line breaks,
+/// trimmed. At most `max` characters; control characters and bidi
+/// controls refused, and line breaks too unless `multiline`. May be blank.
 fn text(raw: &str, field: &str, max: usize, multiline: bool) -> AppResult<String> {
-    let t = raw.trim();
+    let normalised: String = raw
+        .chars()
+        .filter(|c| *c != '\u{FEFF}')
+        .map(|c| match c {
+            '\u{2028}' | '\u{2029}' => '\n',
+            c => c,
+        })
+        .collect();
+    let t = normalised.trim();
     if t.chars()
         .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r')))
     {
@@ -68,6 +110,12 @@ fn text(raw: &str, field: &str, max: usize, multiline: bool) -> AppResult<String
             },
         ));
     }
+    if t.chars().any(is_bidi_control) {
+        return Err(AppError::validation(
+            field,
+            "must not contain bidirectional embedding, override or isolate characters (U+202A-U+202E, U+2066-U+2069)",
+        ));
+    }
     if t.chars().count() > max {
         return Err(AppError::validation(
             field,
@@ -77,17 +125,26 @@ fn text(raw: &str, field: &str, max: usize, multiline: bool) -> AppResult<String
     Ok(t.to_owned())
 }
 
-/// Required text: present, a string, and not empty once trimmed.
+/// Whether `t` shows anything at all.
+fn visible(t: &str) -> bool {
+    !t.chars().all(is_invisible)
+}
+
+/// Required text: present, a string, and with something visible once
+/// trimmed.
 fn required(v: &Option<Value>, field: &str, max: usize, multiline: bool) -> AppResult<String> {
     let s = string(v, field)?.ok_or_else(|| AppError::validation(field, "is required"))?;
     let t = text(s, field, max, multiline)?;
-    if t.is_empty() {
-        return Err(AppError::validation(field, "must not be empty"));
+    if !visible(&t) {
+        return Err(AppError::validation(
+            field,
+            "must not be empty or only invisible characters",
+        ));
     }
     Ok(t)
 }
 
-/// Optional text; absent, `null` and blank are all `None`.
+/// Optional text; absent, `null`, blank and invisible are all `None`.
 fn optional(
     v: &Option<Value>,
     field: &str,
@@ -96,7 +153,7 @@ fn optional(
 ) -> AppResult<Option<String>> {
     match string(v, field)? {
         None => Ok(None),
-        Some(s) => text(s, field, max, multiline).map(|t| Some(t).filter(|t| !t.is_empty())),
+        Some(s) => text(s, field, max, multiline).map(|t| Some(t).filter(|t| visible(t))),
     }
 }
 
@@ -399,6 +456,50 @@ mod tests {
             json!(null),
         );
         assert!(NewIssue::parse(Some(&nulls)).is_ok());
+    }
+
+    #[test]
+    fn invisible_text_is_blank_and_hidden_controls_are_refused_or_normalised() {
+        for blank in [
+            "\u{200B}\u{200B}",
+            "\u{FEFF}",
+            " \u{2060}\u{00AD} ",
+            "\u{200E}",
+            "\u{3164}",
+        ] {
+            let e = NewIssue::parse(Some(&with(&issue(), "name", json!(blank)))).unwrap_err();
+            assert_eq!(field(e), "name", "{blank:?}");
+            let e = NewPost::parse(Some(&json!({ "content": blank }))).unwrap_err();
+            assert_eq!(field(e), "content", "{blank:?}");
+            // An optional field that shows nothing is absent.
+            let i = NewIssue::parse(Some(&with(&issue(), "description", json!(blank))))
+                .expect("blank description");
+            assert_eq!(i.description, "");
+        }
+        for bidi in ["\u{202E}evil", "a\u{2066}b\u{2069}", "x\u{202A}"] {
+            let e = NewIssue::parse(Some(&with(&issue(), "name", json!(bidi)))).unwrap_err();
+            assert_eq!(field(e), "name", "{bidi:?}");
+            let e = NewPost::parse(Some(&json!({ "content": bidi }))).unwrap_err();
+            assert_eq!(field(e), "content", "{bidi:?}");
+        }
+        // The BOM goes; line and paragraph separators are line breaks:
+        // kept as such where line breaks are, refused where they are not.
+        let i = NewIssue::parse(Some(&with(
+            &with(&issue(), "name", json!("\u{FEFF}Late\u{FEFF} trains")),
+            "description",
+            json!("One\u{2028}two\u{2029}three"),
+        )))
+        .expect("normalised");
+        assert_eq!(i.name, "Late trains");
+        assert_eq!(i.description, "One\ntwo\nthree");
+        let e = NewIssue::parse(Some(&with(&issue(), "name", json!("a\u{2028}b")))).unwrap_err();
+        assert_eq!(field(e), "name");
+        // Joiners inside visible text (emoji sequences) are kept.
+        let p = NewPost::parse(Some(
+            &json!({ "content": "Family \u{1F468}\u{200D}\u{1F469}" }),
+        ))
+        .expect("post");
+        assert!(p.content.contains('\u{200D}'));
     }
 
     #[test]

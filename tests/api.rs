@@ -147,6 +147,26 @@ async fn unknown_routes_and_methods_are_json_errors(app: &TestApp) {
         .expect("405");
     assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
     error_of(r, 405, "method_not_allowed").await;
+    // Methods the Worker's HTTP types do not know are not served as GET.
+    let issue = app.get_json("/api/issues?limit=1").await["items"][0]["id"]
+        .as_str()
+        .expect("an issue")
+        .to_owned();
+    for method in ["PROPFIND", "MKCOL", "QUERY", "PUT", "PATCH"] {
+        for (path, allow) in [
+            ("/api/issues".to_owned(), "GET, HEAD, POST"),
+            (format!("/api/issues/{issue}"), "GET, HEAD"),
+        ] {
+            let m = Method::from_bytes(method.as_bytes()).expect("a method");
+            let r = app.request(m, &path).send().await.expect("send");
+            assert_eq!(
+                r.headers().get("allow").map(|v| v.to_str().unwrap_or("")),
+                Some(allow),
+                "{method} {path}"
+            );
+            error_of(r, 405, "method_not_allowed").await;
+        }
+    }
 }
 
 async fn bodies_are_limited_typed_and_parsed(app: &TestApp) {

@@ -164,6 +164,8 @@ async fn bots_and_phone_linking() {
         CACHE_FRESH_SECS,
         &[
             ("RATE_LIMITS", &rate_limits),
+            // Room for a delivery of more messages than one invocation runs.
+            ("MAX_BODY_BYTES", "65536"),
             ("BOT_TOKEN", BOT_TOKEN),
             ("WHATSAPP_APP_SECRET", APP_SECRET),
             ("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN),
@@ -185,6 +187,10 @@ async fn bots_and_phone_linking() {
         (
             "a signed message is answered once, however often it comes",
             Box::pin(answered_once(app, graph)),
+        ),
+        (
+            "a delivery larger than one invocation runs is run whole over redeliveries",
+            Box::pin(a_large_delivery(app, graph)),
         ),
         (
             "a bad or missing signature is 401 and nothing happens",
@@ -312,6 +318,74 @@ async fn answered_once(app: &TestApp, graph: &FakeApi) {
         )
         .await
             == 1
+    })
+    .await;
+}
+
+/// More messages than one invocation runs (50): the first 50 run, the
+/// rest are given back with a 503 and `Retry-After`, and Meta's
+/// redelivery runs them; every sender is answered exactly once.
+async fn a_large_delivery(app: &TestApp, graph: &FakeApi) {
+    const N: usize = 70;
+    let senders: Vec<String> = (0..N).map(|_| fresh_wa_id()).collect();
+    let messages: Vec<Value> = senders
+        .iter()
+        .map(|from| {
+            json!({ "from": from, "id": format!("wamid.{}", uuid::Uuid::new_v4().simple()),
+                    "timestamp": "1700000000", "type": "text", "text": { "body": "help" } })
+        })
+        .collect();
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_owned())
+        .collect();
+    let payload = wa_payload(json!(messages), json!([]));
+    let body = serde_json::to_vec(&payload).expect("json");
+    let r = app
+        .request(reqwest::Method::POST, "/webhooks/whatsapp")
+        .header("Content-Type", "application/json")
+        .header("X-Hub-Signature-256", sign(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    let first: Value = r.json().await.expect("json");
+    assert_eq!(
+        (&first["received"], &first["new"], &first["deferred"]),
+        (&json!(N), &json!(50), &json!(N - 50)),
+        "{first}"
+    );
+    // Meta delivers it again: the rest run now, then nothing is new.
+    let (status, again) = deliver(app, &payload).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (&again["new"], &again["deferred"]),
+        (&json!(N - 50), &json!(0))
+    );
+    let (status, last) = deliver(app, &payload).await;
+    assert_eq!((status.as_u16(), &last["new"]), (200, &json!(0)), "{last}");
+    let is_ours = |r: &Received| senders.iter().any(|s| is_reply_to(r, s));
+    let replies = graph.wait_for(WAIT, N, is_ours).await;
+    assert_eq!(replies.len(), N, "every sender answered");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        graph.received().iter().filter(|r| is_ours(r)).count(),
+        N,
+        "once each"
+    );
+    poll_until("every message is marked processed", || async {
+        let mut done = 0;
+        for id in &ids {
+            done += count(
+                app,
+                "SELECT count(*) FROM webhook_events WHERE provider = 'whatsapp' AND event_id = ? AND processed_at IS NOT NULL",
+                vec![text(id.as_str())],
+            )
+            .await;
+        }
+        done == N as i64
     })
     .await;
 }

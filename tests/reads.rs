@@ -4,6 +4,8 @@
 
 mod common;
 
+use base64::Engine as _;
+
 use std::collections::HashSet;
 
 use common::{run_cases, TestApp, ADMIN_TOKEN};
@@ -298,7 +300,25 @@ async fn cursors_are_bound_and_tamper_evident(app: &TestApp) {
     let mut changed = cursor.clone().into_bytes();
     changed[3] = if changed[3] == b'A' { b'B' } else { b'A' };
     let changed = String::from_utf8(changed).expect("ascii");
+    // The real tag cut to its first 1 and 15 bytes, and grown by a byte:
+    // only the whole tag is accepted.
+    let (body, tag) = cursor.split_once('.').expect("payload.tag");
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tag)
+        .expect("base64 tag");
+    let retagged = |bytes: &[u8]| {
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        format!(
+            "/api/issues?sort=new&limit=2&cursor={}",
+            urlencode(&format!("{body}.{tag}"))
+        )
+    };
+    let mut grown = tag.clone();
+    grown.push(0);
     for path in [
+        retagged(&tag[..1]),
+        retagged(&tag[..tag.len() - 1]),
+        retagged(&grown),
         format!(
             "/api/issues?sort=new&limit=2&cursor={}",
             urlencode(&changed)

@@ -172,6 +172,26 @@ async fn each_validation_error_names_its_field(app: &TestApp) {
         ),
         (
             "/api/issues".to_owned(),
+            json!({"name": "\u{200B}\u{200B}\u{200B}", "category": "health"}),
+            "name",
+        ),
+        (
+            "/api/issues".to_owned(),
+            json!({"name": "Potholes \u{202E}gnikcah", "category": "health"}),
+            "name",
+        ),
+        (
+            format!("/api/issues/{issue}/feed"),
+            json!({"content": "\u{FEFF}\u{2060}"}),
+            "content",
+        ),
+        (
+            format!("/api/issues/{issue}/actions"),
+            json!({"title": "Sign\u{2028}here", "type": "idea"}),
+            "title",
+        ),
+        (
+            "/api/issues".to_owned(),
             json!({"name": "x", "category": "cheese"}),
             "category",
         ),

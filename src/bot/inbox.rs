@@ -41,6 +41,26 @@ pub fn processed_query(provider: &str, event_id: &str) -> Query {
     )
 }
 
+/// Gives back unfinished claims (events deferred to a redelivery), in one
+/// round trip.
+pub fn release_query(provider: &str, event_ids: &[String]) -> Query {
+    Query::new(
+        "DELETE FROM webhook_events WHERE provider = ?1 AND processed_at IS NULL \
+         AND event_id IN (SELECT value FROM json_each(?2))",
+        vec![
+            V::Text(provider.to_owned()),
+            V::Text(serde_json::Value::from(event_ids.to_vec()).to_string()),
+        ],
+    )
+}
+
+pub async fn release(ctx: &Ctx, provider: &str, event_ids: &[String]) -> AppResult<()> {
+    ctx.db()
+        .transaction(vec![release_query(provider, event_ids)])
+        .await
+        .map(|_| ())
+}
+
 /// Claims every event of a delivery in one round trip; the ids that are new.
 pub async fn claim(ctx: &Ctx, provider: &str, ids: &[String]) -> AppResult<Vec<String>> {
     if ids.is_empty() {

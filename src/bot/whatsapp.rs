@@ -11,6 +11,14 @@
 //!   the response (`wait_until`). If the claim cannot be written (primary
 //!   down) the answer is `503`, so Meta delivers again later and nothing is
 //!   lost (see [`super::inbox`]).
+//! - A delivery may hold more new messages than one invocation should run
+//!   ([`MAX_MESSAGES`]: each costs round trips and a reply, within the
+//!   runtime's subrequest and after-response limits). The first
+//!   `MAX_MESSAGES` new ones, in delivery order, are run; the claims of the
+//!   rest are given back and the answer is `503` with `Retry-After`
+//!   (`deferred` says how many), so Meta delivers it again and the next
+//!   invocation runs the next ones. Nothing is dropped, and a sender's
+//!   messages still run in order.
 //!
 //! Handled: text messages, button and interactive (button or list) replies
 //! (their id or title is read as a command), status callbacks (logged; a
@@ -22,7 +30,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use worker::Response;
 
-use super::inbox::{claim, limited, mark_processed};
+use super::inbox::{claim, limited, mark_processed, release};
 use super::outbound::{self, Outgoing};
 use super::{chat, ChatUser};
 use crate::admin::constant_time_eq;
@@ -30,8 +38,9 @@ use crate::context::{json_response, Ctx};
 use crate::error::{AppError, AppResult};
 use crate::phone::PhoneE164;
 
-/// Most messages taken from one delivery (Meta sends a handful at most).
-const MAX_MESSAGES: usize = 50;
+/// Most new messages run by one invocation (Meta usually sends a handful);
+/// the rest wait for the redelivery a `503` asks for.
+pub const MAX_MESSAGES: usize = 50;
 
 pub const UNSUPPORTED_REPLY: &str =
     "I can only read text messages for now. Send \"help\" to see what I can do.";
@@ -151,14 +160,12 @@ pub fn parse(payload: &Value) -> Option<Delivery> {
             let (Some(id), Some(from)) = (str_at(m, &["id"]), str_at(m, &["from"])) else {
                 continue;
             };
-            if delivery.messages.len() < MAX_MESSAGES {
-                delivery.messages.push(Message {
-                    id: id.to_owned(),
-                    from: from.to_owned(),
-                    phone_number_id: phone_number_id.to_owned(),
-                    content: content_of(m),
-                });
-            }
+            delivery.messages.push(Message {
+                id: id.to_owned(),
+                from: from.to_owned(),
+                phone_number_id: phone_number_id.to_owned(),
+                content: content_of(m),
+            });
         }
         for s in value
             .get("statuses")
@@ -248,14 +255,20 @@ pub async fn receive(ctx: &Ctx, signature: Option<&str>, raw: &[u8]) -> AppResul
     }
     let ids: Vec<String> = delivery.messages.iter().map(|m| m.id.clone()).collect();
     let new = claim(ctx, "whatsapp", &ids).await?;
-    let work: Vec<Message> = delivery
-        .messages
-        .into_iter()
-        .filter(|m| new.contains(&m.id))
-        .collect();
+    let (work, deferred) = split_new(delivery.messages, &new);
+    if !deferred.is_empty() {
+        let ids: Vec<String> = deferred.iter().map(|m| m.id.clone()).collect();
+        if let Err(e) = release(ctx, "whatsapp", &ids).await {
+            // Still claimed: a redelivery takes them over after
+            // RECLAIM_AFTER_SECS instead of at once.
+            tracing::warn!(request_id = %ctx.request_id, code = e.code, "could not give back deferred claims");
+        }
+        tracing::warn!(request_id = %ctx.request_id, running = work.len(), deferred = ids.len(), "WhatsApp delivery larger than one invocation runs; the rest is asked for again");
+    }
     let body = json!({
         "received": ids.len(),
         "new": work.len(),
+        "deferred": deferred.len(),
         "statuses": delivery.statuses.len(),
     });
     if !work.is_empty() {
@@ -277,7 +290,28 @@ pub async fn receive(ctx: &Ctx, signature: Option<&str>, raw: &[u8]) -> AppResul
             futures::future::join_all(senders).await;
         });
     }
-    Ok(json_response(200, &body)?)
+    if deferred.is_empty() {
+        return Ok(json_response(200, &body)?);
+    }
+    let mut response = json_response(503, &body)?;
+    response
+        .headers_mut()
+        .set("Retry-After", &DEFERRED_RETRY_SECS.to_string())?;
+    Ok(response)
+}
+
+/// What a `503` for deferred messages asks Meta to wait.
+const DEFERRED_RETRY_SECS: u32 = 5;
+
+/// The new messages (claimed by this invocation), split into those it runs
+/// (the first [`MAX_MESSAGES`], in delivery order) and those it defers.
+fn split_new(messages: Vec<Message>, new: &[String]) -> (Vec<Message>, Vec<Message>) {
+    let mut fresh: Vec<Message> = messages
+        .into_iter()
+        .filter(|m| new.contains(&m.id))
+        .collect();
+    let deferred = fresh.split_off(fresh.len().min(MAX_MESSAGES));
+    (fresh, deferred)
 }
 
 /// Messages grouped by sender, each group in delivery order, groups in the
@@ -383,6 +417,48 @@ pub fn code_message(ctx: &Ctx, phone_number_id: &str, to: &str, code: &str) -> O
 
 #[cfg(test)]
 mod tests {
+
+    fn message(id: &str, from: &str) -> Message {
+        Message {
+            id: id.to_owned(),
+            from: from.to_owned(),
+            phone_number_id: "PN1".to_owned(),
+            content: content_of(&json!({"type": "text", "text": {"body": "help"}})),
+        }
+    }
+
+    #[test]
+    fn a_large_delivery_runs_the_first_new_messages_and_defers_the_rest() {
+        let n = MAX_MESSAGES + 30;
+        let messages: Vec<Message> = (0..n)
+            .map(|i| message(&format!("m{i}"), &format!("44{}", i % 7)))
+            .collect();
+        // The first ten were claimed by an earlier invocation.
+        let new: Vec<String> = (10..n).map(|i| format!("m{i}")).collect();
+        let (run, deferred) = split_new(messages, &new);
+        assert_eq!(run.len(), MAX_MESSAGES);
+        assert_eq!(run[0].id, "m10");
+        assert_eq!(
+            run[MAX_MESSAGES - 1].id,
+            format!("m{}", 10 + MAX_MESSAGES - 1)
+        );
+        assert_eq!(deferred.len(), 20);
+        assert_eq!(deferred[0].id, format!("m{}", 10 + MAX_MESSAGES));
+        // A payload is read whole: no message is left out by the parser.
+        let many: Vec<Value> = (0..n)
+            .map(|i| json!({"from": "447700900000", "id": format!("w{i}"), "type": "text", "text": {"body": "hi"}}))
+            .collect();
+        let payload = json!({"entry": [{"changes": [{"value": {"messages": many}}]}]});
+        assert_eq!(parse(&payload).expect("delivery").messages.len(), n);
+    }
+
+    #[test]
+    fn deferred_claims_are_given_back_unless_processed() {
+        let q = crate::bot::inbox::release_query("whatsapp", &["a".to_owned(), "b\"c".to_owned()]);
+        assert!(q.sql.contains("processed_at IS NULL"));
+        assert!(q.sql.contains("json_each(?2)"));
+        assert_eq!(q.args.len(), 2);
+    }
     use super::*;
 
     #[test]
