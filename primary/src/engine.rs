@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ use libsql_hrana::proto::{
 };
 use libsql_sys::rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use libsql_sys::rusqlite::{self, types::ValueRef, Connection, OpenFlags};
+
+use crate::sql::Verb;
 
 /// How long a statement waits for a lock held by another connection before
 /// it fails with `SQLITE_BUSY`.
@@ -136,6 +138,7 @@ impl Engine {
         let guard = Arc::new(Guard::default());
         let hook = guard.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&ctx, &hook)));
+        client_change_counts(&conn, &guard)?;
         Ok(Session {
             conn,
             stored_sql: HashMap::new(),
@@ -165,6 +168,37 @@ struct Guard {
     settings_changed: AtomicBool,
     /// The client created temporary tables, views, indexes or triggers.
     temp_schema: AtomicBool,
+    /// The connection's total of changed rows when its client got it: the
+    /// SQL functions `changes()` and `total_changes()` count from here, so
+    /// a pooled connection does not show its earlier clients' writes.
+    changes_base: AtomicI64,
+}
+
+/// The connection's count of rows changed since it opened.
+fn total_changes(conn: &Connection) -> i64 {
+    // SAFETY: the handle belongs to `conn`, which is open for this call.
+    unsafe { libsql_sys::ffi::sqlite3_total_changes64(conn.handle()) }
+}
+
+/// `changes()` and `total_changes()` as the session's client should see
+/// them: its own writes only (see [`Guard::changes_base`]). SQLite lets an
+/// application-defined function replace a built-in one of the same name.
+fn client_change_counts(conn: &Connection, guard: &Arc<Guard>) -> Result<(), rusqlite::Error> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = || FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS;
+    let base = guard.clone();
+    conn.create_scalar_function("changes", 0, flags(), move |ctx| {
+        // SAFETY: the connection running this function outlives the call.
+        let db = unsafe { ctx.get_connection()? };
+        let mine = total_changes(&db) > base.changes_base.load(Ordering::Relaxed);
+        Ok(if mine { db.changes() as i64 } else { 0 })
+    })?;
+    let base = guard.clone();
+    conn.create_scalar_function("total_changes", 0, flags(), move |ctx| {
+        // SAFETY: as above.
+        let db = unsafe { ctx.get_connection()? };
+        Ok(total_changes(&db) - base.changes_base.load(Ordering::Relaxed))
+    })
 }
 
 /// Marks [`Guard::stepping`] for as long as it lives.
@@ -283,9 +317,23 @@ impl Session {
             let configured = configure(&self.conn).is_ok();
             // Our own pragmas pass the authorizer too.
             self.guard.settings_changed.store(false, Ordering::Relaxed);
-            return configured;
+            if !configured {
+                return false;
+            }
         }
+        self.forget_client();
         true
+    }
+
+    /// Clears what SQLite keeps per connection about the last client's
+    /// statements: `last_insert_rowid()` is 0 and `changes()` and
+    /// `total_changes()` count from now, as on a new connection.
+    fn forget_client(&self) {
+        // SAFETY: the handle belongs to `self.conn`, which is open.
+        unsafe { libsql_sys::ffi::sqlite3_set_last_insert_rowid(self.conn.handle(), 0) };
+        self.guard
+            .changes_base
+            .store(total_changes(&self.conn), Ordering::Relaxed);
     }
 
     /// Whether the connection holds schema of its own: an attached database,
@@ -636,9 +684,14 @@ impl Session {
         if !readonly && is_counter_update(sql) {
             self.counter_updates.fetch_add(1, Ordering::Relaxed);
         }
+        // As sqld: the rows changed only for INSERT, UPDATE and DELETE
+        // (SQLite leaves the count of the last such statement in place
+        // through any other), and the last inserted rowid only for an INSERT.
+        let verb = crate::sql::verb(sql);
+        let changes_rows = !readonly && matches!(verb, Some(Verb::Insert | Verb::Change));
         Ok(StepEnd {
-            affected_row_count: if readonly { 0 } else { self.conn.changes() },
-            last_insert_rowid: Some(self.conn.last_insert_rowid()),
+            affected_row_count: if changes_rows { self.conn.changes() } else { 0 },
+            last_insert_rowid: (verb == Some(Verb::Insert)).then(|| self.conn.last_insert_rowid()),
         })
     }
 }

@@ -184,6 +184,59 @@ pub fn is_blank(sql: &str) -> bool {
     }
 }
 
+/// What a statement does to rows, as its first verb says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// INSERT or REPLACE: its result reports `last_insert_rowid` (as sqld
+    /// reports it) and the rows it changed.
+    Insert,
+    /// UPDATE or DELETE: its result reports the rows it changed.
+    Change,
+    /// SELECT or VALUES.
+    Read,
+}
+
+/// The verb of `sql`: the first of INSERT, REPLACE, SELECT, VALUES, UPDATE
+/// or DELETE outside parentheses (so also after a `WITH` clause); strings,
+/// quoted names and comments skipped. `None` for anything else (schema
+/// statements, pragmas, transactions).
+pub fn verb(sql: &str) -> Option<Verb> {
+    let bytes = sql.as_bytes();
+    let mut at = 0;
+    let mut depth = 0usize;
+    let mut first = true;
+    while at < bytes.len() {
+        let (_, len) = token(&bytes[at..]);
+        let word = &bytes[at..at + len];
+        at += len;
+        match word {
+            b"(" => depth += 1,
+            b")" => depth = depth.saturating_sub(1),
+            _ if depth == 0 && word.first().is_some_and(|b| is_word_byte(*b)) => {
+                let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
+                if is(b"insert") || is(b"replace") {
+                    return Some(Verb::Insert);
+                }
+                if is(b"update") || is(b"delete") {
+                    return Some(Verb::Change);
+                }
+                if is(b"select") || is(b"values") {
+                    return Some(Verb::Read);
+                }
+                // Only a WITH clause comes before the verb; a statement
+                // that starts with another word (CREATE, PRAGMA, BEGIN)
+                // is none of these.
+                if first && !is(b"with") {
+                    return None;
+                }
+                first = false;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +342,46 @@ mod tests {
         assert_eq!(count, 1);
         assert!(has_many_statements("SELECT ';'; SELECT 2"));
         assert!(!has_many_statements("SELECT ';'; -- done;"));
+    }
+
+    #[test]
+    fn inserts_are_told_from_other_statements() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "  -- a note\n insert or ignore into t (a) values ('select')",
+            "REPLACE INTO t VALUES (2)",
+            "/* x */ WITH a(x) AS (SELECT 1), b AS (VALUES (2)) INSERT INTO t SELECT x FROM a",
+            "with recursive c(n) as (select 1 union all select n + 1 from c where n < 3) insert into t select n from c",
+            "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2",
+        ] {
+            assert_eq!(verb(sql), Some(Verb::Insert), "{sql}");
+        }
+        for (sql, expected) in [
+            ("SELECT 1", Some(Verb::Read)),
+            ("select 'insert into t'", Some(Verb::Read)),
+            ("VALUES (1)", Some(Verb::Read)),
+            ("UPDATE t SET a = 1", Some(Verb::Change)),
+            ("DELETE FROM t WHERE a IN (SELECT 1)", Some(Verb::Change)),
+            (
+                "WITH a AS (SELECT 1) UPDATE t SET x = (SELECT * FROM a)",
+                Some(Verb::Change),
+            ),
+            (
+                "WITH a AS NOT MATERIALIZED (SELECT 1) DELETE FROM t",
+                Some(Verb::Change),
+            ),
+            ("CREATE TABLE \"insert\" (a)", None),
+            ("CREATE TABLE t2 AS SELECT 1", None),
+            (
+                "CREATE TRIGGER tr AFTER UPDATE ON t BEGIN INSERT INTO u VALUES (1); END",
+                None,
+            ),
+            ("PRAGMA user_version", None),
+            ("BEGIN", None),
+            ("", None),
+        ] {
+            assert_eq!(verb(sql), expected, "{sql}");
+        }
     }
 
     #[test]

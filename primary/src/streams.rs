@@ -496,6 +496,78 @@ mod tests {
     }
 
     #[test]
+    fn a_pooled_connection_shows_no_earlier_client_s_rowid_or_changes() {
+        let (_d, s) = streams(Limits::default());
+        let pooled = |s: &Arc<Streams>| s.lock().pool.len();
+        let (lease, mut session) = s.checkout(None).expect("open");
+        exec(&mut session, "CREATE TABLE t (id INTEGER PRIMARY KEY, v)");
+        let inserted = session
+            .execute(&Stmt::new("INSERT INTO t (v) VALUES (1), (2), (3)", false))
+            .expect("insert");
+        assert_eq!(
+            (inserted.last_insert_rowid, inserted.affected_row_count),
+            (Some(3), 3)
+        );
+        s.finish(lease, session, true);
+        assert_eq!(pooled(&s), 1);
+
+        // The next client gets the same connection, as if new.
+        let (lease, mut session) = s.checkout(None).expect("reuse");
+        assert_eq!(pooled(&s), 0, "the same connection");
+        let one = session
+            .execute(&Stmt::new("SELECT 1", true))
+            .expect("select");
+        assert_eq!((one.last_insert_rowid, one.affected_row_count), (None, 0));
+        for sql in [
+            "SELECT last_insert_rowid()",
+            "SELECT changes()",
+            "SELECT total_changes()",
+        ] {
+            assert_eq!(single(&mut session, sql), 0, "{sql}");
+        }
+        // Statements that are not INSERT, UPDATE or DELETE report nothing
+        // of the last one's.
+        let created = session
+            .execute(&Stmt::new("CREATE TABLE u (x)", false))
+            .expect("create");
+        assert_eq!(
+            (created.last_insert_rowid, created.affected_row_count),
+            (None, 0)
+        );
+        // Its own writes it sees, as usual.
+        let mine = session
+            .execute(&Stmt::new("INSERT INTO t (v) VALUES (4)", false))
+            .expect("insert");
+        assert_eq!(
+            (mine.last_insert_rowid, mine.affected_row_count),
+            (Some(4), 1)
+        );
+        assert_eq!(single(&mut session, "SELECT last_insert_rowid()"), 4);
+        assert_eq!(single(&mut session, "SELECT changes()"), 1);
+        let updated = session
+            .execute(&Stmt::new("UPDATE t SET v = 0 WHERE id < 3", false))
+            .expect("update");
+        assert_eq!(
+            (updated.last_insert_rowid, updated.affected_row_count),
+            (None, 2)
+        );
+        assert_eq!(single(&mut session, "SELECT changes()"), 2);
+        assert_eq!(single(&mut session, "SELECT total_changes()"), 3);
+        // An INSERT that inserts nothing still reports the rowid, as sqld does.
+        let none = session
+            .execute(&Stmt::new(
+                "INSERT INTO t (id, v) SELECT 1, 1 WHERE 0",
+                false,
+            ))
+            .expect("insert nothing");
+        assert_eq!(
+            (none.last_insert_rowid, none.affected_row_count),
+            (Some(4), 0)
+        );
+        s.finish(lease, session, true);
+    }
+
+    #[test]
     fn idle_streams_expire_and_roll_back() {
         let (_d, s) = streams(Limits {
             idle_expiry: Duration::from_millis(10),

@@ -17,6 +17,7 @@ const bin = process.env.QR_PRIMARY_BIN ?? "target/debug/qr-primary";
 let server;
 let dir;
 let client;
+let serverUrl;
 
 before(async () => {
   if (!existsSync(bin)) {
@@ -36,6 +37,7 @@ before(async () => {
       match ? resolve(match[1]) : reject(new Error(`unexpected output: ${line}`));
     });
   });
+  serverUrl = url;
   client = createClient({ url, intMode: "bigint" });
   await client.execute("CREATE TABLE v (k INTEGER PRIMARY KEY, x)");
 });
@@ -108,4 +110,22 @@ test("errors carry SQLite codes", async () => {
   );
   const ok = await client.execute("SELECT 1 AS one");
   assert.equal(ok.rows[0].one, 1n);
+});
+
+test("a fresh client sees no other client's last rowid or changes", async () => {
+  await client.execute("CREATE TABLE r (k INTEGER PRIMARY KEY, x)");
+  const inserted = await client.execute("INSERT INTO r (x) VALUES ('a'), ('b')");
+  assert.equal(inserted.lastInsertRowid, 2n);
+  // A client of its own: its stream may get the pooled connection the
+  // insert ran on; nothing of that insert may show.
+  const fresh = createClient({ url: serverUrl, intMode: "bigint" });
+  try {
+    const one = await fresh.execute("SELECT 1 AS one");
+    assert.equal(one.lastInsertRowid, undefined);
+    assert.equal(one.rowsAffected, 0);
+    const counters = await fresh.execute("SELECT last_insert_rowid() AS r, changes() AS c, total_changes() AS t");
+    assert.deepEqual([counters.rows[0].r, counters.rows[0].c, counters.rows[0].t], [0n, 0n, 0n]);
+  } finally {
+    fresh.close();
+  }
 });
