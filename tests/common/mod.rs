@@ -206,13 +206,8 @@ impl TestApp {
         vars: &[(&str, &str)],
         edit: impl FnOnce(String) -> String,
     ) -> TestApp {
-        let shim = root().join("build/worker/shim.mjs");
-        assert!(
-            shim.exists(),
-            "{} is missing: run `cargo xtask build-worker` (cargo xtask test does)",
-            shim.display()
-        );
         let dir = tempfile::tempdir().expect("temp dir");
+        let shim = copy_bundle(dir.path());
         let db = dir.path().join("primary.db");
         let primary = start_primary(&db, 0);
         let bin = primary_bin();
@@ -691,6 +686,42 @@ pub fn session_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .find(|c| c.starts_with("qr_session=") && !c.starts_with("qr_session=;"))
         .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// Copies the Worker bundle `cargo xtask build-worker` left in `build/`
+/// into `dir` (holding xtask's build lock shared, so no build from this
+/// checkout is half way through), and returns the copy's `shim.mjs`: a
+/// build started while the tests run cannot change what they run.
+fn copy_bundle(dir: &Path) -> PathBuf {
+    let shim = root().join("build/worker/shim.mjs");
+    assert!(
+        shim.exists(),
+        "{} is missing: run `cargo xtask build-worker` (cargo xtask test does)",
+        shim.display()
+    );
+    let _ = std::fs::create_dir_all(root().join("target"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root().join("target/worker-build.lock"))
+        .expect("the build lock");
+    lock.lock_shared().expect("lock the build");
+    copy_dir(&root().join("build"), &dir.join("build")).expect("copy the bundle");
+    dir.join("build/worker/shim.mjs")
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()))?;
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// wrangler.toml for tests: no build step, `main` pointing at the bundle.

@@ -40,7 +40,12 @@ enum Task {
         data_dir: Option<PathBuf>,
     },
     /// Build the Worker bundle (build/worker/shim.mjs + wasm) with worker-build.
-    BuildWorker,
+    BuildWorker {
+        /// Also copy the bundle to DIR/build (a run's own copy, which no
+        /// other build from this checkout touches).
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
+    },
     /// `wrangler deploy --dry-run` for staging and production (offline),
     /// with the bundle's size against its budget.
     DeployCheck,
@@ -82,7 +87,9 @@ fn main() -> ExitCode {
             primary_port,
             &data_dir.map_or_else(|| root().join(".data"), |d| here.join(d)),
         ),
-        Task::BuildWorker => build_worker(),
+        Task::BuildWorker { into } => {
+            build_worker_into(into.map(|d| here.join(d)).as_deref()).map(|_| ())
+        }
         Task::DeployCheck => deploy_check(),
         Task::Smoke { url } => {
             step(&format!("smoke test of {url}"));
@@ -206,9 +213,76 @@ fn which(bin: &str) -> Option<PathBuf> {
     })
 }
 
+/// Holds `target/worker-build.lock` for as long as it lives: one build of
+/// the Worker at a time from one checkout. Two at once (two `cargo xtask
+/// dev`, or `wrangler dev`'s own `[build]` beside ours) write the same
+/// `build/` files, and one reads what the other half wrote.
+fn build_lock() -> Result<std::fs::File> {
+    let path = Path::new("target/worker-build.lock");
+    std::fs::create_dir_all("target").map_err(|e| format!("cannot create target/: {e}"))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => step(&format!(
+            "waiting for another build of the Worker from this checkout to finish ({})",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("cannot lock {}: {e}", path.display()))
+        }
+    }
+    file.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    Ok(file)
+}
+
 fn build_worker() -> Result {
+    build_worker_into(None).map(|_| ())
+}
+
+/// Builds the Worker (one build at a time from this checkout, see
+/// [`build_lock`]) and, with `into`, copies the bundle to `into/build`
+/// while still holding the lock: a run that reads its own copy never sees
+/// another run's build half written. The bundle's `shim.mjs`.
+fn build_worker_into(into: Option<&Path>) -> Result<PathBuf> {
     ensure_wasm_tools()?;
     ensure_node_modules()?;
+    let _lock = build_lock()?;
+    build_worker_locked()?;
+    let Some(dir) = into else {
+        return Ok(Path::new("build/worker/shim.mjs").to_path_buf());
+    };
+    let target = dir.join("build");
+    let fresh = dir.join("build.new");
+    let _ = std::fs::remove_dir_all(&fresh);
+    copy_dir(Path::new("build"), &fresh)
+        .map_err(|e| format!("cannot copy the bundle to {}: {e}", fresh.display()))?;
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::rename(&fresh, &target)
+        .map_err(|e| format!("cannot move the bundle to {}: {e}", target.display()))?;
+    Ok(target.join("worker/shim.mjs"))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()))?;
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+fn build_worker_locked() -> Result {
     step("building the Worker (worker-build --release)");
     let wasm_bindgen = which("wasm-bindgen").ok_or("wasm-bindgen is not on PATH (~/.cargo/bin)")?;
     run(cmd("worker-build")
@@ -307,9 +381,12 @@ fn build_primary(release: bool) -> Result {
 fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
     let stop = proc::stop_signal()?;
     build_primary(false)?;
-    build_worker()?;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let data_dir = &std::fs::canonicalize(data_dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", data_dir.display()))?;
+    let shim = build_worker_into(Some(data_dir))?;
+    let config = dev_config(data_dir, &shim)?;
     let bin = primary_bin(false);
     let db = data_dir.join("primary.db");
     step(&format!(
@@ -339,14 +416,9 @@ fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
     let worker = Server::spawn_until_healthy(
         "wrangler dev",
         cmd(wrangler())
-            .args([
-                "dev",
-                "--local",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
+            .args(["dev", "--config"])
+            .arg(&config)
+            .args(["--local", "--ip", "127.0.0.1", "--port", &port.to_string()])
             .args([
                 "--inspector-ip",
                 "127.0.0.1",
@@ -384,6 +456,52 @@ fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
             "{name} stopped by itself ({status}); see its output above"
         )),
     }
+}
+
+/// The run's own wrangler config in `data_dir`: the repository's, with
+/// `main` at the run's copy of the bundle and a build step that rebuilds
+/// into that copy when `src/` changes (wrangler dev watches it). Two runs
+/// from one checkout thus never read each other's half-written bundle.
+/// `.dev.vars` is copied beside it (wrangler reads it next to the config).
+fn dev_config(data_dir: &Path, shim: &Path) -> Result<PathBuf> {
+    let repo = std::env::current_dir().map_err(|e| format!("current dir: {e}"))?;
+    let toml = std::fs::read_to_string("wrangler.toml")
+        .map_err(|e| format!("cannot read wrangler.toml: {e}"))?;
+    let build = format!(
+        "[build]\ncommand = {:?}\ncwd = {:?}\nwatch_dir = {:?}\n",
+        format!("cargo xtask build-worker --into {}", data_dir.display()),
+        repo.display().to_string(),
+        repo.join("src").display().to_string(),
+    );
+    let mut out = String::new();
+    let mut in_build = false;
+    for line in toml.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_build = trimmed == "[build]";
+            if in_build {
+                out.push_str(&build);
+                continue;
+            }
+        }
+        if in_build {
+            continue;
+        }
+        if trimmed.starts_with("main = ") {
+            out.push_str(&format!("main = {:?}\n", shim.display().to_string()));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    let config = data_dir.join("wrangler.toml");
+    std::fs::write(&config, out).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let vars = Path::new(".dev.vars");
+    if vars.exists() {
+        std::fs::copy(vars, data_dir.join(".dev.vars"))
+            .map_err(|e| format!("cannot copy .dev.vars into {}: {e}", data_dir.display()))?;
+    }
+    Ok(config)
 }
 
 fn test() -> Result {

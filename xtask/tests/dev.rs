@@ -160,6 +160,30 @@ fn dev_serves_the_seeded_stack_stops_on_sigterm_and_keeps_its_data() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// Two stacks started from one checkout at the same moment (their builds of
+/// the Worker take turns): both come up.
+#[test]
+fn two_devs_started_at_once_both_get_ready() {
+    let (a_data, b_data) = (tempfile_dir(), tempfile_dir());
+    let (a_port, a_primary) = free_ports();
+    let (b_port, b_primary) = free_ports();
+    let mut a = Dev::start(a_port, a_primary, &a_data);
+    let mut b = Dev::start(b_port, b_primary, &b_data);
+    let (a_url, b_url) = (a.ready(), b.ready());
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    for url in [&a_url, &b_url] {
+        let health = agent.get(&format!("{url}/health")).call().expect("health");
+        assert_eq!(health.status(), 200, "{url}");
+    }
+    a.terminate();
+    b.terminate();
+    for dir in [a_data, b_data] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A fresh directory under the system's temp dir.
 fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
