@@ -10,6 +10,16 @@
 //! be one linked to the issue. The member's user row is created in the same
 //! transaction when it does not exist yet (a first write from a new
 //! session), and only when the join is valid.
+//!
+//! **The latest intent wins.** Each change carries the time its request
+//! came in (`intent_ms`, the Worker's clock). Its transaction first records
+//! that time in `membership_intents` unless a later one is there, and the
+//! join or leave itself runs only if the recorded time is its own. So a
+//! change kept in the outbox while the primary was away, and replayed
+//! after a newer join or leave of the same user and issue was made
+//! directly, changes nothing (`superseded`): the answer the client got for
+//! its newer change stays true. Two changes of the same millisecond apply
+//! in the order they reach the primary.
 
 use libsql::Value as V;
 use serde::{Deserialize, Serialize};
@@ -49,6 +59,11 @@ pub struct Change {
     /// the `libsql` wasm client would ([`crate::bench`]).
     #[serde(default)]
     pub per_statement: bool,
+    /// When the client asked (unix ms): a change older than the latest
+    /// recorded for the same user and issue is not applied. Changes kept
+    /// before this existed read as 0 (older than any recorded).
+    #[serde(default)]
+    pub intent_ms: u64,
 }
 
 /// What a change did.
@@ -63,29 +78,48 @@ pub struct Outcome {
     pub organisation_id: Option<String>,
     /// The issue's counts, when the change was asked to take them.
     pub counts: Option<Counts>,
+    /// A later change of the same user and issue was recorded first; this
+    /// one changed nothing.
+    #[serde(default)]
+    pub superseded: bool,
 }
 
 const ISSUE_EXISTS: &str = "EXISTS (SELECT 1 FROM issues WHERE id = ?3)";
 const ORG_LINKED: &str = "(?4 IS NULL OR EXISTS (SELECT 1 FROM issue_organisation \
      WHERE issue_id = ?3 AND organisation_id = ?4))";
+/// This change is the latest intent recorded for its user and issue.
+const CURRENT: &str = "EXISTS (SELECT 1 FROM membership_intents \
+     WHERE user_id = ?2 AND issue_id = ?3 AND intent_ms = ?5)";
 
 /// The statements of `change`, with a count of the issue's members by
 /// organisation at the end when `count` is set.
 pub fn statements(change: &Change, count: bool) -> Vec<Query> {
     let text = |s: &str| V::Text(s.to_owned());
     let org = change.organisation_id.as_deref().map_or(V::Null, text);
-    // ?1 membership id, ?2 user, ?3 issue, ?4 organisation
+    // ?1 membership id, ?2 user, ?3 issue, ?4 organisation, ?5 intent time
     let args = vec![
         text(&change.membership_id),
         text(&change.user_id),
         text(&change.issue_id),
         org,
+        V::Integer(i64::try_from(change.intent_ms).unwrap_or(i64::MAX)),
     ];
+    let intent = Query::new(
+        format!(
+            "INSERT INTO membership_intents (user_id, issue_id, intent_ms) \
+             SELECT ?2, ?3, ?5 WHERE {ISSUE_EXISTS} \
+             ON CONFLICT (user_id, issue_id) DO UPDATE SET intent_ms = excluded.intent_ms \
+             WHERE excluded.intent_ms >= membership_intents.intent_ms"
+        ),
+        args.clone(),
+    );
     let mut qs = match change.op {
         Op::Join => vec![
+            intent,
             Query::new(
                 format!(
-                    "INSERT INTO users (id) SELECT ?2 WHERE {ISSUE_EXISTS} AND {ORG_LINKED} \
+                    "INSERT INTO users (id) SELECT ?2 \
+                     WHERE {ISSUE_EXISTS} AND {ORG_LINKED} AND {CURRENT} \
                      ON CONFLICT (id) DO NOTHING"
                 ),
                 args.clone(),
@@ -93,7 +127,7 @@ pub fn statements(change: &Change, count: bool) -> Vec<Query> {
             Query::new(
                 format!(
                     "INSERT INTO user_issues (id, user_id, issue_id, organisation_id) \
-                     SELECT ?1, ?2, ?3, ?4 WHERE {ISSUE_EXISTS} AND {ORG_LINKED} \
+                     SELECT ?1, ?2, ?3, ?4 WHERE {ISSUE_EXISTS} AND {ORG_LINKED} AND {CURRENT} \
                      ON CONFLICT (user_id, issue_id) DO NOTHING"
                 ),
                 args.clone(),
@@ -101,11 +135,15 @@ pub fn statements(change: &Change, count: bool) -> Vec<Query> {
             daily("joins", &change.issue_id),
         ],
         Op::Leave => vec![
+            intent,
             Query::new(
-                "DELETE FROM user_issues WHERE user_id = ?2 AND issue_id = ?3 \
-                 RETURNING organisation_id",
-                // The primary refuses arguments a statement does not use.
-                args[..3].to_vec(),
+                // ?1 and ?4 are unused; the primary counts arguments up to
+                // the highest one a statement names (?5).
+                format!(
+                    "DELETE FROM user_issues WHERE user_id = ?2 AND issue_id = ?3 AND {CURRENT} \
+                     RETURNING organisation_id"
+                ),
+                args.clone(),
             ),
             daily("leaves", &change.issue_id),
         ],
@@ -113,7 +151,8 @@ pub fn statements(change: &Change, count: bool) -> Vec<Query> {
     qs.push(Query::new(
         format!(
             "SELECT {ISSUE_EXISTS} AS issue_exists, {ORG_LINKED} AS org_linked, \
-             EXISTS (SELECT 1 FROM user_issues WHERE user_id = ?2 AND issue_id = ?3) AS member"
+             EXISTS (SELECT 1 FROM user_issues WHERE user_id = ?2 AND issue_id = ?3) AS member, \
+             {CURRENT} AS current"
         ),
         args,
     ));
@@ -169,11 +208,12 @@ pub fn counter_update_outcome(
     Ok((outcome(change, written, false)?, count))
 }
 
-/// Where the membership change is among [`statements`].
+/// Where the membership change is among [`statements`] (after the intent,
+/// and for a join the user row).
 fn change_index(op: Op) -> usize {
     match op {
-        Op::Join => 1,
-        Op::Leave => 0,
+        Op::Join => 2,
+        Op::Leave => 1,
     }
 }
 
@@ -252,6 +292,7 @@ pub fn outcome(change: &Change, written: Vec<Written>, count: bool) -> AppResult
         member: flag(check, "member"),
         organisation_id,
         counts,
+        superseded: !flag(check, "current"),
     })
 }
 
@@ -294,6 +335,7 @@ fn new_change(ctx: &Ctx, op: Op, issue: &Id, user_id: &str, organisation: Option
         membership_id: uuid::Uuid::new_v4().to_string(),
         request_id: ctx.request_id.clone(),
         per_statement: ctx.bench() == Mode::PerStatement,
+        intent_ms: worker::Date::now().as_millis(),
     }
 }
 
@@ -339,6 +381,7 @@ pub async fn handle(
             member: outcome.member,
             rioter_count,
             as_of_ms: worker::Date::now().as_millis(),
+            superseded: outcome.superseded,
         }
     } else {
         match apply(ctx, &change).await {
@@ -383,6 +426,7 @@ mod tests {
             membership_id: "m".into(),
             request_id: "r".into(),
             per_statement: false,
+            intent_ms: 1_796_122_417_300,
         }
     }
 
@@ -402,32 +446,46 @@ mod tests {
     }
 
     #[test]
-    fn a_join_is_user_membership_daily_check_and_maybe_a_count() {
+    fn a_join_is_intent_user_membership_daily_check_and_maybe_a_count() {
         let qs = statements(&change(Op::Join, Some("o")), true);
-        assert_eq!(qs.len(), 5);
-        assert!(qs[0].sql.starts_with("INSERT INTO users"));
-        assert!(qs[1]
+        assert_eq!(qs.len(), 6);
+        assert!(qs[0].sql.starts_with("INSERT INTO membership_intents"));
+        assert!(qs[0]
+            .sql
+            .contains("WHERE excluded.intent_ms >= membership_intents.intent_ms"));
+        assert!(qs[1].sql.starts_with("INSERT INTO users"));
+        assert!(qs[2]
             .sql
             .contains("ON CONFLICT (user_id, issue_id) DO NOTHING"));
-        assert!(qs[2].sql.contains("changes() = 1"));
-        assert!(qs[4].sql.contains("GROUP BY organisation_id"));
-        assert_eq!(statements(&change(Op::Leave, None), false).len(), 3);
+        for q in &qs[1..3] {
+            assert!(q.sql.contains(CURRENT), "only the latest intent writes");
+        }
+        assert!(qs[3].sql.contains("changes() = 1"));
+        assert!(qs[4].sql.contains("AS current"));
+        assert!(qs[5].sql.contains("GROUP BY organisation_id"));
+        assert!([0, 1, 2, 4].iter().all(|i| qs[*i].args.len() == 5));
+        let leave = statements(&change(Op::Leave, None), false);
+        assert_eq!(leave.len(), 4);
+        assert!(
+            leave[1].sql.starts_with("DELETE FROM user_issues") && leave[1].sql.contains(CURRENT)
+        );
     }
 
     #[test]
     fn the_counter_update_baseline_moves_the_count_only_on_a_change() {
         let c = change(Op::Join, None);
         let qs = counter_update_statements(&c);
-        assert_eq!(qs.len(), 6);
-        assert!(qs[2]
+        assert_eq!(qs.len(), 7);
+        assert!(qs[3]
             .sql
             .starts_with("UPDATE issues SET rioter_count = rioter_count + 1"));
-        assert!(qs[2].sql.contains("changes() = 1"));
-        assert!(qs[3].sql.starts_with("INSERT INTO issue_daily"));
-        let check = json!([{"issue_exists": 1, "org_linked": 1, "member": 1}]);
+        assert!(qs[3].sql.contains("changes() = 1"));
+        assert!(qs[4].sql.starts_with("INSERT INTO issue_daily"));
+        let check = json!([{"issue_exists": 1, "org_linked": 1, "member": 1, "current": 1}]);
         let (done, count) = counter_update_outcome(
             &c,
             vec![
+                written(1, json!([])),
                 written(1, json!([])),
                 written(1, json!([])),
                 written(1, json!([])),
@@ -440,25 +498,27 @@ mod tests {
         assert!(done.changed && done.member);
         assert_eq!(count, 7);
         let leave = counter_update_statements(&change(Op::Leave, None));
-        assert!(leave[1].sql.contains("rioter_count - 1"));
+        assert!(leave[2].sql.contains("rioter_count - 1"));
+    }
+
+    fn check(issue: i64, org: i64, member: i64, current: i64) -> Written {
+        written(
+            0,
+            json!([{"issue_exists": issue, "org_linked": org, "member": member, "current": current}]),
+        )
     }
 
     #[test]
     fn outcomes() {
         let c = change(Op::Join, Some("o"));
-        let check = |issue: i64, org: i64, member: i64| {
-            written(
-                0,
-                json!([{"issue_exists": issue, "org_linked": org, "member": member}]),
-            )
-        };
         let done = outcome(
             &c,
             vec![
                 written(1, json!([])),
                 written(1, json!([])),
                 written(1, json!([])),
-                check(1, 1, 1),
+                written(1, json!([])),
+                check(1, 1, 1, 1),
                 written(
                     0,
                     json!([{"organisation_id": null, "n": 4}, {"organisation_id": "o", "n": 2}]),
@@ -467,48 +527,63 @@ mod tests {
             true,
         )
         .expect("outcome");
-        assert!(done.changed && done.member);
+        assert!(done.changed && done.member && !done.superseded);
         let counts = done.counts.expect("counts");
         assert_eq!(counts.total, 6);
         assert_eq!(counts.by_org["o"], 2);
 
-        let again = vec![
-            written(0, json!([])),
-            written(0, json!([])),
-            written(0, json!([])),
-            check(1, 1, 1),
-        ];
-        assert!(!outcome(&c, again, false).expect("outcome").changed);
-
-        let unknown = vec![
-            written(0, json!([])),
-            written(0, json!([])),
-            written(0, json!([])),
-            check(0, 0, 0),
-        ];
-        assert_eq!(outcome(&c, unknown, false).unwrap_err().status, 404);
-        let unlinked = vec![
-            written(0, json!([])),
-            written(0, json!([])),
-            written(0, json!([])),
-            check(1, 0, 0),
-        ];
-        let e = outcome(&c, unlinked, false).unwrap_err();
+        let nothing = |check: Written| {
+            vec![
+                written(1, json!([])),
+                written(0, json!([])),
+                written(0, json!([])),
+                written(0, json!([])),
+                check,
+            ]
+        };
+        assert!(
+            !outcome(&c, nothing(check(1, 1, 1, 1)), false)
+                .expect("outcome")
+                .changed
+        );
+        assert_eq!(
+            outcome(&c, nothing(check(0, 0, 0, 0)), false)
+                .unwrap_err()
+                .status,
+            404
+        );
+        let e = outcome(&c, nothing(check(1, 0, 0, 1)), false).unwrap_err();
         assert_eq!(e.details.expect("details")["field"], "organisation_id");
 
         let leave = change(Op::Leave, None);
         let left = outcome(
             &leave,
             vec![
+                written(1, json!([])),
                 written(1, json!([{"organisation_id": "o"}])),
                 written(1, json!([])),
-                check(1, 1, 0),
+                check(1, 1, 0, 1),
             ],
             false,
         )
         .expect("outcome");
-        assert!(left.changed && !left.member);
+        assert!(left.changed && !left.member && !left.superseded);
         assert_eq!(left.organisation_id.as_deref(), Some("o"));
+
+        // A leave older than the latest intent: nothing changed, and the
+        // membership the newer change left stands.
+        let stale = outcome(
+            &leave,
+            vec![
+                written(0, json!([])),
+                written(0, json!([])),
+                written(0, json!([])),
+                check(1, 1, 1, 0),
+            ],
+            false,
+        )
+        .expect("outcome");
+        assert!(stale.superseded && !stale.changed && stale.member);
     }
 
     #[test]

@@ -20,8 +20,15 @@
 //! Order: entries are replayed strictly in arrival order; one that keeps
 //! failing for a reason that is not the primary's absence is marked failed
 //! after [`MAX_ATTEMPTS`] and the queue moves on. A write made directly
-//! while older entries still wait (another isolate, after the primary came
-//! back) can overtake them for the seconds the replay takes.
+//! while older entries still wait (after the primary came back) can come
+//! before them, and the rule is that the latest intent wins:
+//! - a join or leave carries the time it was asked for, and a replayed one
+//!   older than the latest recorded for the same user and issue changes
+//!   nothing: its status ends `superseded` ([`crate::membership`]), and
+//!   the newer answer the client got stays true;
+//! - posts, synonyms, actions and new issues are new rows each, kept with
+//!   the time they were first planned: a replay adds them where they
+//!   belong, whatever came in between.
 //!
 //! One outbox object serves the whole deployment: it only takes writes
 //! while the primary is away, when throughput is bounded by the clients'
@@ -68,14 +75,21 @@ pub enum Queued {
 pub enum Status {
     Queued,
     Applied,
+    /// A join or leave that a newer one of the same user and issue, made
+    /// after it, overtook: not applied, so the newer one stands.
+    Superseded,
     Failed,
 }
+
+/// The reason a superseded entry's status gives.
+pub const SUPERSEDED: &str = "a newer join or leave of the same issue by the same user was made after this one; this one was not applied";
 
 impl Status {
     pub fn name(self) -> &'static str {
         match self {
             Status::Queued => "queued",
             Status::Applied => "applied",
+            Status::Superseded => "superseded",
             Status::Failed => "failed",
         }
     }
@@ -84,6 +98,7 @@ impl Status {
         match s {
             "queued" => Some(Status::Queued),
             "applied" => Some(Status::Applied),
+            "superseded" => Some(Status::Superseded),
             "failed" => Some(Status::Failed),
             _ => None,
         }

@@ -92,6 +92,10 @@ pub struct Answer {
     pub rioter_count: i64,
     /// Unix ms at which `rioter_count` was exact.
     pub as_of_ms: u64,
+    /// A later join or leave of the same user and issue was recorded
+    /// first, so this one changed nothing ([`crate::membership`]).
+    #[serde(default)]
+    pub superseded: bool,
 }
 
 /// What the reconcile job asks of an issue's object.
@@ -377,6 +381,7 @@ impl IssueCounter {
                     member: o.member,
                     rioter_count: total,
                     as_of_ms,
+                    superseded: o.superseded,
                 })
             })
             .collect())

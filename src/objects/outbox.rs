@@ -206,13 +206,23 @@ impl Outbox {
                     continue;
                 }
             };
+            let mut superseded = false;
             let (result, table) = match queued {
                 q @ Queued::Write { .. } => issue_writes::replay(&ctx, &q).await,
-                Queued::Membership { change } => {
-                    (membership::apply(&ctx, &change).await.map(|_| ()), None)
-                }
+                Queued::Membership { change } => match membership::apply(&ctx, &change).await {
+                    Ok(answer) => {
+                        superseded = answer.superseded;
+                        (Ok(()), None)
+                    }
+                    Err(e) => (Err(e), None),
+                },
             };
             match outbox::replayed(&result, table, attempts as u32) {
+                Replayed::Applied if superseded => {
+                    tracing::info!(outbox_id = %head.id, "outbox: superseded by a newer change");
+                    let why = Some(outbox::SUPERSEDED);
+                    self.finish(head.seq, Status::Superseded, attempts, why)?;
+                }
                 Replayed::Applied => {
                     tracing::info!(outbox_id = %head.id, "outbox: replayed");
                     self.finish(head.seq, Status::Applied, attempts, None)?;

@@ -14,10 +14,11 @@
 //! - reads during the primary's outage were served (from the cache, `HIT`
 //!   or `STALE`) or refused with 503 and `Retry-After`, never hung.
 //!
-//! A (session, issue) pair gets a join, then at most a leave, and nothing
-//! more once an answer was queued or unknown: a newer direct write for the
-//! same pair while an older one waits in the outbox is a separate question
-//! (its order) that this run does not ask.
+//! A (session, issue) pair is joined and left in turn, whether the answers
+//! were direct or queued, so newer direct changes overtake older queued
+//! ones of the same pair after the primary is back: the latest intent must
+//! win (an overtaken entry ends `superseded`). A pair whose answer was
+//! unknown (an error) gets no more changes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -54,6 +55,9 @@ pub struct Report {
     pub write_errors: u64,
     /// Queued entries that ended `failed` (a lost write).
     pub queued_failed: u64,
+    /// Queued joins and leaves overtaken by a newer one of the same pair
+    /// (not applied, by design).
+    pub superseded: u64,
     /// Acknowledged or queued writes missing from the primary.
     pub lost: u64,
     /// Writes present more than once.
@@ -96,10 +100,12 @@ const PHASE_WORKER_DOWN: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pair {
-    Untouched,
-    Joined,
-    /// Left, or frozen (an answer queued or unknown): no more ops.
-    Done,
+    /// Its next change is a join.
+    Out,
+    /// Its next change is a leave.
+    In,
+    /// An answer was unknown: no more changes.
+    Frozen,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,9 +246,9 @@ fn answer_of(
 
 async fn session_loop(shared: Arc<Shared>, session: usize, cookie: String, think: Duration) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((session as u64 + 1) * 0x1000_0001));
-    let mut pairs = vec![Pair::Untouched; shared.issues.len()];
+    let mut pairs = vec![Pair::Out; shared.issues.len()];
     // Every session joined issue 0 before the load.
-    pairs[0] = Pair::Joined;
+    pairs[0] = Pair::In;
     let mut posts = 0usize;
     while !shared.stop.load(Ordering::Relaxed) {
         match rng.below(4) {
@@ -250,9 +256,9 @@ async fn session_loop(shared: Arc<Shared>, session: usize, cookie: String, think
             2 => {
                 let issue = rng.below(pairs.len());
                 let (write, method) = match pairs[issue] {
-                    Pair::Untouched => (Write::Join { session, issue }, reqwest::Method::POST),
-                    Pair::Joined => (Write::Leave { session, issue }, reqwest::Method::DELETE),
-                    Pair::Done => continue,
+                    Pair::Out => (Write::Join { session, issue }, reqwest::Method::POST),
+                    Pair::In => (Write::Leave { session, issue }, reqwest::Method::DELETE),
+                    Pair::Frozen => continue,
                 };
                 let path = format!("{}/api/issues/{}/join", shared.url, shared.issues[issue]);
                 let reply = send(
@@ -262,8 +268,9 @@ async fn session_loop(shared: Arc<Shared>, session: usize, cookie: String, think
                 .await;
                 let (answer, id) = answer_of(&shared, &path, reply);
                 pairs[issue] = match (answer, &write) {
-                    (Answer::Acknowledged, Write::Join { .. }) => Pair::Joined,
-                    _ => Pair::Done,
+                    (Answer::Unknown, _) => Pair::Frozen,
+                    (_, Write::Join { .. }) => Pair::In,
+                    _ => Pair::Out,
                 };
                 record(&shared, write, answer, id);
             }
@@ -397,7 +404,11 @@ pub async fn run(app: &mut TestApp, plan: &Plan) -> Report {
         }
     }
     report.drain = primary_back.elapsed();
-    report.queued_failed = statuses.values().filter(|s| *s != "applied").count() as u64;
+    report.superseded = statuses.values().filter(|s| *s == "superseded").count() as u64;
+    report.queued_failed = statuses
+        .values()
+        .filter(|s| !matches!(s.as_str(), "applied" | "superseded"))
+        .count() as u64;
 
     check(app, &shared, &cookies, &writes, &mut report).await;
     report
@@ -518,13 +529,14 @@ async fn check(
 /// The report as a table (for the benchmark and the test's output).
 pub fn table(plan: &Plan, r: &Report) -> String {
     format!(
-        "| sessions | requests | acknowledged | queued (202) | write errors | lost | duplicated | queued failed | count mismatches | outage reads served (stale) | outage reads 503 | hung | bad answers | outbox drained after |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {:.1} s |",
+        "| sessions | requests | acknowledged | queued (202) | superseded | write errors | lost | duplicated | queued failed | count mismatches | outage reads served (stale) | outage reads 503 | hung | bad answers | outbox drained after |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {:.1} s |",
         plan.sessions,
         r.requests,
         r.acknowledged,
         r.queued,
+        r.superseded,
         r.write_errors,
         r.lost,
         r.duplicated,
