@@ -12,7 +12,8 @@
 //! session), and only when the join is valid.
 //!
 //! **The latest intent wins.** Each change carries the time its request
-//! came in (`intent_ms`, the Worker's clock). Its transaction first records
+//! came in (`intent_ms`, the Worker's clock; stored as ISO-8601 text with
+//! milliseconds, which sorts as time). Its transaction first records
 //! that time in `membership_intents` unless a later one is there, and the
 //! join or leave itself runs only if the recorded time is its own. So a
 //! change kept in the outbox while the primary was away, and replayed
@@ -89,7 +90,7 @@ const ORG_LINKED: &str = "(?4 IS NULL OR EXISTS (SELECT 1 FROM issue_organisatio
      WHERE issue_id = ?3 AND organisation_id = ?4))";
 /// This change is the latest intent recorded for its user and issue.
 const CURRENT: &str = "EXISTS (SELECT 1 FROM membership_intents \
-     WHERE user_id = ?2 AND issue_id = ?3 AND intent_ms = ?5)";
+     WHERE user_id = ?2 AND issue_id = ?3 AND intent_at = ?5)";
 
 /// The statements of `change`, with a count of the issue's members by
 /// organisation at the end when `count` is set.
@@ -102,14 +103,14 @@ pub fn statements(change: &Change, count: bool) -> Vec<Query> {
         text(&change.user_id),
         text(&change.issue_id),
         org,
-        V::Integer(i64::try_from(change.intent_ms).unwrap_or(i64::MAX)),
+        V::Text(crate::issue_writes::iso(change.intent_ms)),
     ];
     let intent = Query::new(
         format!(
-            "INSERT INTO membership_intents (user_id, issue_id, intent_ms) \
+            "INSERT INTO membership_intents (user_id, issue_id, intent_at) \
              SELECT ?2, ?3, ?5 WHERE {ISSUE_EXISTS} \
-             ON CONFLICT (user_id, issue_id) DO UPDATE SET intent_ms = excluded.intent_ms \
-             WHERE excluded.intent_ms >= membership_intents.intent_ms"
+             ON CONFLICT (user_id, issue_id) DO UPDATE SET intent_at = excluded.intent_at \
+             WHERE excluded.intent_at >= membership_intents.intent_at"
         ),
         args.clone(),
     );
@@ -452,7 +453,7 @@ mod tests {
         assert!(qs[0].sql.starts_with("INSERT INTO membership_intents"));
         assert!(qs[0]
             .sql
-            .contains("WHERE excluded.intent_ms >= membership_intents.intent_ms"));
+            .contains("WHERE excluded.intent_at >= membership_intents.intent_at"));
         assert!(qs[1].sql.starts_with("INSERT INTO users"));
         assert!(qs[2]
             .sql
