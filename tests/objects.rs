@@ -72,6 +72,14 @@ fn join(issue: &str) -> String {
     format!("/api/issues/{issue}/join")
 }
 
+/// A new visitor from IP 203.0.113.`n` joins `issue` (200).
+async fn new_member(app: &TestApp, n: u8, issue: &str) -> Reply {
+    let ip = format!("203.0.113.{n}");
+    let r = write(app, &ip, Method::POST, &join(issue), None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r
+}
+
 /// The limiter's client writes once more: admitted (200, or 202 while the
 /// primary is away) with one token fewer than `before` left.
 async fn limiter_continues(app: &TestApp, issue: &str, session: &str, before: u32, when: &str) {
@@ -235,31 +243,13 @@ async fn every_object_goes_on_across_an_eviction_and_a_restart() {
     // The issue whose count is made unreadable later: two members.
     let recounted = app.fresh_issue("Counter counted again").await;
     for n in 21..=22u8 {
-        let r = write(
-            &app,
-            &format!("203.0.113.{n}"),
-            Method::POST,
-            &join(&recounted),
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        new_member(&app, n, &recounted).await;
     }
 
     // The counter: five members, each from an IP of its own.
     let mut sessions = Vec::new();
     for n in 1..=5u8 {
-        let r = write(
-            &app,
-            &format!("203.0.113.{n}"),
-            Method::POST,
-            &join(&counted),
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = new_member(&app, n, &counted).await;
         assert_eq!(r.body["rioter_count"], i64::from(n));
         sessions.push(r.cookie.expect("a session"));
     }
@@ -268,16 +258,7 @@ async fn every_object_goes_on_across_an_eviction_and_a_restart() {
     app.evict_objects().await;
     limiter_continues(&app, &limited_issue, &limited, left, "after an eviction").await;
     left -= 1;
-    let r = write(
-        &app,
-        "203.0.113.6",
-        Method::POST,
-        &join(&counted),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = new_member(&app, 6, &counted).await;
     assert_eq!(
         r.body["rioter_count"], 6,
         "the live count goes on exactly after an eviction"
@@ -409,31 +390,13 @@ async fn every_object_goes_on_across_an_eviction_and_a_restart() {
     }
 
     // 5. The counter goes on exactly from the replayed changes.
-    let r = write(
-        &app,
-        "203.0.113.7",
-        Method::POST,
-        &join(&counted),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = new_member(&app, 7, &counted).await;
     assert_eq!(
         r.body["rioter_count"], 6,
         "the live count goes on exactly (from its version 1 state)"
     );
     assert_eq!(members(&app, &counted).await, 6);
-    let r = write(
-        &app,
-        "203.0.113.23",
-        Method::POST,
-        &join(&recounted),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = new_member(&app, 23, &recounted).await;
     assert_eq!(
         r.body["rioter_count"], 3,
         "an unreadable count is taken again from user_issues"

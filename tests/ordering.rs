@@ -10,17 +10,10 @@ use std::time::{Duration, Instant};
 use common::{int, TestApp};
 use qr_primary::client::text;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
 
 /// Members of `issue` with the user of `cookie` (via `/api/me`).
 async fn is_member(app: &TestApp, cookie: &str, issue: &str) -> bool {
-    let me = app
-        .get("/api/me")
-        .header("Cookie", cookie)
-        .send()
-        .await
-        .expect("me");
-    let me: Value = me.json().await.expect("json");
+    let me = app.me(cookie).await;
     let user = me["user"]["id"].as_str().expect("a user").to_owned();
     int(&app
         .sql(

@@ -146,13 +146,7 @@ async fn a_new_issue_is_readable_and_searchable_at_once(app: &TestApp) {
     );
     // The new caller's user row was written with the issue.
     let cookie = r.session().unwrap_or_default();
-    let me = app
-        .get("/api/me")
-        .header("Cookie", cookie)
-        .send()
-        .await
-        .expect("me");
-    let me: Value = me.json().await.expect("json");
+    let me = app.me(&cookie).await;
     assert!(me["user"]["created_at"].is_string(), "{me}");
 }
 

@@ -606,15 +606,8 @@ async fn call<T: Serialize, A: serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::shape::fixture;
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        let path = format!(
-            "{}/tests/fixtures/objects/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
 
     #[test]
     fn every_saved_shape_loads() {

@@ -298,15 +298,8 @@ pub async fn take(
 
 #[cfg(test)]
 mod tests {
+    use super::super::shape::fixture;
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        let path = format!(
-            "{}/tests/fixtures/objects/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
 
     fn loaded(name: &str) -> Loaded {
         shape::decode::<LimiterState>(&fixture(name)).map_or_else(Loaded::Unreadable, Loaded::State)

@@ -423,13 +423,7 @@ async fn check(
 ) {
     let mut users = Vec::new();
     for cookie in cookies {
-        let r = app
-            .get("/api/me")
-            .header("Cookie", cookie)
-            .send()
-            .await
-            .expect("me");
-        let me: Value = r.json().await.expect("json");
+        let me = app.me(cookie).await;
         users.push(me["user"]["id"].as_str().expect("a user").to_owned());
     }
     let example = |report: &mut Report, what: String| {

@@ -433,6 +433,17 @@ impl TestApp {
         );
     }
 
+    /// `GET /api/me` with `cookie`: who the session is.
+    pub async fn me(&self, cookie: &str) -> serde_json::Value {
+        let r = self
+            .get("/api/me")
+            .header("Cookie", cookie)
+            .send()
+            .await
+            .expect("me");
+        r.json().await.expect("json")
+    }
+
     /// GET and parse the JSON body, whatever the status.
     pub async fn get_json_any(&self, path: &str) -> serde_json::Value {
         let r = self.get(path).send().await.expect("send");
