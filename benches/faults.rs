@@ -39,9 +39,18 @@ async fn main() {
     eprintln!("faults: starting the stack; plan {plan:?}");
     let mut app = TestApp::start().await;
     let report = faults::run(&mut app, &plan).await;
+    let verdict = if report.clean() {
+        format!(
+            "Nothing acknowledged or queued was lost or applied twice, every count matched its members, no read hung; {} queued joins and leaves were overtaken by newer ones of the same pair and left unapplied, as the ordering rule says.",
+            report.superseded
+        )
+    } else {
+        "The run was NOT clean: see the table (lost, duplicated, count mismatches, hung)."
+            .to_owned()
+    };
     let body = format!(
         "### Faults under load\n\n\
-         {} sessions, each a request every {:?} or so (half reads of details, lists and feeds, a quarter joins or leaves, a quarter posts) over {} issues: {:?} of load, the primary SIGKILLed for {:?} and started again on the same file, {:?} more, workerd SIGKILLed and the stack started again on the same data, {:?} more. Then the outbox drains and the primary is compared with every answer.\n\n{}\n",
+         {} sessions, each a request every {:?} or so (half reads of details, lists and feeds, a quarter joins or leaves, a quarter posts) over {} issues: {:?} of load, the primary SIGKILLed for {:?} and started again on the same file, {:?} more, workerd SIGKILLed and the stack started again on the same data, {:?} more. Then the outbox drains and the primary is compared with every answer.\n\n{}\n\n{verdict}\n",
         plan.sessions,
         plan.think,
         plan.issues,

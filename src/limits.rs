@@ -102,7 +102,7 @@ pub async fn take(
             }
         }
     });
-    if result.is_ok() {
+    if result.is_ok() && OUTAGES.with(|o| !o.borrow().is_empty()) {
         let key = rate_limit::object_name(policy, subject);
         OUTAGES.with(|o| o.borrow_mut().answered(&key));
     }
