@@ -316,8 +316,12 @@ pub async fn run(app: &mut TestApp, plan: &Plan) -> Report {
         issues.push(app.fresh_issue(&format!("Fault run issue {n}")).await);
     }
     // Every session joins issue 0 first (a session cookie, and a write to check).
+    // A connection per request: a kept-alive connection to the killed
+    // workerd would fail the first request sent on it after the restart,
+    // which says nothing about the server.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
         .build()
         .expect("http client");
     let shared = Arc::new(Shared {
