@@ -137,9 +137,9 @@ async fn per_statement(app: &TestApp) {
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["rioter_count"], 1);
     assert_eq!(body["changed"], true);
-    // BEGIN, describe + execute for each of the 5 statements (user,
-    // membership, daily, check, count), COMMIT.
-    assert_eq!(app.round_trips("bench-ps-2").await, 12);
+    // BEGIN, describe + execute for each of the 6 statements (intent,
+    // user, membership, daily, check, count), COMMIT.
+    assert_eq!(app.round_trips("bench-ps-2").await, 14);
 }
 
 async fn counter_update(app: &TestApp) {
