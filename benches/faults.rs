@@ -61,6 +61,8 @@ async fn main() {
         faults::table(&plan, &report),
     );
     support::publish("faults", &body, args.write.as_deref());
+    // Stop the stack before a failing exit (`exit` runs no destructors).
+    drop(app);
     if !report.clean() {
         eprintln!("faults: the run was not clean: {report:#?}");
         std::process::exit(1);

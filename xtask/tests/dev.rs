@@ -83,6 +83,19 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // SIGTERM first: the dev command stops the primary and wrangler
+            // it started (each in a process group of its own, which a kill
+            // of this group would miss), then SIGKILL what is left.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", self.child.id())])
                 .status();
