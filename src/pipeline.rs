@@ -121,7 +121,7 @@ pub async fn handle(
 /// route name for the log.
 async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, &'static str) {
     if req.method() == Method::Options {
-        return (preflight(cors), "preflight");
+        return (preflight(cors, &req.path()), "preflight");
     }
     let full_path = req.path();
     let no_route = || {
@@ -429,7 +429,9 @@ fn bench_constant(ctx: &Ctx) -> AppResult<Response> {
     Ok(json_response(200, &serde_json::json!({ "ok": true }))?)
 }
 
-fn preflight(cors: &Cors) -> AppResult<Response> {
+/// `OPTIONS`: a CORS preflight for an allowed origin, or else the methods
+/// the path serves in `Allow` (404 for a path no route serves).
+fn preflight(cors: &Cors, path: &str) -> AppResult<Response> {
     match cors {
         Cors::Allowed(_) => {
             let mut r = Response::empty()?.with_status(204);
@@ -444,8 +446,19 @@ fn preflight(cors: &Cors) -> AppResult<Response> {
             "this origin may not call the API",
         )),
         Cors::NotCors => {
+            let path = match bench::split(path) {
+                bench::Split::Plain(path) | bench::Split::Switch(_, path) => path,
+                bench::Split::Unknown => path,
+            };
+            let mut allow = match router::resolve("OPTIONS", path) {
+                Resolved::MethodNotAllowed(allow) => allow,
+                Resolved::Found(_) | Resolved::NotFound => {
+                    return Err(AppError::not_found(format!("no route for {path}")))
+                }
+            };
+            allow.push("OPTIONS");
             let mut r = Response::empty()?.with_status(204);
-            r.headers_mut().set("Allow", cors::ALLOW_METHODS)?;
+            r.headers_mut().set("Allow", &allow.join(", "))?;
             Ok(r)
         }
     }

@@ -147,6 +147,27 @@ async fn unknown_routes_and_methods_are_json_errors(app: &TestApp) {
         .expect("405");
     assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
     error_of(r, 405, "method_not_allowed").await;
+    // OPTIONS without an Origin names the methods the path serves.
+    for (path, allow) in [
+        ("/api/issues".to_owned(), Some("GET, HEAD, POST, OPTIONS")),
+        ("/api/me".to_owned(), Some("GET, HEAD, OPTIONS")),
+        ("/api/nothing-here".to_owned(), None),
+    ] {
+        let r = app
+            .request(Method::OPTIONS, &path)
+            .send()
+            .await
+            .expect("options");
+        match allow {
+            Some(allow) => {
+                assert_eq!(r.status(), StatusCode::NO_CONTENT, "{path}");
+                assert_eq!(r.headers()["allow"], allow, "{path}");
+            }
+            None => {
+                error_of(r, 404, "not_found").await;
+            }
+        }
+    }
     // Methods the Worker's HTTP types do not know are not served as GET.
     let issue = app.get_json("/api/issues?limit=1").await["items"][0]["id"]
         .as_str()
