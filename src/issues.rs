@@ -85,7 +85,8 @@ impl ListQuery {
         for (key, value) in &pairs {
             match key.as_str() {
                 "q" => q = SearchQuery::parse(value),
-                "category" if !value.is_empty() => {
+                // An empty value is not one of the allowed ones either.
+                "category" => {
                     category = Some(
                         CATEGORIES
                             .iter()
@@ -99,7 +100,7 @@ impl ListQuery {
                             })?,
                     )
                 }
-                "sort" if !value.is_empty() => {
+                "sort" => {
                     sort = Some(match value.as_str() {
                         "popular" => Sort::Popular,
                         "new" => Sort::New,
@@ -417,6 +418,9 @@ mod tests {
             ("category", "cheese"),
             ("sort", "random"),
             ("sort", "relevance"),
+            // Empty is not one of the allowed values.
+            ("category", ""),
+            ("sort", ""),
         ] {
             let e = ListQuery::parse([(k, v)]).unwrap_err();
             assert_eq!((e.status, e.code), (400, "validation_failed"), "{k}={v}");

@@ -55,8 +55,9 @@ enum Task {
         #[arg(long)]
         url: String,
     },
-    /// Run every check CI runs: fmt, clippy, unit and integration tests,
-    /// the @libsql/client conformance tests, and the benchmarks in quick mode.
+    /// Run every check CI runs: fmt, clippy, unit and integration tests
+    /// (with the spec fuzz run), the @libsql/client conformance tests, and
+    /// the benchmarks in quick mode.
     Test,
     /// Run the benchmarks and write their figures to BENCHMARKS.md.
     Bench {
@@ -186,6 +187,39 @@ fn ensure_wasm_tools() -> Result {
         }
     }
     Ok(())
+}
+
+/// schemathesis (from the Python package registry), which `tests/spec_fuzz.rs`
+/// runs against the stack, in its own virtual environment under target/.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+const PYTHON_ENV: &str = "target/py";
+
+/// schemathesis at [`SCHEMATHESIS_VERSION`] in [`PYTHON_ENV`], installed with
+/// Python's venv and pip when missing.
+fn ensure_schemathesis() -> Result {
+    let env = Path::new(PYTHON_ENV);
+    let bin = env.join("bin/schemathesis");
+    let installed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(SCHEMATHESIS_VERSION));
+    if installed {
+        return Ok(());
+    }
+    if !env.join("bin/pip").exists() {
+        step(&format!("creating a Python environment in {PYTHON_ENV}"));
+        run(cmd("python3").args(["-m", "venv"]).arg(env)).map_err(|e| {
+            format!("{e}\n  (needs Python 3 with its venv module: python3 -m venv)")
+        })?;
+    }
+    step(&format!(
+        "installing schemathesis {SCHEMATHESIS_VERSION} from the Python package registry"
+    ));
+    run(cmd(env.join("bin/pip")).args([
+        "install",
+        "--disable-pip-version-check",
+        &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+    ]))
 }
 
 const WORKER_BUILD_VERSION: &str = "0.1.14";
@@ -508,6 +542,7 @@ fn test() -> Result {
     ensure_rust_components()?;
     ensure_wasm_tools()?;
     ensure_node_modules()?;
+    ensure_schemathesis()?;
     step("cargo fmt --check");
     run(cmd("cargo").args(["fmt", "--all", "--check"]))
         .map_err(|e| format!("{e}\n  (run `cargo fmt --all` to fix)"))?;
