@@ -9,7 +9,6 @@
 //! - `POST /recount` with a [`RecountAsk`]: take the count again from
 //!   `user_issues` now, with no change in flight, and answer [`Recount`]
 //!   (the reconcile_counts job);
-//! - `GET /health`: a storage round trip.
 //!
 //! State (SQLite storage of the object, one row of table `counter`): the
 //! counts, whether they are trusted, and a version that moves with every
@@ -520,7 +519,7 @@ impl DurableObject for IssueCounter {
                     Err(e) => error_response(&e),
                 }
             }
-            _ => super::health(&self.state, &req).await,
+            _ => super::not_found(),
         }
     }
 

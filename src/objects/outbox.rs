@@ -6,7 +6,6 @@
 //!   the storage write, so an answered entry is durable) and answers a
 //!   [`Receipt`];
 //! - `GET /status/{id}`: the entry's status, attempts, error and times;
-//! - `GET /health`: a storage round trip.
 //!
 //! The alarm replays queued entries one at a time, oldest first, and stops
 //! at the first that finds the primary still away, trying again after a
@@ -275,7 +274,7 @@ impl DurableObject for Outbox {
                     None => Response::error("no such entry", 404),
                 }
             }
-            _ => super::health(&self.state, &req).await,
+            _ => super::not_found(),
         }
     }
 

@@ -207,7 +207,6 @@ impl RateLimiter {
         let (mut state, recovered) = starting_state(&loaded, &policy, now);
         if let Loaded::Unreadable(why) = &loaded {
             tracing::error!(key = %take.key, error = %why, "rate limiter: saved bucket unreadable; starting it afresh, half used");
-            self.save(state)?;
         }
         let mut bucket = Gcra {
             tat_ns: state.tat_ns,
@@ -219,7 +218,9 @@ impl RateLimiter {
             take.cost
         };
         let decision = bucket.admit(&policy, now, cost);
-        if decision.allowed {
+        // A recovered bucket is saved even when refused: its fresh state
+        // replaces the unreadable one.
+        if decision.allowed || recovered {
             state.tat_ns = bucket.tat_ns;
             self.save(state)?;
         }
@@ -252,7 +253,7 @@ impl DurableObject for RateLimiter {
             };
             return Response::from_json(&self.take(&take)?);
         }
-        super::health(&self.state, &req).await
+        super::not_found()
     }
 }
 
