@@ -120,8 +120,18 @@ pub async fn handle(
 /// Everything between the request id and the response headers. Returns the
 /// route name for the log.
 async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, &'static str) {
+    // A CORS preflight is answered whatever the path; a plain OPTIONS is
+    // routed like any method, and answered with the path's methods below.
     if req.method() == Method::Options {
-        return (preflight(cors, &req.path()), "preflight");
+        match cors {
+            Cors::Allowed(_) => return (preflight(), "preflight"),
+            Cors::Refused => {
+                let refused =
+                    AppError::new(403, "cors_refused", "this origin may not call the API");
+                return (Err(refused), "preflight");
+            }
+            Cors::NotCors => {}
+        }
     }
     let full_path = req.path();
     let no_route = || {
@@ -140,8 +150,12 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     };
     // The method as sent: `Request::method` reads any method it does not
     // know (PROPFIND, QUERY, ...) as GET, which would serve it as a read.
-    let route = match router::resolve(&req.inner().method(), path) {
+    let method = req.inner().method();
+    let route = match router::resolve(&method, path) {
         Resolved::Found(route) => route,
+        Resolved::MethodNotAllowed(allow) if method == "OPTIONS" => {
+            return (options(allow), "options")
+        }
         Resolved::MethodNotAllowed(allow) => {
             return (Err(AppError::method_not_allowed(allow)), "405")
         }
@@ -429,39 +443,21 @@ fn bench_constant(ctx: &Ctx) -> AppResult<Response> {
     Ok(json_response(200, &serde_json::json!({ "ok": true }))?)
 }
 
-/// `OPTIONS`: a CORS preflight for an allowed origin, or else the methods
-/// the path serves in `Allow` (404 for a path no route serves).
-fn preflight(cors: &Cors, path: &str) -> AppResult<Response> {
-    match cors {
-        Cors::Allowed(_) => {
-            let mut r = Response::empty()?.with_status(204);
-            for (k, v) in cors::preflight_headers() {
-                r.headers_mut().set(k, v)?;
-            }
-            Ok(r)
-        }
-        Cors::Refused => Err(AppError::new(
-            403,
-            "cors_refused",
-            "this origin may not call the API",
-        )),
-        Cors::NotCors => {
-            let path = match bench::split(path) {
-                bench::Split::Plain(path) | bench::Split::Switch(_, path) => path,
-                bench::Split::Unknown => path,
-            };
-            let mut allow = match router::resolve("OPTIONS", path) {
-                Resolved::MethodNotAllowed(allow) => allow,
-                Resolved::Found(_) | Resolved::NotFound => {
-                    return Err(AppError::not_found(format!("no route for {path}")))
-                }
-            };
-            allow.push("OPTIONS");
-            let mut r = Response::empty()?.with_status(204);
-            r.headers_mut().set("Allow", &allow.join(", "))?;
-            Ok(r)
-        }
+/// The answer to a CORS preflight from an allowed origin.
+fn preflight() -> AppResult<Response> {
+    let mut r = Response::empty()?.with_status(204);
+    for (k, v) in cors::preflight_headers() {
+        r.headers_mut().set(k, v)?;
     }
+    Ok(r)
+}
+
+/// A plain `OPTIONS`: the methods the path serves, in `Allow`.
+fn options(mut allow: Vec<&'static str>) -> AppResult<Response> {
+    allow.push("OPTIONS");
+    let mut r = Response::empty()?.with_status(204);
+    r.headers_mut().set("Allow", &allow.join(", "))?;
+    Ok(r)
 }
 
 /// Body limits, before any route sees the request: a body must be JSON
