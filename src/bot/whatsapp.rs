@@ -417,6 +417,7 @@ pub fn code_message(ctx: &Ctx, phone_number_id: &str, to: &str, code: &str) -> O
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     fn message(id: &str, from: &str) -> Message {
         Message {
@@ -459,7 +460,6 @@ mod tests {
         assert!(q.sql.contains("json_each(?2)"));
         assert_eq!(q.args.len(), 2);
     }
-    use super::*;
 
     #[test]
     fn messages_are_grouped_by_sender_in_order() {
