@@ -42,7 +42,6 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::context::Ctx;
 use crate::cursor::CursorCodec;
-use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::reads::Read;
 
@@ -255,16 +254,12 @@ pub struct Served {
 fn loader(ctx: &Ctx, read: Read) -> LocalBoxFuture<'static, Result<Entry, AppError>> {
     let config = ctx.config.clone();
     let request_id = ctx.request_id.clone();
-    let bench = ctx.bench();
+    #[cfg(feature = "bench")]
+    let baseline = ctx.bench().baseline();
     async move {
-        let db = Db::new(
-            &config.libsql_url,
-            config.libsql_auth_token.as_deref(),
-            config.db_timeout,
-            &request_id,
-        )
-        .per_statement(bench == crate::bench::Mode::PerStatement)
-        .libsql_client(bench == crate::bench::Mode::LibsqlClient);
+        let db = config.db(&request_id);
+        #[cfg(feature = "bench")]
+        let db = db.with_baseline(baseline);
         let cursors = CursorCodec::new(&config.session_secret)
             .ok_or_else(|| AppError::internal("cannot key the cursor codec"))?;
         let body = read.load(&db, &cursors).await?;

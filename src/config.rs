@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::db::Db;
+
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +91,17 @@ pub trait Source {
 }
 
 impl Config {
+    /// A client of the primary as configured; `request_id` goes along with
+    /// every call.
+    pub fn db(&self, request_id: &str) -> Db {
+        Db::new(
+            &self.libsql_url,
+            self.libsql_auth_token.as_deref(),
+            self.db_timeout,
+            request_id,
+        )
+    }
+
     pub fn from_source(source: &impl Source) -> Result<Config, String> {
         let libsql_url = source
             .var("LIBSQL_URL")

@@ -7,7 +7,6 @@ use std::future::Future;
 use serde_json::Value;
 use worker::{Env, Response};
 
-use crate::bench::Mode;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
@@ -25,7 +24,8 @@ pub struct Ctx {
     do_ms: Cell<u64>,
     do_calls: Cell<u32>,
     rate_limit: Cell<Option<Verdict>>,
-    bench: Cell<Mode>,
+    #[cfg(feature = "bench")]
+    bench: Cell<crate::bench::Mode>,
     /// `Set-Cookie` headers that must reach the client even if the request
     /// fails (see [`Ctx::keep_cookies`]).
     kept_cookies: RefCell<Vec<String>>,
@@ -40,24 +40,22 @@ impl Ctx {
 
     pub fn db(&self) -> &Db {
         self.db.get_or_init(|| {
-            Db::new(
-                &self.config.libsql_url,
-                self.config.libsql_auth_token.as_deref(),
-                self.config.db_timeout,
-                &self.request_id,
-            )
-            .per_statement(self.bench() == Mode::PerStatement)
-            .libsql_client(self.bench() == Mode::LibsqlClient)
+            let db = self.config.db(&self.request_id);
+            #[cfg(feature = "bench")]
+            let db = db.with_baseline(self.bench().baseline());
+            db
         })
     }
 
-    /// The benchmark switch this request came through (development only;
-    /// see [`crate::bench`]). Set before the handler runs.
-    pub fn set_bench(&self, mode: Mode) {
+    /// The benchmark switch this request came through (benchmark builds,
+    /// development only; see [`crate::bench`]). Set before the handler runs.
+    #[cfg(feature = "bench")]
+    pub fn set_bench(&self, mode: crate::bench::Mode) {
         self.bench.set(mode);
     }
 
-    pub fn bench(&self) -> Mode {
+    #[cfg(feature = "bench")]
+    pub fn bench(&self) -> crate::bench::Mode {
         self.bench.get()
     }
 
@@ -82,7 +80,8 @@ impl Ctx {
             do_ms: Cell::new(0),
             do_calls: Cell::new(0),
             rate_limit: Cell::new(None),
-            bench: Cell::new(Mode::Normal),
+            #[cfg(feature = "bench")]
+            bench: Cell::new(crate::bench::Mode::Normal),
             kept_cookies: RefCell::new(Vec::new()),
         }
     }

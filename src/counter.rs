@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use libsql::Value as V;
+use crate::value as v;
 use serde::{Deserialize, Serialize};
 
 use crate::db::Query;
@@ -98,21 +98,21 @@ pub fn next_flush_at(last_flush_ms: u64, now_ms: u64) -> u64 {
 /// found none). Rows already holding the value are left alone, so a
 /// repeated flush writes nothing.
 pub fn flush_queries(issue_id: &str, counts: &Counts) -> Vec<Query> {
-    let text = |s: &str| V::Text(s.to_owned());
+    let text = |s: &str| v::text(s.to_owned());
     let mut qs = vec![Query::new(
         "UPDATE issues SET rioter_count = ?1, \
          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          WHERE id = ?2 AND rioter_count <> ?1",
-        vec![V::Integer(counts.total), text(issue_id)],
+        vec![v::int(counts.total), text(issue_id)],
     )];
     for (org, n) in counts.organisations() {
         qs.push(Query::new(
             "UPDATE issue_organisation SET rioter_count = ?1 \
              WHERE issue_id = ?2 AND organisation_id = ?3 AND rioter_count <> ?1",
-            vec![V::Integer(n), text(issue_id), text(org)],
+            vec![v::int(n), text(issue_id), text(org)],
         ));
     }
-    let counted: Vec<V> = counts
+    let counted: Vec<v::Value> = counts
         .organisations()
         .filter(|(_, n)| *n > 0)
         .map(|(org, _)| text(org))
@@ -168,8 +168,8 @@ mod tests {
         let qs = flush_queries("i", &counts);
         assert_eq!(qs.len(), 3, "the issue, its one organisation, the rest");
         assert!(qs[0].sql.contains("SET rioter_count = ?1"));
-        assert_eq!(qs[0].args[0], V::Integer(5));
-        assert_eq!(qs[1].args[0], V::Integer(2));
+        assert!(v::same(&qs[0].args[0], &v::int(5)));
+        assert!(v::same(&qs[1].args[0], &v::int(2)));
     }
 
     /// On the primary's engine: the flush writes the counts, a repeated

@@ -9,9 +9,9 @@
 //! messages (`libsql-hrana` types) and sends all the statements a request
 //! needs, plus the `close` of the stream, in one `fetch`. The request id
 //! goes along as `X-Request-Id`, so the primary's logs and round-trip counts
-//! line up with ours. (In development, `/__bench/per-statement/...` sends
-//! the client's request pattern instead, so `benches/round_trips.rs` can
-//! measure the difference; see [`crate::bench`].)
+//! line up with ours. (A build with the `bench` feature can swap in a
+//! [`Baseline`], the client's request pattern, so `benches/round_trips.rs`
+//! can measure the difference.)
 //!
 //! A hung, unreachable, refusing or overloaded primary is `503
 //! primary_unavailable` (with `Retry-After`) within `DB_TIMEOUT_MS`; a failed
@@ -38,11 +38,11 @@ pub type Record = Map<String, Value>;
 #[derive(Debug, Clone)]
 pub struct Query {
     pub sql: String,
-    pub args: Vec<libsql::Value>,
+    pub args: Vec<HranaValue>,
 }
 
 impl Query {
-    pub fn new(sql: impl Into<String>, args: Vec<libsql::Value>) -> Query {
+    pub fn new(sql: impl Into<String>, args: Vec<HranaValue>) -> Query {
         Query {
             sql: sql.into(),
             args,
@@ -50,15 +50,33 @@ impl Query {
     }
 }
 
+/// Another way to send the same statements to the primary, measured
+/// against this module's in the benchmarks (`bench` feature only).
+#[cfg(feature = "bench")]
+pub trait Baseline: Sync {
+    fn reads<'a>(
+        &'a self,
+        db: &'a Db,
+        queries: &'a [Query],
+    ) -> futures::future::LocalBoxFuture<'a, AppResult<Vec<Vec<Record>>>>;
+
+    fn transaction<'a>(
+        &'a self,
+        db: &'a Db,
+        queries: &'a [Query],
+    ) -> futures::future::LocalBoxFuture<'a, AppResult<Vec<Written>>>;
+}
+
 pub struct Db {
     pipeline_url: String,
-    /// Development benchmarks only ([`crate::bench`]): call the primary
-    /// the way the `libsql` wasm client does, a request per step.
-    per_statement: bool,
-    /// Development benchmarks only: reads through the `libsql` wasm client
-    /// itself (transactions as with `per_statement`).
-    libsql_client: bool,
+    /// Benchmark builds only: another way to send the same statements.
+    #[cfg(feature = "bench")]
+    baseline: Option<&'static dyn Baseline>,
+    /// The URL and token as configured (the `libsql` client baseline
+    /// connects with them).
+    #[cfg(feature = "bench")]
     base_url: String,
+    #[cfg(feature = "bench")]
     token: Option<String>,
     auth: Option<String>,
     timeout: Duration,
@@ -124,7 +142,7 @@ pub struct Written {
 
 pub(crate) fn stmt(q: &Query) -> Stmt {
     let mut stmt = Stmt::new(q.sql.clone(), true);
-    stmt.args = q.args.iter().map(to_hrana).collect();
+    stmt.args = q.args.clone();
     stmt
 }
 
@@ -245,20 +263,6 @@ pub(crate) fn records(result: StmtResult) -> Vec<Record> {
         .collect()
 }
 
-fn to_hrana(value: &libsql::Value) -> HranaValue {
-    match value {
-        libsql::Value::Null => HranaValue::Null,
-        libsql::Value::Integer(i) => HranaValue::Integer { value: *i },
-        libsql::Value::Real(f) => HranaValue::Float { value: *f },
-        libsql::Value::Text(s) => HranaValue::Text {
-            value: s.as_str().into(),
-        },
-        libsql::Value::Blob(b) => HranaValue::Blob {
-            value: b.clone().into(),
-        },
-    }
-}
-
 pub(crate) fn to_json(value: HranaValue) -> Value {
     match value {
         HranaValue::None | HranaValue::Null => Value::Null,
@@ -276,9 +280,11 @@ impl Db {
     pub fn new(url: &str, token: Option<&str>, timeout: Duration, request_id: &str) -> Db {
         Db {
             pipeline_url: pipeline_url(url),
-            per_statement: false,
-            libsql_client: false,
+            #[cfg(feature = "bench")]
+            baseline: None,
+            #[cfg(feature = "bench")]
             base_url: url.to_owned(),
+            #[cfg(feature = "bench")]
             token: token.map(str::to_owned),
             auth: token.map(|t| format!("Bearer {t}")),
             timeout,
@@ -288,30 +294,27 @@ impl Db {
         }
     }
 
-    /// This client, sending each statement as the `libsql` wasm client
-    /// does (benchmarks in development only; see [`crate::bench`]).
-    pub fn per_statement(mut self, on: bool) -> Db {
-        self.per_statement = on;
-        self
-    }
-
-    /// This client, reading through the `libsql` wasm client itself
-    /// (benchmarks in development only; see [`crate::bench`]).
-    pub fn libsql_client(mut self, on: bool) -> Db {
-        self.libsql_client = on;
+    /// This client, sending statements the `baseline`'s way (benchmark
+    /// builds only).
+    #[cfg(feature = "bench")]
+    pub fn with_baseline(mut self, baseline: Option<&'static dyn Baseline>) -> Db {
+        self.baseline = baseline;
         self
     }
 
     /// The primary's URL and token, as configured.
+    #[cfg(feature = "bench")]
     pub(crate) fn endpoint(&self) -> (&str, &str) {
         (&self.base_url, self.token.as_deref().unwrap_or_default())
     }
 
+    #[cfg(feature = "bench")]
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// `/v3/cursor` next to the pipeline.
+    #[cfg(feature = "bench")]
     pub(crate) fn cursor_url(&self) -> String {
         let base = self
             .pipeline_url
@@ -329,18 +332,16 @@ impl Db {
     }
 
     /// Runs one read.
-    pub async fn query(&self, sql: &str, args: Vec<libsql::Value>) -> AppResult<Vec<Record>> {
+    pub async fn query(&self, sql: &str, args: Vec<HranaValue>) -> AppResult<Vec<Record>> {
         let mut results = self.queries(vec![Query::new(sql, args)]).await?;
         Ok(results.pop().unwrap_or_default())
     }
 
     /// Runs independent reads in one round trip; rows per query, in order.
     pub async fn queries(&self, queries: Vec<Query>) -> AppResult<Vec<Vec<Record>>> {
-        if self.libsql_client {
-            return crate::bench::client_pattern::client_reads(self, &queries).await;
-        }
-        if self.per_statement {
-            return crate::bench::client_pattern::reads(self, &queries).await;
+        #[cfg(feature = "bench")]
+        if let Some(baseline) = self.baseline {
+            return baseline.reads(self, &queries).await;
         }
         let body = reads_body(&queries);
         let response = self.send(&body).await?;
@@ -349,8 +350,9 @@ impl Db {
 
     /// Runs statements as one transaction, in one round trip.
     pub async fn transaction(&self, queries: Vec<Query>) -> AppResult<Vec<Written>> {
-        if self.per_statement || self.libsql_client {
-            return crate::bench::client_pattern::transaction(self, &queries).await;
+        #[cfg(feature = "bench")]
+        if let Some(baseline) = self.baseline {
+            return baseline.transaction(self, &queries).await;
         }
         let body = transaction_body(&queries);
         let response = self.send(&body).await?;
@@ -439,6 +441,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value as v;
     use libsql_hrana::proto::{Col, ExecuteStreamResp, Row};
 
     #[test]
@@ -456,8 +459,8 @@ mod tests {
     #[test]
     fn reads_go_in_one_pipeline_that_closes_its_stream() {
         let body = reads_body(&[
-            Query::new("SELECT ?", vec![libsql::Value::Integer(7)]),
-            Query::new("SELECT ?", vec![libsql::Value::Text("x".into())]),
+            Query::new("SELECT ?", vec![v::int(7)]),
+            Query::new("SELECT ?", vec![v::text("x")]),
         ]);
         let json = serde_json::to_value(&body).expect("json");
         assert_eq!(json["baton"], Value::Null);

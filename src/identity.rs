@@ -14,7 +14,7 @@
 //! legacy id presented again later is ignored, so a leaked seed-era id
 //! cannot be turned into a session twice.
 
-use libsql::Value as V;
+use crate::value as v;
 
 use crate::context::Ctx;
 use crate::db::Query;
@@ -98,8 +98,8 @@ pub fn upgrade_query(identity_id: &str, legacy_user_id: &str) -> Query {
          WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2) \
          ON CONFLICT (provider, subject) DO NOTHING",
         vec![
-            V::Text(identity_id.to_owned()),
-            V::Text(legacy_user_id.to_owned()),
+            v::text(identity_id.to_owned()),
+            v::text(legacy_user_id.to_owned()),
         ],
     )
 }

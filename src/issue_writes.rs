@@ -37,7 +37,7 @@
 //! sees it. Times (`created_at`, `expires_at`, the `issue_daily` day) are
 //! the Worker's clock, taken once per request.
 
-use libsql::Value as V;
+use crate::value::{self as v, opt_text, text};
 use serde_json::{json, Value};
 use worker::Response;
 
@@ -216,17 +216,9 @@ pub fn iso(ms: u64) -> String {
     )
 }
 
-fn text(s: &str) -> V {
-    V::Text(s.to_owned())
-}
-
-fn opt_text(s: Option<&str>) -> V {
-    s.map_or(V::Null, text)
-}
-
 /// The JSON array of `ids`, as an argument for `json_each`.
-fn json_list<'a>(ids: impl IntoIterator<Item = &'a str>) -> V {
-    V::Text(Value::from(ids.into_iter().collect::<Vec<_>>()).to_string())
+fn json_list<'a>(ids: impl IntoIterator<Item = &'a str>) -> v::Value {
+    v::text(Value::from(ids.into_iter().collect::<Vec<_>>()).to_string())
 }
 
 const ISSUE_EXISTS: &str = "EXISTS (SELECT 1 FROM issues WHERE id = ?2)";
@@ -316,7 +308,7 @@ fn statements(write: &Write, user_id: &str, fresh: &Fresh, now: &str) -> (Vec<Qu
                     vec![
                         text(row),
                         text(now),
-                        V::Text(Value::from(links).to_string()),
+                        v::text(Value::from(links).to_string()),
                     ],
                 ));
             }
@@ -462,7 +454,7 @@ pub fn plan(
                 text(&i.hash),
                 text(&body),
                 text(&now),
-                text(&iso(now_ms.saturating_add(IDEMPOTENCY_TTL_MS))),
+                text(iso(now_ms.saturating_add(IDEMPOTENCY_TTL_MS))),
             ],
         ));
     }
@@ -536,7 +528,7 @@ pub fn record_query(i: &Idempotency, now_ms: u64) -> Query {
     Query::new(
         "SELECT request_hash, status_code, response_body FROM idempotency_keys \
          WHERE scope = ?1 AND key = ?2 AND expires_at > ?3",
-        vec![text(&i.scope), text(&i.key), text(&iso(now_ms))],
+        vec![text(&i.scope), text(&i.key), text(iso(now_ms))],
     )
 }
 
@@ -904,7 +896,7 @@ mod tests {
         assert!(sqls[0].starts_with("INSERT INTO users"), "the author first");
         assert!(sqls[1].starts_with("INSERT INTO feed"));
         assert!(sqls[2].contains("posts = posts + 1"));
-        assert_eq!(p.queries[2].args[2], V::Text("2026-11-24".into()));
+        assert!(v::same(&p.queries[2].args[2], &v::text("2026-11-24")));
         assert!(sqls[3].starts_with("SELECT"));
         assert_eq!(p.reply.status, 201);
         assert_eq!(p.reply.location, None);
@@ -919,16 +911,19 @@ mod tests {
         let record = &keyed.queries[4];
         assert!(record.sql.starts_with("INSERT INTO idempotency_keys"));
         assert!(!record.sql.contains("ON CONFLICT"));
-        assert_eq!(record.args[4], V::Text(keyed.reply.body.clone()));
-        assert_eq!(record.args[6], V::Text("2026-11-25T23:15:58.123Z".into()));
+        assert!(v::same(&record.args[4], &v::text(keyed.reply.body.clone())));
+        assert!(v::same(
+            &record.args[6],
+            &v::text("2026-11-25T23:15:58.123Z")
+        ));
 
         let issue = plan(&every_write()[0], USER, &fresh("new", 1), NOW, None);
         assert_eq!(issue.queries.len(), 4, "issue, links, user, check");
         assert_eq!(issue.reply.location.as_deref(), Some("/api/issues/new"));
-        assert_eq!(
-            issue.queries[1].args[2],
-            V::Text(format!(r#"[["link-0","{ORG}"]]"#))
-        );
+        assert!(v::same(
+            &issue.queries[1].args[2],
+            &v::text(format!(r#"[["link-0","{ORG}"]]"#))
+        ));
         let bare = plan(&every_write()[1], USER, &fresh("new", 0), NOW, None);
         assert_eq!(
             bare.queries.len(),

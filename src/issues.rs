@@ -4,6 +4,7 @@
 //! to the primary (an existence check rides in the same pipeline where a 404
 //! must be told apart from an empty list).
 
+use crate::value as v;
 use serde_json::{json, Value};
 
 use crate::cursor::{CursorCodec, Position};
@@ -152,20 +153,20 @@ pub const ISSUE_COLUMNS: &str = "i.id, i.name, i.category, i.description, i.riot
 
 /// SQL and arguments for one page of a list or search.
 pub fn list_query(q: &ListQuery, after: Option<&Position>) -> AppResult<Query> {
-    let mut args: Vec<libsql::Value> = Vec::new();
-    let mut arg = |v: libsql::Value| {
+    let mut args: Vec<crate::value::Value> = Vec::new();
+    let mut arg = |v: crate::value::Value| {
         args.push(v);
         format!("?{}", args.len())
     };
     let column = q.sort.column();
     let keyset =
-        |arg: &mut dyn FnMut(libsql::Value) -> String, prefix: &str| -> AppResult<String> {
+        |arg: &mut dyn FnMut(crate::value::Value) -> String, prefix: &str| -> AppResult<String> {
             let Some(pos) = after else {
                 return Ok(String::new());
             };
             let key = paging::key_value(&pos.key, q.sort == Sort::New)?;
             let k = arg(key);
-            let id = arg(libsql::Value::Text(pos.id.clone()));
+            let id = arg(v::text(pos.id.clone()));
             // Descending key, ascending id: rows after (k, id).
             Ok(format!(
                 " AND ({prefix}{column} <= {k} AND ({prefix}{column} < {k} OR {prefix}id > {id}))"
@@ -175,10 +176,10 @@ pub fn list_query(q: &ListQuery, after: Option<&Position>) -> AppResult<Query> {
         None => {
             let mut filter = String::from("1 = 1");
             if let Some(c) = q.category {
-                filter += &format!(" AND i.category = {}", arg(libsql::Value::Text(c.into())));
+                filter += &format!(" AND i.category = {}", arg(v::text(c)));
             }
             filter += &keyset(&mut arg, "i.")?;
-            let limit = arg(libsql::Value::Integer(i64::from(q.page.limit) + 1));
+            let limit = arg(v::int(i64::from(q.page.limit) + 1));
             format!(
                 "SELECT {ISSUE_COLUMNS} FROM issues i WHERE {filter} \
                  ORDER BY i.{column} DESC, i.id LIMIT {limit}"
@@ -186,19 +187,19 @@ pub fn list_query(q: &ListQuery, after: Option<&Position>) -> AppResult<Query> {
         }
         Some(search) if q.sort == Sort::Relevance => {
             // Rank in the index alone, then join only the page to issues.
-            let matching = arg(libsql::Value::Text(search.fts()));
+            let matching = arg(v::text(search.fts()));
             let mut inner = format!(
                 "SELECT issue_id, {BM25} AS score FROM issues_fts WHERE issues_fts MATCH {matching}"
             );
             if let Some(pos) = after {
                 let k = arg(paging::key_value(&pos.key, false)?);
-                let id = arg(libsql::Value::Text(pos.id.clone()));
+                let id = arg(v::text(pos.id.clone()));
                 inner += &format!(" AND ({BM25} > {k} OR ({BM25} = {k} AND issue_id > {id}))");
             }
-            let limit = arg(libsql::Value::Integer(i64::from(q.page.limit) + 1));
+            let limit = arg(v::int(i64::from(q.page.limit) + 1));
             let category = match q.category {
                 // The page can only be cut after the category filter.
-                Some(c) => format!(" WHERE i.category = {}", arg(libsql::Value::Text(c.into()))),
+                Some(c) => format!(" WHERE i.category = {}", arg(v::text(c))),
                 None => {
                     inner += &format!(" ORDER BY score, issue_id LIMIT {limit}");
                     String::new()
@@ -210,16 +211,16 @@ pub fn list_query(q: &ListQuery, after: Option<&Position>) -> AppResult<Query> {
             )
         }
         Some(search) => {
-            let matching = arg(libsql::Value::Text(search.fts()));
+            let matching = arg(v::text(search.fts()));
             let mut inner = format!(
                 "SELECT {ISSUE_COLUMNS} FROM issues_fts f JOIN issues i ON i.id = f.issue_id \
                  WHERE issues_fts MATCH {matching}"
             );
             if let Some(c) = q.category {
-                inner += &format!(" AND i.category = {}", arg(libsql::Value::Text(c.into())));
+                inner += &format!(" AND i.category = {}", arg(v::text(c)));
             }
             let after = keyset(&mut arg, "")?;
-            let limit = arg(libsql::Value::Integer(i64::from(q.page.limit) + 1));
+            let limit = arg(v::int(i64::from(q.page.limit) + 1));
             format!("SELECT * FROM ({inner}) WHERE 1 = 1{after} ORDER BY {column} DESC, id LIMIT {limit}")
         }
     };
@@ -266,7 +267,7 @@ fn found(rows: &[Record]) -> bool {
 fn exists_query(id: &Id) -> Query {
     Query::new(
         "SELECT 1 AS found FROM issues WHERE id = ?1",
-        vec![libsql::Value::Text(id.as_str().to_owned())],
+        vec![v::text(id.as_str().to_owned())],
     )
 }
 
@@ -291,7 +292,7 @@ pub async fn detail(db: &Db, id: &Id) -> AppResult<Value> {
          FROM issues i WHERE i.id = ?1"
     );
     let mut rows = db
-        .query(&sql, vec![libsql::Value::Text(id.as_str().to_owned())])
+        .query(&sql, vec![v::text(id.as_str().to_owned())])
         .await?;
     let mut issue = rows.pop().ok_or_else(|| not_found(id))?;
     embed_json(&mut issue, &["organisations", "top_countries", "health"]);
@@ -302,14 +303,14 @@ pub async fn feed(db: &Db, cursors: &CursorCodec, id: &Id, page: &Page) -> AppRe
     let canonical = format!("feed|{}", id.as_str());
     let after = page.position(cursors, &canonical)?;
     let mut args = vec![
-        libsql::Value::Text(id.as_str().to_owned()),
-        libsql::Value::Integer(i64::from(page.limit) + 1),
+        v::text(id.as_str().to_owned()),
+        v::int(i64::from(page.limit) + 1),
     ];
     let keyset = match &after {
         None => String::new(),
         Some(pos) => {
             args.push(paging::key_value(&pos.key, true)?);
-            args.push(libsql::Value::Text(pos.id.clone()));
+            args.push(v::text(pos.id.clone()));
             " AND created_at <= ?3 AND (created_at < ?3 OR id > ?4)".to_owned()
         }
     };
@@ -358,7 +359,7 @@ async fn issue_items(db: &Db, id: &Id, sql: &str) -> AppResult<Value> {
     let mut results = db
         .queries(vec![
             exists_query(id),
-            Query::new(sql, vec![libsql::Value::Text(id.as_str().to_owned())]),
+            Query::new(sql, vec![v::text(id.as_str().to_owned())]),
         ])
         .await?;
     let rows = results.pop().unwrap_or_default();

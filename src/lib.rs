@@ -2,6 +2,7 @@
 //! in modules named after what they are; `router` lists every route.
 
 pub mod admin;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod bot;
 pub mod cache;
@@ -38,6 +39,7 @@ pub mod search;
 pub mod session;
 #[cfg(test)]
 pub mod test_db;
+pub mod value;
 pub mod writes;
 
 use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};

@@ -2,7 +2,7 @@
 //! `POST /api/logout`. Per-user: never cached (`Cache-Control: no-store`,
 //! the pipeline's default).
 
-use libsql::Value as V;
+use crate::value as v;
 use serde_json::{json, Value};
 use worker::Response;
 
@@ -15,7 +15,7 @@ use crate::{identity, session};
 pub const ISSUES_LISTED: i64 = 200;
 
 pub fn queries(user_id: &str) -> Vec<Query> {
-    let user = || V::Text(user_id.to_owned());
+    let user = || v::text(user_id.to_owned());
     vec![
         Query::new(
             "SELECT id, display_name, created_at, \
@@ -29,7 +29,7 @@ pub fn queries(user_id: &str) -> Vec<Query> {
              ui.organisation_id, ui.joined_at \
              FROM user_issues ui JOIN issues i ON i.id = ui.issue_id \
              WHERE ui.user_id = ?1 ORDER BY ui.joined_at DESC, ui.issue_id LIMIT ?2",
-            vec![user(), V::Integer(ISSUES_LISTED)],
+            vec![user(), v::int(ISSUES_LISTED)],
         ),
     ]
 }

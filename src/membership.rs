@@ -22,12 +22,11 @@
 //! its newer change stays true. Two changes of the same millisecond apply
 //! in the order they reach the primary.
 
-use libsql::Value as V;
+use crate::value as v;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use worker::Response;
 
-use crate::bench::Mode;
 use crate::context::{json_response, Ctx};
 use crate::counter::Counts;
 use crate::counts::{self, LiveCount};
@@ -56,8 +55,9 @@ pub struct Change {
     pub membership_id: String,
     /// Passed to the primary, so its round trips line up with the API call.
     pub request_id: String,
-    /// Development benchmarks only: the object calls the primary the way
-    /// the `libsql` wasm client would ([`crate::bench`]).
+    /// Benchmark builds only: the object calls the primary the way the
+    /// `libsql` wasm client would ([`crate::bench`]).
+    #[cfg(feature = "bench")]
     #[serde(default)]
     pub per_statement: bool,
     /// When the client asked (unix ms): a change older than the latest
@@ -95,15 +95,15 @@ const CURRENT: &str = "EXISTS (SELECT 1 FROM membership_intents \
 /// The statements of `change`, with a count of the issue's members by
 /// organisation at the end when `count` is set.
 pub fn statements(change: &Change, count: bool) -> Vec<Query> {
-    let text = |s: &str| V::Text(s.to_owned());
-    let org = change.organisation_id.as_deref().map_or(V::Null, text);
+    let text = |s: &str| v::text(s.to_owned());
+    let org = change.organisation_id.as_deref().map_or(v::null(), text);
     // ?1 membership id, ?2 user, ?3 issue, ?4 organisation, ?5 intent time
     let args = vec![
         text(&change.membership_id),
         text(&change.user_id),
         text(&change.issue_id),
         org,
-        V::Text(crate::issue_writes::iso(change.intent_ms)),
+        v::text(crate::issue_writes::iso(change.intent_ms)),
     ];
     let intent = Query::new(
         format!(
@@ -163,55 +163,9 @@ pub fn statements(change: &Change, count: bool) -> Vec<Query> {
     qs
 }
 
-/// The seed's way, for the hot-issue benchmark only (development, through
-/// `/__bench/counter-update/...`): [`statements`] with `UPDATE issues SET
-/// rioter_count = rioter_count +/- 1` right after the membership change
-/// (only if it changed a row) and the issue's `rioter_count` read at the
-/// end. [`counter_update_outcome`] reads the results.
-pub fn counter_update_statements(change: &Change) -> Vec<Query> {
-    let mut qs = statements(change, false);
-    let sign = match change.op {
-        Op::Join => '+',
-        Op::Leave => '-',
-    };
-    let issue = || vec![V::Text(change.issue_id.clone())];
-    qs.insert(
-        change_index(change.op) + 1,
-        Query::new(
-            format!(
-                "UPDATE issues SET rioter_count = rioter_count {sign} 1 \
-                 WHERE id = ?1 AND changes() = 1"
-            ),
-            issue(),
-        ),
-    );
-    qs.push(Query::new(
-        "SELECT rioter_count FROM issues WHERE id = ?1",
-        issue(),
-    ));
-    qs
-}
-
-/// The outcome of [`counter_update_statements`] and the issue's
-/// `rioter_count` after it.
-pub fn counter_update_outcome(
-    change: &Change,
-    mut written: Vec<Written>,
-) -> AppResult<(Outcome, i64)> {
-    let count = written
-        .pop()
-        .and_then(|w| w.rows.first().and_then(|r| r.get("rioter_count")?.as_i64()))
-        .unwrap_or(0);
-    let update = change_index(change.op) + 1;
-    if update < written.len() {
-        written.remove(update);
-    }
-    Ok((outcome(change, written, false)?, count))
-}
-
 /// Where the membership change is among [`statements`] (after the intent,
 /// and for a join the user row).
-fn change_index(op: Op) -> usize {
+pub(crate) fn change_index(op: Op) -> usize {
     match op {
         Op::Join => 2,
         Op::Leave => 1,
@@ -227,7 +181,7 @@ fn daily(column: &str, issue_id: &str) -> Query {
              SELECT ?1, strftime('%Y-%m-%d', 'now'), 1 WHERE changes() = 1 \
              ON CONFLICT (issue_id, day) DO UPDATE SET {column} = {column} + 1"
         ),
-        vec![V::Text(issue_id.to_owned())],
+        vec![v::text(issue_id.to_owned())],
     )
 }
 
@@ -236,7 +190,7 @@ pub fn count_query(issue_id: &str) -> Query {
     Query::new(
         "SELECT organisation_id, count(*) AS n FROM user_issues WHERE issue_id = ?1 \
          GROUP BY organisation_id",
-        vec![V::Text(issue_id.to_owned())],
+        vec![v::text(issue_id.to_owned())],
     )
 }
 
@@ -335,7 +289,8 @@ fn new_change(ctx: &Ctx, op: Op, issue: &Id, user_id: &str, organisation: Option
         organisation_id: organisation.map(|o| o.as_str().to_owned()),
         membership_id: uuid::Uuid::new_v4().to_string(),
         request_id: ctx.request_id.clone(),
-        per_statement: ctx.bench() == Mode::PerStatement,
+        #[cfg(feature = "bench")]
+        per_statement: ctx.bench() == crate::bench::Mode::PerStatement,
         intent_ms: worker::Date::now().as_millis(),
     }
 }
@@ -370,22 +325,9 @@ pub async fn handle(
     };
     let caller = identity::caller(ctx, cookie_header).await?;
     let change = new_change(ctx, op, issue, &caller.user_id, organisation.as_ref());
-    let answer = if ctx.bench() == Mode::CounterUpdate {
-        // The benchmark's baseline: the seed's UPDATE per join, no object.
-        let written = ctx
-            .db()
-            .transaction(counter_update_statements(&change))
-            .await?;
-        let (outcome, rioter_count) = counter_update_outcome(&change, written)?;
-        Answer {
-            changed: outcome.changed,
-            member: outcome.member,
-            rioter_count,
-            as_of_ms: worker::Date::now().as_millis(),
-            superseded: outcome.superseded,
-        }
-    } else {
-        match apply(ctx, &change).await {
+    let answer = match without_object(ctx, &change).await? {
+        Some(answer) => answer,
+        None => match apply(ctx, &change).await {
             Ok(answer) => answer,
             // The primary is away: keep the change and replay it later.
             Err(e) if outbox::should_queue(&e) => {
@@ -397,7 +339,7 @@ pub async fn handle(
                 );
             }
             Err(e) => return Err(e),
-        }
+        },
     };
     let mut response = json_response(
         200,
@@ -414,11 +356,28 @@ pub async fn handle(
     Ok(response)
 }
 
+/// The hot-issue benchmark's baseline, when the request asked for it: the
+/// seed's `UPDATE` per join, no object.
+#[cfg(feature = "bench")]
+async fn without_object(ctx: &Ctx, change: &Change) -> AppResult<Option<Answer>> {
+    if ctx.bench() != crate::bench::Mode::CounterUpdate {
+        return Ok(None);
+    }
+    crate::bench::counter_update::apply(ctx, change)
+        .await
+        .map(Some)
+}
+
+#[cfg(not(feature = "bench"))]
+async fn without_object(_: &Ctx, _: &Change) -> AppResult<Option<Answer>> {
+    Ok(None)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn change(op: Op, org: Option<&str>) -> Change {
+    pub(crate) fn change(op: Op, org: Option<&str>) -> Change {
         Change {
             op,
             issue_id: "i".into(),
@@ -426,6 +385,7 @@ mod tests {
             organisation_id: org.map(str::to_owned),
             membership_id: "m".into(),
             request_id: "r".into(),
+            #[cfg(feature = "bench")]
             per_statement: false,
             intent_ms: 1_796_122_417_300,
         }
@@ -439,7 +399,7 @@ mod tests {
             .collect()
     }
 
-    fn written(affected: u64, r: serde_json::Value) -> Written {
+    pub(crate) fn written(affected: u64, r: serde_json::Value) -> Written {
         Written {
             rows: rows(r),
             affected,
@@ -470,36 +430,6 @@ mod tests {
         assert!(
             leave[1].sql.starts_with("DELETE FROM user_issues") && leave[1].sql.contains(CURRENT)
         );
-    }
-
-    #[test]
-    fn the_counter_update_baseline_moves_the_count_only_on_a_change() {
-        let c = change(Op::Join, None);
-        let qs = counter_update_statements(&c);
-        assert_eq!(qs.len(), 7);
-        assert!(qs[3]
-            .sql
-            .starts_with("UPDATE issues SET rioter_count = rioter_count + 1"));
-        assert!(qs[3].sql.contains("changes() = 1"));
-        assert!(qs[4].sql.starts_with("INSERT INTO issue_daily"));
-        let check = json!([{"issue_exists": 1, "org_linked": 1, "member": 1, "current": 1}]);
-        let (done, count) = counter_update_outcome(
-            &c,
-            vec![
-                written(1, json!([])),
-                written(1, json!([])),
-                written(1, json!([])),
-                written(1, json!([])),
-                written(1, json!([])),
-                written(0, check),
-                written(0, json!([{"rioter_count": 7}])),
-            ],
-        )
-        .expect("outcome");
-        assert!(done.changed && done.member);
-        assert_eq!(count, 7);
-        let leave = counter_update_statements(&change(Op::Leave, None));
-        assert!(leave[2].sql.contains("rioter_count - 1"));
     }
 
     fn check(issue: i64, org: i64, member: i64, current: i64) -> Written {

@@ -1,5 +1,6 @@
 //! Organisations: the list (by name) and one organisation with its issues.
 
+use crate::value as v;
 use serde_json::{json, Value};
 
 use crate::cursor::{CursorCodec, Position};
@@ -11,12 +12,12 @@ use crate::paging::{self, Page};
 pub async fn list(db: &Db, cursors: &CursorCodec, page: &Page) -> AppResult<Value> {
     let canonical = "organisations";
     let after = page.position(cursors, canonical)?;
-    let mut args = vec![libsql::Value::Integer(i64::from(page.limit) + 1)];
+    let mut args = vec![v::int(i64::from(page.limit) + 1)];
     let keyset = match &after {
         None => "",
         Some(pos) => {
             args.push(paging::key_value(&pos.key, true)?);
-            args.push(libsql::Value::Text(pos.id.clone()));
+            args.push(v::text(pos.id.clone()));
             "WHERE (o.name, o.id) > (?2, ?3)"
         }
     };
@@ -54,9 +55,7 @@ pub async fn detail(db: &Db, id: &Id) -> AppResult<Value> {
                     FROM issue_organisation io JOIN issues i ON i.id = io.issue_id \
                     WHERE io.organisation_id = o.id ORDER BY i.rioter_count DESC, i.id LIMIT 100) x) AS issues \
          FROM organisations o WHERE o.id = ?1";
-    let mut rows = db
-        .query(sql, vec![libsql::Value::Text(id.as_str().to_owned())])
-        .await?;
+    let mut rows = db.query(sql, vec![v::text(id.as_str().to_owned())]).await?;
     let mut org = rows.pop().ok_or_else(|| {
         AppError::not_found(format!("no organisation has the id {}", id.as_str()))
     })?;

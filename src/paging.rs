@@ -1,5 +1,6 @@
 //! Pages of a list: `limit` and `cursor`, and cutting one page from rows.
 
+use crate::value as v;
 use serde_json::Value;
 
 use crate::cursor::{CursorCodec, Position};
@@ -68,13 +69,13 @@ pub fn split(
 }
 
 /// A cursor's sort key as an SQL value of the kind the sort needs.
-pub fn key_value(key: &Value, text: bool) -> AppResult<libsql::Value> {
+pub fn key_value(key: &Value, text: bool) -> AppResult<crate::value::Value> {
     let bad = || AppError::validation("cursor", "does not fit this sort");
     match (key, text) {
-        (Value::String(s), true) => Ok(libsql::Value::Text(s.clone())),
+        (Value::String(s), true) => Ok(v::text(s.clone())),
         (Value::Number(n), false) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Ok(libsql::Value::Integer(i)),
-            (None, Some(f)) => Ok(libsql::Value::Real(f)),
+            (Some(i), _) => Ok(v::int(i)),
+            (None, Some(f)) => Ok(v::real(f)),
             _ => Err(bad()),
         },
         _ => Err(bad()),

@@ -23,8 +23,8 @@
 //! no one is counted twice. Every statement of the merge is idempotent, so
 //! two verifies racing with the same code leave the same result.
 
+use crate::value::{self as v, text};
 use hmac::{Hmac, Mac};
-use libsql::Value as V;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use worker::Response;
@@ -40,10 +40,6 @@ use crate::{cache, identity, limits, objects, reads};
 
 pub const CODE_TTL_MS: u64 = 10 * 60 * 1000;
 pub const MAX_ATTEMPTS: i64 = 5;
-
-fn text(s: &str) -> V {
-    V::Text(s.to_owned())
-}
 
 /// A uniform 6-digit code from 32 random bits (rejecting the top sliver
 /// that would bias it).
@@ -123,7 +119,7 @@ pub fn store_queries(
         Query::new(
             "UPDATE otp_codes SET consumed_at = ?3 \
              WHERE user_id = ?1 AND phone = ?2 AND consumed_at IS NULL",
-            vec![text(user_id), text(phone), text(&iso(now_ms))],
+            vec![text(user_id), text(phone), text(iso(now_ms))],
         ),
         Query::new(
             "INSERT INTO otp_codes (id, user_id, phone, code_hash, expires_at) \
@@ -133,7 +129,7 @@ pub fn store_queries(
                 text(user_id),
                 text(phone),
                 text(hash),
-                text(&iso(now_ms + CODE_TTL_MS)),
+                text(iso(now_ms + CODE_TTL_MS)),
             ],
         ),
     ]
@@ -142,7 +138,7 @@ pub fn store_queries(
 fn void_query(otp_id: &str, now_ms: u64) -> Query {
     Query::new(
         "UPDATE otp_codes SET consumed_at = ?2 WHERE id = ?1 AND consumed_at IS NULL",
-        vec![text(otp_id), text(&iso(now_ms))],
+        vec![text(otp_id), text(iso(now_ms))],
     )
 }
 
@@ -226,12 +222,7 @@ pub fn attempt_queries(user_id: &str, phone: &str, now_ms: u64) -> Vec<Query> {
              (SELECT id FROM otp_codes WHERE user_id = ?1 AND phone = ?2 AND consumed_at IS NULL \
               AND expires_at > ?3 ORDER BY created_at DESC LIMIT 1) \
              AND attempts < ?4 RETURNING id, code_hash, attempts",
-            vec![
-                text(user_id),
-                text(phone),
-                text(&now),
-                V::Integer(MAX_ATTEMPTS),
-            ],
+            vec![text(user_id), text(phone), text(&now), v::int(MAX_ATTEMPTS)],
         ),
         Query::new(
             "SELECT attempts, expires_at > ?3 AS live FROM otp_codes \

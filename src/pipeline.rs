@@ -6,6 +6,8 @@
 use serde_json::Value;
 use worker::{Date, Env, Method, Request, Response};
 
+#[cfg(feature = "bench")]
+use crate::bench;
 use crate::cache::{self, Outcome, Served};
 use crate::config::Config;
 use crate::context::{json_response, Ctx};
@@ -18,7 +20,7 @@ use crate::paging::Page;
 use crate::reads::Read;
 use crate::router::{self, Resolved, Route};
 use crate::{
-    admin, bench, bot, counter, counts, health, identity, issue_writes, jobs, limits, me, outbox,
+    admin, bot, counter, counts, health, identity, issue_writes, jobs, limits, me, outbox,
     phone_link, request_id,
 };
 
@@ -140,6 +142,9 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             "404",
         )
     };
+    #[cfg(not(feature = "bench"))]
+    let path = full_path.as_str();
+    #[cfg(feature = "bench")]
     let path = match bench::split(&full_path) {
         bench::Split::Plain(path) => path,
         bench::Split::Switch(mode, path) if bench::allowed(&ctx.config.environment) => {
@@ -183,14 +188,19 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         }
     };
     let header = |name: &str| req.headers().get(name).ok().flatten();
-    if ctx.bench() != bench::Mode::NoLimit {
+    #[cfg(feature = "bench")]
+    let limited = ctx.bench() != bench::Mode::NoLimit;
+    #[cfg(not(feature = "bench"))]
+    let limited = true;
+    if limited {
         if let Err(e) = limit(ctx, &route, &req).await {
             return (Err(e), "rate_limited");
         }
     }
     match route {
         Route::Health => (health::handle(ctx).await, "health"),
-        Route::BenchConstant => (bench_constant(ctx), "bench.constant"),
+        #[cfg(feature = "bench")]
+        Route::BenchConstant => (bench::constant(ctx), "bench.constant"),
         Route::Join { ref id } | Route::Leave { ref id } => {
             let op = if matches!(route, Route::Leave { .. }) {
                 Op::Leave
@@ -317,8 +327,9 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
     match route {
         // Authenticated by their token, signature or secret; the bot policy
         // per phone applies inside.
+        #[cfg(feature = "bench")]
+        Route::BenchConstant => Ok(()),
         Route::Health
-        | Route::BenchConstant
         | Route::InvalidateCache
         | Route::RunJob { .. }
         | Route::ListJobs
@@ -362,7 +373,6 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
         | Route::InvalidateCache
         | Route::RunJob { .. }
         | Route::ListJobs
-        | Route::BenchConstant
         | Route::Join { .. }
         | Route::Leave { .. }
         | Route::Me
@@ -378,6 +388,8 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
         | Route::LinkPhone
         | Route::VerifyPhone
         | Route::OutboxEntry { .. } => return Err(AppError::internal("not a read route")),
+        #[cfg(feature = "bench")]
+        Route::BenchConstant => return Err(AppError::internal("not a read route")),
     })
 }
 
@@ -432,15 +444,6 @@ fn cached_response(served: Served, if_none_match: Option<&str>, ctx: &Ctx) -> Ap
         headers.set("Warning", "110 - \"Response is Stale\"")?;
     }
     Ok(response)
-}
-
-/// The benchmark baseline: everything a request pays except data. Exists
-/// only in development.
-fn bench_constant(ctx: &Ctx) -> AppResult<Response> {
-    if ctx.config.environment != "development" {
-        return Err(AppError::not_found("no route for /__bench/constant"));
-    }
-    Ok(json_response(200, &serde_json::json!({ "ok": true }))?)
 }
 
 /// The answer to a CORS preflight from an allowed origin.

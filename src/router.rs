@@ -56,8 +56,9 @@ pub enum Route {
     LinkPhone,
     /// Check the code and link the phone.
     VerifyPhone,
-    /// A constant body through the whole pipeline (development only): the
-    /// baseline the cached reads are benchmarked against.
+    /// A constant body through the whole pipeline (benchmark builds,
+    /// development only): the baseline the cached reads are measured against.
+    #[cfg(feature = "bench")]
     BenchConstant,
 }
 
@@ -67,6 +68,7 @@ pub type Entry = (&'static str, &'static str, fn(&[&str]) -> Route);
 
 pub const ROUTES: &[Entry] = &[
     ("GET", "/health", |_| Route::Health),
+    #[cfg(feature = "bench")]
     ("GET", "/__bench/constant", |_| Route::BenchConstant),
     ("GET", "/api/issues", |_| Route::ListIssues),
     ("POST", "/api/issues", |_| Route::CreateIssue),

@@ -200,7 +200,9 @@ pub async fn client_reads(db: &Db, queries: &[Query]) -> AppResult<Vec<Vec<Recor
     let work = Box::pin(async {
         let mut out = Vec::with_capacity(queries.len());
         for q in queries {
-            let mut rows = conn.query(&q.sql, q.args.clone()).await?;
+            let mut rows = conn
+                .query(&q.sql, q.args.iter().map(client_value).collect::<Vec<_>>())
+                .await?;
             let names: Vec<String> = (0..rows.column_count())
                 .map(|i| {
                     rows.column_name(i)
@@ -229,6 +231,18 @@ pub async fn client_reads(db: &Db, queries: &[Query]) -> AppResult<Vec<Vec<Recor
             "the libsql client did not answer within {} ms",
             db.timeout().as_millis()
         ))),
+    }
+}
+
+/// An argument as the `libsql` client takes it.
+fn client_value(value: &crate::value::Value) -> libsql::Value {
+    use crate::value::Value as H;
+    match value {
+        H::None | H::Null => libsql::Value::Null,
+        H::Integer { value } => libsql::Value::Integer(*value),
+        H::Float { value } => libsql::Value::Real(*value),
+        H::Text { value } => libsql::Value::Text(value.to_string()),
+        H::Blob { value } => libsql::Value::Blob(value.to_vec()),
     }
 }
 

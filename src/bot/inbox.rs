@@ -7,7 +7,7 @@
 //! and older than [`RECLAIM_AFTER_SECS`]: then the isolate that took it
 //! died before finishing, and the redelivery takes it over.
 
-use libsql::Value as V;
+use crate::value as v;
 
 use super::ChatUser;
 use crate::context::Ctx;
@@ -29,7 +29,7 @@ pub fn claim_query(provider: &str, event_id: &str) -> Query {
              WHERE webhook_events.processed_at IS NULL \
              AND webhook_events.received_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{RECLAIM_AFTER_SECS} seconds')"
         ),
-        vec![V::Text(provider.to_owned()), V::Text(event_id.to_owned())],
+        vec![v::text(provider.to_owned()), v::text(event_id.to_owned())],
     )
 }
 
@@ -37,7 +37,7 @@ pub fn processed_query(provider: &str, event_id: &str) -> Query {
     Query::new(
         "UPDATE webhook_events SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          WHERE provider = ?1 AND event_id = ?2",
-        vec![V::Text(provider.to_owned()), V::Text(event_id.to_owned())],
+        vec![v::text(provider.to_owned()), v::text(event_id.to_owned())],
     )
 }
 
@@ -48,8 +48,8 @@ pub fn release_query(provider: &str, event_ids: &[String]) -> Query {
         "DELETE FROM webhook_events WHERE provider = ?1 AND processed_at IS NULL \
          AND event_id IN (SELECT value FROM json_each(?2))",
         vec![
-            V::Text(provider.to_owned()),
-            V::Text(serde_json::Value::from(event_ids.to_vec()).to_string()),
+            v::text(provider.to_owned()),
+            v::text(serde_json::Value::from(event_ids.to_vec()).to_string()),
         ],
     )
 }

@@ -25,7 +25,7 @@ pub mod outbound;
 pub mod telegram;
 pub mod whatsapp;
 
-use libsql::Value as V;
+use crate::value::{self as v, text};
 use serde_json::Value;
 
 use crate::cache;
@@ -65,10 +65,6 @@ impl ChatUser {
     pub fn limit_subject(&self) -> String {
         format!("{}:{}", self.provider, self.subject)
     }
-}
-
-fn text(s: &str) -> V {
-    V::Text(s.to_owned())
 }
 
 /// The user of a chat identity, if they have one.
@@ -111,7 +107,7 @@ pub fn ensure_queries(who: &ChatUser, new_user: &str, new_identity: &str) -> Vec
     let phone = if who.provider == "phone" {
         text(&who.subject)
     } else {
-        V::Null
+        v::null()
     };
     let unknown = "NOT EXISTS (SELECT 1 FROM user_identities WHERE provider = ?3 AND subject = ?4)";
     vec![

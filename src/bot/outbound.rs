@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
+use crate::value as v;
 use futures::future::{select, Either};
-use libsql::Value as V;
 use serde_json::Value;
 use worker::{AbortController, Fetch, Headers, Method, Request, RequestInit};
 
@@ -200,7 +200,7 @@ pub async fn send(ctx: &Ctx, out: &Outgoing) -> bool {
 }
 
 pub fn failure_query(id: &str, out: &Outgoing, attempts: u32, reason: &str) -> Query {
-    let text = |s: &str| V::Text(s.to_owned());
+    let text = |s: &str| v::text(s.to_owned());
     Query::new(
         "INSERT INTO outbound_messages \
          (id, provider, recipient, body, status, attempts, last_error, event_id) \
@@ -210,9 +210,9 @@ pub fn failure_query(id: &str, out: &Outgoing, attempts: u32, reason: &str) -> Q
             text(out.provider),
             text(&out.recipient),
             text(&out.body.to_string()),
-            V::Integer(i64::from(attempts)),
+            v::int(i64::from(attempts)),
             text(reason),
-            out.event_id.as_deref().map_or(V::Null, text),
+            out.event_id.as_deref().map_or(v::null(), text),
         ],
     )
 }

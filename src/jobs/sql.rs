@@ -1,26 +1,18 @@
 //! The statements of the jobs. Each takes exactly the arguments it uses
 //! (the primary refuses unused ones); a test checks that.
 
-use libsql::Value as V;
+use crate::value::{self as v, opt_text, text};
 
 use super::{health, Job, LEASE_SECS};
 use crate::db::Query;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-fn text(s: &str) -> V {
-    V::Text(s.to_owned())
-}
-
-fn opt_text(s: Option<&str>) -> V {
-    s.map_or(V::Null, text)
-}
-
 /// Issues of a batch: after cursor `?1` ('' for the start), `?2` of them.
 const BATCH: &str = "SELECT id FROM issues WHERE id > ?1 ORDER BY id LIMIT ?2";
 
-fn batch_args(cursor: Option<&str>, size: u32) -> Vec<V> {
-    vec![text(cursor.unwrap_or("")), V::Integer(i64::from(size))]
+fn batch_args(cursor: Option<&str>, size: u32) -> Vec<v::Value> {
+    vec![text(cursor.unwrap_or("")), v::int(i64::from(size))]
 }
 
 /// Takes the job's lease (see the module doc of [`super`]): lapsed runs
@@ -75,7 +67,7 @@ pub fn heartbeat(run_id: &str, cursor: Option<&str>, touched: u64) -> Vec<Query>
             vec![
                 text(run_id),
                 opt_text(cursor),
-                V::Integer(touched as i64),
+                v::int(touched as i64),
             ],
         ),
         Query::new(FENCE, vec![]),
@@ -107,7 +99,7 @@ pub fn finish(
         vec![
             text(run_id),
             text(status),
-            V::Integer(touched as i64),
+            v::int(touched as i64),
             opt_text(error),
             opt_text(cursor),
             opt_text(details),
@@ -122,7 +114,7 @@ pub fn list_runs(job: Option<Job>, limit: u32) -> Query {
          CAST(round((julianday(finished_at) - julianday(started_at)) * 86400000) AS INTEGER) AS duration_ms, \
          rows_touched, error, cursor, details, lease_until FROM job_runs WHERE (?1 IS NULL OR job = ?1) \
          ORDER BY started_at DESC, id LIMIT ?2",
-        vec![opt_text(job.map(Job::name)), V::Integer(i64::from(limit))],
+        vec![opt_text(job.map(Job::name)), v::int(i64::from(limit))],
     )
 }
 
@@ -244,10 +236,10 @@ pub fn health_upsert(issue_id: &str, s: &health::Scores) -> Query {
         ),
         vec![
             text(issue_id),
-            V::Integer(s.needs_met),
-            V::Integer(s.membership),
-            V::Integer(s.influence),
-            V::Integer(s.connection),
+            v::int(s.needs_met),
+            v::int(s.membership),
+            v::int(s.influence),
+            v::int(s.connection),
         ],
     )
 }
@@ -295,7 +287,7 @@ pub fn country_change(change: &super::countries::Change, new_id: &str) -> Query 
                 text(new_id),
                 text(issue_id),
                 text(country_code),
-                V::Integer(*rioter_count),
+                v::int(*rioter_count),
             ],
         ),
         Change::Remove {
@@ -314,7 +306,7 @@ pub fn country_change(change: &super::countries::Change, new_id: &str) -> Query 
 /// archived is not copied twice. Results: 0 the issues touched (`issue_id`),
 /// 1 the copy, 2 the delete (affected: posts moved).
 pub fn archive(before: &str, size: u32) -> Vec<Query> {
-    let args = vec![text(before), V::Integer(i64::from(size))];
+    let args = vec![text(before), v::int(i64::from(size))];
     let oldest = "SELECT id, issue_id, user_id, content, likes, created_at FROM feed \
                   WHERE created_at < ?1 ORDER BY created_at, id LIMIT ?2";
     vec![

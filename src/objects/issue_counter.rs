@@ -202,18 +202,34 @@ impl IssueCounter {
         Ok(())
     }
 
-    /// The primary; `per_statement` only for benchmark changes, and only
-    /// in development (see [`crate::bench`]).
-    fn db(&self, request_id: &str, per_statement: bool) -> AppResult<Db> {
-        let config = Config::load(&self.env)
-            .map_err(|e| AppError::internal(format!("configuration: {e}")))?;
-        Ok(Db::new(
-            &config.libsql_url,
-            config.libsql_auth_token.as_deref(),
-            config.db_timeout,
-            request_id,
-        )
-        .per_statement(per_statement && crate::bench::allowed(&config.environment)))
+    /// The primary; `request_id` goes along with every call.
+    fn db(&self, request_id: &str) -> AppResult<Db> {
+        Ok(self.config()?.db(request_id))
+    }
+
+    fn config(&self) -> AppResult<Config> {
+        Config::load(&self.env).map_err(|e| AppError::internal(format!("configuration: {e}")))
+    }
+
+    /// The primary, for a group of changes. In benchmark builds (in
+    /// development only), called the way the `libsql` client would when a
+    /// change of the group asked for it ([`crate::bench`]).
+    fn group_db(&self, changes: &[Change]) -> AppResult<Db> {
+        let first = changes
+            .first()
+            .ok_or_else(|| AppError::internal("an empty group"))?;
+        let db = self.db(&first.request_id)?;
+        #[cfg(feature = "bench")]
+        let db = {
+            let per_statement = changes.iter().any(|c| c.per_statement)
+                && crate::bench::allowed(&self.config()?.environment);
+            db.with_baseline(if per_statement {
+                crate::bench::Mode::PerStatement.baseline()
+            } else {
+                None
+            })
+        };
+        Ok(db)
     }
 
     /// Queues a change and waits for its answer. Changes that arrive while
@@ -270,7 +286,7 @@ impl IssueCounter {
             flag: &self.sending,
             queue: &self.queue,
         };
-        let db = self.db(&ask.request_id, false)?;
+        let db = self.db(&ask.request_id)?;
         let count = membership::count_query(&ask.issue_id);
         let rows = db.query(&count.sql, count.args).await?;
         let counts = membership::counts_of(&rows);
@@ -325,10 +341,7 @@ impl IssueCounter {
 
     /// One transaction for a group of changes; an answer per change.
     async fn apply_group(&self, changes: &[Change]) -> AppResult<Vec<AppResult<Answer>>> {
-        let first = changes
-            .first()
-            .ok_or_else(|| AppError::internal("an empty group"))?;
-        let db = self.db(&first.request_id, changes.iter().any(|c| c.per_statement))?;
+        let db = self.group_db(changes)?;
         // One group is in flight at a time (the queue has one sender), so
         // a count taken here sees no other change of the issue in flight.
         let count = !self.trusted.get();
@@ -438,7 +451,7 @@ impl IssueCounter {
             };
             (issue_id, s.counts.clone(), s.version)
         };
-        let db = self.db(&format!("flush-{issue_id}"), false)?;
+        let db = self.db(&format!("flush-{issue_id}"))?;
         db.transaction(counter::flush_queries(&issue_id, &counts))
             .await?;
         {

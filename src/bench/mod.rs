@@ -1,4 +1,6 @@
-//! Benchmark switches, development only: `/__bench/{mode}/api/...` serves
+//! Benchmark switches, compiled only with the `bench` cargo feature (the
+//! development and test bundle; never a deployed one), and served only in
+//! development: `/__bench/{mode}/api/...` serves
 //! `/api/...` with one thing changed, so a benchmark can measure a path
 //! against the baseline it replaced in the same run. Outside development
 //! every `/__bench/...` path is 404, whatever follows.
@@ -14,6 +16,15 @@
 //! - `no-limit`: the request pays no rate limit.
 
 pub mod client_pattern;
+pub mod counter_update;
+
+use futures::future::{FutureExt, LocalBoxFuture};
+
+use crate::db::{Baseline, Db, Query, Record, Written};
+use worker::Response;
+
+use crate::context::{json_response, Ctx};
+use crate::error::{AppError, AppResult};
 
 /// How a benchmark request differs from a normal one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,6 +35,60 @@ pub enum Mode {
     LibsqlClient,
     CounterUpdate,
     NoLimit,
+}
+
+impl Mode {
+    /// How the primary is called under this switch (`None`: as always).
+    pub fn baseline(self) -> Option<&'static dyn Baseline> {
+        match self {
+            Mode::PerStatement => Some(&PerStatement),
+            Mode::LibsqlClient => Some(&LibsqlClient),
+            Mode::Normal | Mode::CounterUpdate | Mode::NoLimit => None,
+        }
+    }
+}
+
+/// The `libsql` client's request pattern, rebuilt ([`client_pattern`]).
+struct PerStatement;
+
+/// Reads through the `libsql` client itself; transactions as
+/// [`PerStatement`].
+struct LibsqlClient;
+
+impl Baseline for PerStatement {
+    fn reads<'a>(
+        &'a self,
+        db: &'a Db,
+        queries: &'a [Query],
+    ) -> LocalBoxFuture<'a, AppResult<Vec<Vec<Record>>>> {
+        client_pattern::reads(db, queries).boxed_local()
+    }
+
+    fn transaction<'a>(
+        &'a self,
+        db: &'a Db,
+        queries: &'a [Query],
+    ) -> LocalBoxFuture<'a, AppResult<Vec<Written>>> {
+        client_pattern::transaction(db, queries).boxed_local()
+    }
+}
+
+impl Baseline for LibsqlClient {
+    fn reads<'a>(
+        &'a self,
+        db: &'a Db,
+        queries: &'a [Query],
+    ) -> LocalBoxFuture<'a, AppResult<Vec<Vec<Record>>>> {
+        client_pattern::client_reads(db, queries).boxed_local()
+    }
+
+    fn transaction<'a>(
+        &'a self,
+        db: &'a Db,
+        queries: &'a [Query],
+    ) -> LocalBoxFuture<'a, AppResult<Vec<Written>>> {
+        client_pattern::transaction(db, queries).boxed_local()
+    }
 }
 
 pub const PREFIX: &str = "/__bench/";
@@ -60,6 +125,15 @@ pub fn split(path: &str) -> Split<'_> {
         _ => return Split::Unknown,
     };
     Split::Switch(mode, inner)
+}
+
+/// The baseline the cached reads are measured against: everything a
+/// request pays except data (`GET /__bench/constant`).
+pub fn constant(ctx: &Ctx) -> AppResult<Response> {
+    if !allowed(&ctx.config.environment) {
+        return Err(AppError::not_found("no route for /__bench/constant"));
+    }
+    Ok(json_response(200, &serde_json::json!({ "ok": true }))?)
 }
 
 /// Whether benchmark routes exist in this environment.
