@@ -179,7 +179,7 @@ fn cron_triggers_match_the_job_schedule() {
         .iter()
         .map(|c| c.as_str().expect("a cron string").to_owned())
         .collect();
-    let scheduled: BTreeSet<String> = quiet_riots_edge::jobs::SCHEDULE
+    let scheduled: BTreeSet<String> = quiet_riots_edge::SCHEDULE
         .iter()
         .map(|(cron, _)| (*cron).to_owned())
         .collect();

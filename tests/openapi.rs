@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use quiet_riots_edge::router::ROUTES;
+use quiet_riots_edge::ROUTES;
 
 /// (path, method) pairs under `paths:` of our openapi.yaml (two-space
 /// indented paths, four-space indented methods).

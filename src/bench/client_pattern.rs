@@ -28,8 +28,8 @@ use libsql_hrana::proto::{
 use futures::future::{select, Either};
 use serde_json::Value;
 
-use crate::db::{records, statement_error, stmt, Db, Query, Record, Written};
-use crate::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult};
+use crate::store::db::{records, statement_error, stmt, Db, Query, Record, Written};
 
 /// One pipeline request on the stream named by `baton`; its responses, and
 /// the baton for the next request.
@@ -235,8 +235,8 @@ pub async fn client_reads(db: &Db, queries: &[Query]) -> AppResult<Vec<Vec<Recor
 }
 
 /// An argument as the `libsql` client takes it.
-fn client_value(value: &crate::value::Value) -> libsql::Value {
-    use crate::value::Value as H;
+fn client_value(value: &crate::store::value::Value) -> libsql::Value {
+    use crate::store::value::Value as H;
     match value {
         H::None | H::Null => libsql::Value::Null,
         H::Integer { value } => libsql::Value::Integer(*value),

@@ -3,12 +3,12 @@
 //! the seed's `UPDATE issues SET rioter_count = rioter_count + 1` in its
 //! transaction.
 
-use crate::context::Ctx;
-use crate::db::{Query, Written};
-use crate::error::AppResult;
-use crate::membership::{change_index, outcome, statements, Change, Op, Outcome};
+use crate::http::context::Ctx;
+use crate::http::error::AppResult;
 use crate::objects::issue_counter::Answer;
-use crate::value as v;
+use crate::store::db::{Query, Written};
+use crate::store::membership::{change_index, outcome, statements, Change, Op, Outcome};
+use crate::store::value as v;
 
 /// Runs `change` the seed's way, in one transaction.
 pub async fn apply(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
@@ -74,7 +74,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::membership::tests::{change, written};
+    use crate::store::membership::tests::{change, written};
 
     #[test]
     fn the_counter_update_baseline_moves_the_count_only_on_a_change() {

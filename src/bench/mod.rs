@@ -6,7 +6,7 @@
 //! every `/__bench/...` path is 404, whatever follows.
 //!
 //! - `per-statement`: the primary is called the way the `libsql` wasm
-//!   client calls it (see [`crate::db`]): per statement a `describe` and
+//!   client calls it (see [`crate::store::db`]): per statement a `describe` and
 //!   then the statement, one HTTP request each, one after another.
 //! - `libsql-client`: reads go through the `libsql` wasm client itself
 //!   (`libsql::wasm::Connection`); transactions as with `per-statement`.
@@ -16,15 +16,13 @@
 //! - `no-limit`: the request pays no rate limit.
 
 pub mod client_pattern;
+pub mod constant;
 pub mod counter_update;
 
 use futures::future::{FutureExt, LocalBoxFuture};
 
-use crate::db::{Baseline, Db, Query, Record, Written};
-use worker::Response;
-
-use crate::context::{json_response, Ctx};
-use crate::error::{AppError, AppResult};
+use crate::http::error::AppResult;
+use crate::store::db::{Baseline, Db, Query, Record, Written};
 
 /// How a benchmark request differs from a normal one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,15 +123,6 @@ pub fn split(path: &str) -> Split<'_> {
         _ => return Split::Unknown,
     };
     Split::Switch(mode, inner)
-}
-
-/// The baseline the cached reads are measured against: everything a
-/// request pays except data (`GET /__bench/constant`).
-pub fn constant(ctx: &Ctx) -> AppResult<Response> {
-    if !allowed(&ctx.config.environment) {
-        return Err(AppError::not_found("no route for /__bench/constant"));
-    }
-    Ok(json_response(200, &serde_json::json!({ "ok": true }))?)
 }
 
 /// Whether benchmark routes exist in this environment.

@@ -5,18 +5,20 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use worker::{Date, Env, Response};
+use worker::{Env, Response};
 
 use super::countries::{self, Breakdown};
 use super::health::{self, Activity, Scores};
 use super::sql::{self, HEARTBEAT_LEN};
 use super::{jobs_for_cron, Job, Plan, Progress, Tags, MAX_CORRECTIONS_LISTED, MAX_COUNTER_CALLS};
-use crate::config::Config;
-use crate::context::{json_response, Ctx};
-use crate::db::{Query, Record, Written};
-use crate::error::{AppError, AppResult};
+use crate::domain::time::now_ms;
+use crate::edge::cache;
+use crate::edge::reads;
+use crate::http::config::Config;
+use crate::http::context::{json_response, Ctx};
+use crate::http::error::{AppError, AppResult};
 use crate::objects::issue_counter;
-use crate::{cache, reads};
+use crate::store::db::{Query, Record, Written};
 
 /// What the primary said when the run took its lease.
 struct Clock {
@@ -77,10 +79,6 @@ fn str_of(r: &Record, key: &str) -> Option<String> {
 
 fn int_of(r: &Record, key: &str) -> i64 {
     r.get(key).and_then(Value::as_i64).unwrap_or(0)
-}
-
-fn now_ms() -> u64 {
-    Date::now().as_millis()
 }
 
 /// The statement results after the heartbeat.

@@ -1,10 +1,10 @@
 //! The statements of the jobs. Each takes exactly the arguments it uses
 //! (the primary refuses unused ones); a test checks that.
 
-use crate::value::{self as v, opt_text, text};
+use crate::store::value::{self as v, opt_text, text};
 
 use super::{health, Job, LEASE_SECS};
-use crate::db::Query;
+use crate::store::db::Query;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -397,7 +397,7 @@ mod tests {
 #[cfg(test)]
 mod on_libsql {
     use super::*;
-    use crate::test_db::TestDb;
+    use crate::store::test_db::TestDb;
 
     const TODAY: &str = "2026-11-25";
     const A: &str = "10000000-0000-4000-8000-000000000001";

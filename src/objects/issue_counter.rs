@@ -1,6 +1,6 @@
 //! The IssueCounter Durable Object: one per issue (named by its id), the
-//! exact live rioter count. The logic is in [`crate::counter`] and
-//! [`crate::membership`]; this file is the wiring to the runtime.
+//! exact live rioter count. The logic is in [`crate::domain::counter`] and
+//! [`crate::store::membership`]; this file is the wiring to the runtime.
 //!
 //! Requests (from the Worker only; objects are not reachable from outside):
 //! - `POST /change` with a [`Change`]: writes the membership through to the
@@ -31,15 +31,16 @@ use futures::future::{select, Either};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use worker::{durable_object, Date, Env, Method, Request, RequestInit, Response, Result, State};
+use worker::{durable_object, Env, Method, Request, RequestInit, Response, Result, State};
 
 use super::shape::{self, Shape};
-use crate::config::Config;
-use crate::context::Ctx;
-use crate::counter::{self, Counts};
-use crate::db::Db;
-use crate::error::{AppError, AppResult};
-use crate::membership::{self, Change, Op, Outcome};
+use crate::domain::counter::{self, Counts};
+use crate::domain::time::now_ms;
+use crate::http::config::Config;
+use crate::http::context::Ctx;
+use crate::http::error::{AppError, AppResult};
+use crate::store::db::Db;
+use crate::store::membership::{self, Change, Op, Outcome};
 
 /// How long a change waits in the queue before giving up (503).
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
@@ -92,7 +93,7 @@ pub struct Answer {
     /// Unix ms at which `rioter_count` was exact.
     pub as_of_ms: u64,
     /// A later join or leave of the same user and issue was recorded
-    /// first, so this one changed nothing ([`crate::membership`]).
+    /// first, so this one changed nothing ([`crate::store::membership`]).
     #[serde(default)]
     pub superseded: bool,
 }
@@ -154,10 +155,6 @@ pub struct IssueCounter {
     sending: Cell<bool>,
     /// Counts moved since the alarm was last checked.
     alarm_due: Cell<bool>,
-}
-
-fn now_ms() -> u64 {
-    Date::now().as_millis()
 }
 
 impl IssueCounter {

@@ -1,5 +1,5 @@
 //! The Outbox Durable Object: writes kept while the primary is away, and
-//! their replay in arrival order (see [`crate::outbox`] for the design).
+//! their replay in arrival order (see [`crate::edge::outbox`] for the design).
 //!
 //! Requests (from the Worker only):
 //! - `POST /enqueue` with a [`Queued`]: stores it (the answer comes after
@@ -24,16 +24,41 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-use worker::{durable_object, Date, Env, Method, Request, Response, Result, State};
+use worker::{durable_object, Env, Method, Request, Response, Result, State};
 
 use super::shape::{self, Shape};
-use crate::config::Config;
-use crate::context::Ctx;
-use crate::outbox::{self, Queued, Receipt, Replayed, Status, KEEP_DONE_MS};
-use crate::{issue_writes, membership};
+use crate::domain::time::now_ms;
+use crate::domain::writes::StoredWrite;
+use crate::edge::outbox::{self, Queued, Receipt, Replayed, Status, KEEP_DONE_MS};
+use crate::http::config::Config;
+use crate::http::context::Ctx;
+use crate::routes::issue_writes;
+use crate::routes::membership;
 
 impl Shape for Queued {
-    const VERSION: u32 = 2;
+    /// 3: a write is kept as data ([`StoredWrite`]); versions 1 and 2 kept
+    /// the route's path and the body.
+    const VERSION: u32 = 3;
+
+    fn upgrade(v: u32, mut body: serde_json::Value) -> std::result::Result<Self, String> {
+        if v < 3 && body["kind"] == "write" {
+            let object = body
+                .as_object_mut()
+                .ok_or_else(|| "an entry is not an object".to_owned())?;
+            let path = match object.remove("path") {
+                Some(serde_json::Value::String(path)) => path,
+                _ => return Err("a write without its path".to_owned()),
+            };
+            let sent = object.remove("body").filter(|b| !b.is_null());
+            let write = StoredWrite::from_path(&path, sent)
+                .ok_or_else(|| format!("a write to {path:.100}, which is no write route"))?;
+            object.insert(
+                "write".to_owned(),
+                serde_json::to_value(write).map_err(|e| e.to_string())?,
+            );
+        }
+        serde_json::from_value(body).map_err(|e| e.to_string())
+    }
 }
 
 /// A saved entry, read; why not, for its `failed` status.
@@ -50,10 +75,6 @@ pub struct Outbox {
     env: Env,
     /// Replays in a row that found the primary away (for the pause).
     waits: Cell<u32>,
-}
-
-fn now_ms() -> u64 {
-    Date::now().as_millis()
 }
 
 #[derive(Deserialize)]
@@ -140,7 +161,7 @@ impl Outbox {
             )?
             .to_array()?;
         Ok(rows.into_iter().next().map(|r| {
-            let iso = |ms: i64| issue_writes::iso(ms.max(0) as u64);
+            let iso = |ms: i64| crate::domain::time::iso(ms.max(0) as u64);
             let kind = serde_json::from_str::<serde_json::Value>(&r.payload)
                 .ok()
                 .and_then(|p| p["kind"].as_str().map(str::to_owned));
@@ -298,7 +319,8 @@ impl DurableObject for Outbox {
 mod tests {
     use super::super::shape::fixture;
     use super::*;
-    use crate::membership::Op;
+    use crate::domain::writes::WriteKind;
+    use crate::store::membership::Op;
 
     #[test]
     fn every_saved_shape_loads() {
@@ -315,11 +337,16 @@ mod tests {
             }
         }
         match entry(&fixture("outbox.v1.write.json")) {
-            Ok(Queued::Write {
-                path, body, now_ms, ..
-            }) => {
-                assert!(path.ends_with("/feed"));
-                assert_eq!(body, Some(json!({"content": "Still flooded on Mill Lane"})));
+            Ok(Queued::Write { write, now_ms, .. }) => {
+                assert_eq!(write.kind, WriteKind::Post);
+                assert_eq!(
+                    write.issue_id.as_deref(),
+                    Some("6f1d0f3e-2b1c-4a55-9d0e-5f3b2c1a0e11")
+                );
+                assert_eq!(
+                    write.body,
+                    Some(json!({"content": "Still flooded on Mill Lane"}))
+                );
                 assert_eq!(now_ms, 1_796_122_417_300);
             }
             other => panic!("{other:?}"),
@@ -333,7 +360,7 @@ mod tests {
         };
         let text = shape::encode(&q).expect("encode");
         assert!(
-            text.contains("\"v\":2") && text.contains("\"kind\":\"write\""),
+            text.contains("\"v\":3") && text.contains("\"kind\":\"write\""),
             "{text}"
         );
         assert_eq!(entry(&text), Ok(q));

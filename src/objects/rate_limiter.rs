@@ -1,5 +1,5 @@
 //! The RateLimiter Durable Object: one per (policy, subject), named by
-//! [`crate::rate_limit::object_name`]. Its state is one GCRA bucket, kept in
+//! [`crate::domain::rate_limit::object_name`]. Its state is one GCRA bucket, kept in
 //! the object's SQLite storage (synchronous, so two requests cannot
 //! interleave between reading and writing it).
 //!
@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use worker::{durable_object, Date, Env, Method, Request, RequestInit, Response, Result, State};
 
 use super::shape::{self, Shape, Unreadable};
-use crate::context::Ctx;
-use crate::error::{AppError, AppResult};
-use crate::rate_limit::{self, Gcra, Policies, Policy};
+use crate::domain::rate_limit::{self, Gcra, Policies, Policy};
+use crate::http::context::Ctx;
+use crate::http::error::{AppError, AppResult};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Take {

@@ -1,0 +1,127 @@
+//! Pages of a list: `limit` and `cursor`, and cutting one page from rows.
+
+use crate::store::value as v;
+use serde_json::Value;
+
+use crate::domain::cursor::{CursorCodec, Position};
+use crate::http::error::{AppError, AppResult};
+use crate::store::db::Record;
+
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub cursor: Option<String>,
+    pub limit: u32,
+}
+
+impl Page {
+    pub fn parse(pairs: &[(String, String)]) -> AppResult<Page> {
+        let mut page = Page {
+            cursor: None,
+            limit: DEFAULT_LIMIT,
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "limit" => {
+                    page.limit = match value.parse::<u32>() {
+                        Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                        _ => {
+                            return Err(AppError::validation(
+                                "limit",
+                                format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                            ))
+                        }
+                    }
+                }
+                "cursor" if !value.is_empty() => page.cursor = Some(value.clone()),
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
+
+    /// The position the cursor names, checked against its query.
+    pub fn position(&self, codec: &CursorCodec, canonical: &str) -> AppResult<Option<Position>> {
+        self.cursor
+            .as_deref()
+            .map(|c| codec.decode(canonical, c))
+            .transpose()
+    }
+}
+
+/// Rows were fetched with `limit + 1`: keep `limit`, and if there were more,
+/// where the next page starts.
+pub fn split(
+    mut rows: Vec<Record>,
+    limit: u32,
+    position_of: impl Fn(&Record) -> Position,
+) -> (Vec<Record>, Option<Position>) {
+    let limit = limit as usize;
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(position_of);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+/// A cursor's sort key as an SQL value of the kind the sort needs.
+pub fn key_value(key: &Value, text: bool) -> AppResult<crate::store::value::Value> {
+    let bad = || AppError::validation("cursor", "does not fit this sort");
+    match (key, text) {
+        (Value::String(s), true) => Ok(v::text(s.clone())),
+        (Value::Number(n), false) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(v::int(i)),
+            (None, Some(f)) => Ok(v::real(f)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn limits_are_capped_with_a_clear_error() {
+        assert_eq!(Page::parse(&[]).expect("default").limit, DEFAULT_LIMIT);
+        assert_eq!(
+            Page::parse(&pairs(&[("limit", "100")])).expect("max").limit,
+            100
+        );
+        let e = Page::parse(&pairs(&[("limit", "101")])).unwrap_err();
+        assert!(e.message.contains("1 to 100"), "{}", e.message);
+    }
+
+    #[test]
+    fn split_keeps_the_page_and_points_past_it() {
+        let rows: Vec<Record> = (0..3)
+            .map(|i| {
+                json!({"id": format!("r{i}")})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let pos = |r: &Record| Position {
+            key: json!(0),
+            id: r["id"].as_str().unwrap_or_default().to_owned(),
+        };
+        let (page, next) = split(rows.clone(), 2, pos);
+        assert_eq!(page.len(), 2);
+        assert_eq!(next.map(|p| p.id), Some("r1".to_owned()));
+        let (page, next) = split(rows, 3, pos);
+        assert_eq!((page.len(), next), (3, None));
+    }
+}

@@ -1,0 +1,467 @@
+//! The read cache: Workers KV behind a small in-isolate memory, in front of
+//! the primary. Every read route goes through [`serve`].
+//!
+//! **Entries** hold the response body, its ETag and when it was stored. An
+//! entry is *fresh* for `CACHE_FRESH_SECS` (30 s), then *stale* for
+//! `CACHE_STALE_SECS` (1 day): a stale entry is served at once (`X-Cache:
+//! STALE`) and refreshed behind the response (`ctx.wait_until`). When the
+//! primary is down or slow, any entry we still have is served (`X-Cache:
+//! STALE`, `Warning: 110`); with none, the answer is 503.
+//!
+//! **Keys** are `c1:<generations>:<canonical route and parameters>`.
+//!
+//! **Invalidation by tag.** Each read has tags (`issue:ID`, `issues`, ...);
+//! each tag has a generation in KV (`gen:<tag>`, the time of its last
+//! invalidation) that is part of the key. [`invalidate`] writes a new
+//! generation, so every key under the tag changes at once and old entries
+//! simply age out; nothing has to enumerate keys, and no global key is
+//! written on every write (only the tags a write touches, at most once a
+//! second per tag and isolate, as KV allows about one write per second per
+//! key).
+//!
+//! **Staleness bound.** The isolate that handles a write sees it at once.
+//! Other isolates read a tag's generation at most [`GENERATION_SECS`] (5 s)
+//! after they last did, and KV shows a new value in the same location at
+//! once and in other locations within its propagation time (up to about
+//! 60 s). So after a write, everyone sees it within the fresh TTL plus those
+//! bounds (about 30 + 5 + 60 s at worst, a few seconds in the writer's
+//! location), and nobody ever sees data older than the fresh TTL except
+//! while the primary is unavailable.
+//!
+//! **Hot path.** A hit in the isolate's memory costs no KV read and no
+//! Durable Object call; concurrent misses of one key in one isolate share
+//! one load from the primary.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+
+use futures::future::{FutureExt, LocalBoxFuture};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::cursor::CursorCodec;
+use crate::domain::time::now_ms;
+use crate::edge::reads::Read;
+use crate::http::config::Config;
+use crate::http::context::Ctx;
+use crate::http::error::{AppError, AppResult};
+
+/// How long an isolate trusts the generation it read for a tag.
+pub const GENERATION_SECS: u64 = 5;
+/// Most entries kept in an isolate's memory...
+pub const MEMORY_ENTRIES: usize = 1024;
+/// ...and most bytes of bodies (an isolate has 128 MB in all).
+pub const MEMORY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub body: String,
+    pub etag: String,
+    /// Unix milliseconds.
+    pub stored_at: u64,
+}
+
+impl Entry {
+    pub fn new(body: String, now: u64) -> Entry {
+        let digest = Sha256::digest(body.as_bytes());
+        let etag = format!(
+            "\"{}\"",
+            digest[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        Entry {
+            body,
+            etag,
+            stored_at: now,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fresh from memory or KV.
+    Hit,
+    /// Loaded from the primary now.
+    Miss,
+    /// Older than the fresh TTL: served, and refreshed behind the response.
+    Stale,
+    /// The primary failed; this is the last entry we had.
+    StaleOnError,
+}
+
+impl Outcome {
+    pub fn header(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Stale | Outcome::StaleOnError => "STALE",
+        }
+    }
+}
+
+/// Where an entry of `age_ms` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Age {
+    Fresh,
+    Stale,
+    Expired,
+}
+
+pub fn age(stored_at: u64, now: u64, fresh_secs: u64, stale_secs: u64) -> Age {
+    let age = now.saturating_sub(stored_at);
+    if age < fresh_secs * 1000 {
+        Age::Fresh
+    } else if age < (fresh_secs + stale_secs) * 1000 {
+        Age::Stale
+    } else {
+        Age::Expired
+    }
+}
+
+/// Does `If-None-Match` name this ETag?
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.trim() == "*"
+        || if_none_match
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag)
+}
+
+#[derive(Default)]
+struct Isolate {
+    entries: HashMap<String, Entry>,
+    /// tag -> (generation, read at ms)
+    generations: HashMap<String, (String, u64)>,
+    /// tag -> ms of this isolate's last invalidation write
+    invalidated_at: HashMap<String, u64>,
+    /// Keys being loaded from the primary by some request of this isolate.
+    in_flight: HashSet<String>,
+}
+
+thread_local! {
+    // Workers run one request at a time per thread; this is per isolate.
+    static ISOLATE: RefCell<Isolate> = RefCell::new(Isolate::default());
+}
+
+fn with_isolate<T>(f: impl FnOnce(&mut Isolate) -> T) -> T {
+    ISOLATE.with(|i| f(&mut i.borrow_mut()))
+}
+
+fn remember(key: &str, entry: &Entry) {
+    with_isolate(|iso| {
+        iso.entries.insert(key.to_owned(), entry.clone());
+        let bytes: usize = iso.entries.values().map(|e| e.body.len()).sum();
+        if iso.entries.len() > MEMORY_ENTRIES || bytes > MEMORY_BYTES {
+            // Drop the oldest until within both budgets (and a quarter under
+            // the count, so this does not run on every insert).
+            let mut by_age: Vec<(u64, String, usize)> = iso
+                .entries
+                .iter()
+                .map(|(k, e)| (e.stored_at, k.clone(), e.body.len()))
+                .collect();
+            by_age.sort_unstable();
+            let (mut count, mut total) = (iso.entries.len(), bytes);
+            for (_, k, len) in by_age {
+                if count <= MEMORY_ENTRIES * 3 / 4 && total <= MEMORY_BYTES * 3 / 4 {
+                    break;
+                }
+                iso.entries.remove(&k);
+                count -= 1;
+                total -= len;
+            }
+        }
+    });
+}
+
+/// A tag's current generation: from the isolate if read recently, else KV.
+async fn generation(ctx: &Ctx, tag: &str) -> String {
+    let now = now_ms();
+    let known = with_isolate(|iso| iso.generations.get(tag).cloned());
+    if let Some((value, read_at)) = known {
+        if now.saturating_sub(read_at) < GENERATION_SECS * 1000 {
+            return value;
+        }
+    }
+    let value = match ctx.kv() {
+        Ok(kv) => {
+            let started = now_ms();
+            let read = kv.get(&format!("gen:{tag}")).text().await;
+            ctx.add_kv_ms(now_ms().saturating_sub(started));
+            match read {
+                Ok(v) => v.unwrap_or_else(|| "0".to_owned()),
+                Err(e) => {
+                    tracing::warn!(tag, error = ?e, "cannot read a cache generation");
+                    "0".to_owned()
+                }
+            }
+        }
+        Err(_) => "0".to_owned(),
+    };
+    with_isolate(|iso| {
+        iso.generations
+            .insert(tag.to_owned(), (value.clone(), now_ms()))
+    });
+    value
+}
+
+/// Makes every cached read under `tags` miss from now on (see the module
+/// docs for who sees it when).
+pub async fn invalidate(ctx: &Ctx, tags: &[String]) -> AppResult<()> {
+    let kv = ctx.kv()?;
+    let now = now_ms();
+    for tag in tags {
+        let recent = with_isolate(|iso| {
+            let last = iso.invalidated_at.get(tag).copied().unwrap_or(0);
+            // The new generation must differ from every earlier one.
+            let value = now.max(last + 1);
+            iso.generations
+                .insert(tag.clone(), (value.to_string(), now));
+            let recent = now.saturating_sub(last) < 1000;
+            iso.invalidated_at.insert(tag.clone(), value);
+            (recent, value)
+        });
+        let (recent, value) = recent;
+        if recent {
+            // KV takes about one write per second per key; this isolate
+            // already moved on, others catch up within the bound.
+            continue;
+        }
+        let started = now_ms();
+        let put = kv
+            .put(&format!("gen:{tag}"), value.to_string())
+            .map_err(|e| AppError::internal(format!("{e:?}")))?
+            .execute()
+            .await;
+        ctx.add_kv_ms(now_ms().saturating_sub(started));
+        if let Err(e) = put {
+            tracing::warn!(tag, error = ?e, "cannot write a cache generation");
+        }
+    }
+    Ok(())
+}
+
+/// What [`serve`] found.
+pub struct Served {
+    pub entry: Entry,
+    pub outcome: Outcome,
+}
+
+fn loader(ctx: &Ctx, read: Read) -> LocalBoxFuture<'static, Result<Entry, AppError>> {
+    let config = ctx.config.clone();
+    let request_id = ctx.request_id.clone();
+    #[cfg(feature = "bench")]
+    let baseline = ctx.bench().baseline();
+    async move {
+        let db = config.db(&request_id);
+        #[cfg(feature = "bench")]
+        let db = db.with_baseline(baseline);
+        let cursors = CursorCodec::new(&config.session_secret)
+            .ok_or_else(|| AppError::internal("cannot key the cursor codec"))?;
+        let body = read.load(&db, &cursors).await?;
+        let body = serde_json::to_string(&body).map_err(AppError::internal)?;
+        Ok(Entry::new(body, now_ms()))
+    }
+    .boxed_local()
+}
+
+/// How often a request waiting for another request's load looks for its
+/// result.
+const FOLLOW_POLL_MS: u64 = 5;
+
+/// Loads `read` once per key per isolate, however many requests ask at once.
+///
+/// A Worker request may not await I/O that another request started (the
+/// runtime cancels it as hung), so the requests that find a load under way
+/// do not await it: they wait on their own timer until its entry appears in
+/// the isolate's memory, and load themselves only if it failed.
+async fn load_once(ctx: &Ctx, key: &str, read: &Read) -> Result<Entry, AppError> {
+    let fresh_secs = ctx.config.cache_fresh_secs;
+    let fresh_in_memory = || {
+        with_isolate(|iso| {
+            iso.entries
+                .get(key)
+                .filter(|e| age(e.stored_at, now_ms(), fresh_secs, 0) == Age::Fresh)
+                .cloned()
+        })
+    };
+    let deadline = now_ms() + ctx.config.db_timeout.as_millis() as u64;
+    while with_isolate(|iso| iso.in_flight.contains(key)) && now_ms() < deadline {
+        worker::Delay::from(std::time::Duration::from_millis(FOLLOW_POLL_MS)).await;
+        if let Some(entry) = fresh_in_memory() {
+            return Ok(entry);
+        }
+    }
+    if let Some(entry) = fresh_in_memory() {
+        return Ok(entry);
+    }
+    with_isolate(|iso| iso.in_flight.insert(key.to_owned()));
+    let started = now_ms();
+    let result = loader(ctx, read.clone()).await;
+    ctx.add_db_ms(now_ms().saturating_sub(started));
+    with_isolate(|iso| iso.in_flight.remove(key));
+    if let Ok(entry) = &result {
+        remember(key, entry);
+        store(ctx, key, entry);
+    }
+    result
+}
+
+/// Writes the entry to KV behind the response.
+fn store(ctx: &Ctx, key: &str, entry: &Entry) {
+    let Ok(kv) = ctx.kv() else { return };
+    let Ok(json) = serde_json::to_string(entry) else {
+        return;
+    };
+    let ttl = entry_ttl(&ctx.config);
+    let key = key.to_owned();
+    ctx.wait_until(async move {
+        match kv.put(&key, json) {
+            Ok(put) => {
+                if let Err(e) = put.expiration_ttl(ttl).execute().await {
+                    tracing::warn!(key, error = ?e, "cannot store a cache entry");
+                }
+            }
+            Err(e) => tracing::warn!(key, error = ?e, "cannot store a cache entry"),
+        }
+    });
+}
+
+/// Refreshes a stale entry behind the response, unless a load of it is
+/// already under way.
+fn refresh(ctx: &Ctx, key: &str, read: &Read) {
+    let claimed = with_isolate(|iso| iso.in_flight.insert(key.to_owned()));
+    if !claimed {
+        return;
+    }
+    let load = loader(ctx, read.clone());
+    let key = key.to_owned();
+    let kv = ctx.kv().ok();
+    let ttl = entry_ttl(&ctx.config);
+    ctx.wait_until(async move {
+        let result = load.await;
+        with_isolate(|iso| iso.in_flight.remove(&key));
+        match result {
+            Ok(entry) => {
+                remember(&key, &entry);
+                if let (Some(kv), Ok(json)) = (kv, serde_json::to_string(&entry)) {
+                    if let Ok(put) = kv.put(&key, json) {
+                        if let Err(e) = put.expiration_ttl(ttl).execute().await {
+                            tracing::warn!(key, error = ?e, "cannot store a refreshed entry");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(key, code = e.code, "refresh of a stale entry failed"),
+        }
+    });
+}
+
+/// KV keeps an entry through its fresh and stale time (60 s at least, KV's
+/// shortest expiry).
+fn entry_ttl(config: &Config) -> u64 {
+    (config.cache_fresh_secs + config.cache_stale_secs).max(60)
+}
+
+/// Answers a read from memory, KV or the primary, in that order.
+pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
+    let mut generations = Vec::new();
+    for tag in read.tags() {
+        generations.push(generation(ctx, &tag).await);
+    }
+    let key = format!("c1:{}:{}", generations.join("."), read.key());
+    let (fresh, stale) = (ctx.config.cache_fresh_secs, ctx.config.cache_stale_secs);
+
+    let in_memory = with_isolate(|iso| iso.entries.get(&key).cloned());
+    if let Some(entry) = &in_memory {
+        if age(entry.stored_at, now_ms(), fresh, stale) == Age::Fresh {
+            return Ok(Served {
+                entry: entry.clone(),
+                outcome: Outcome::Hit,
+            });
+        }
+    }
+
+    let stored: Option<Entry> = match ctx.kv() {
+        Ok(kv) => {
+            let started = now_ms();
+            let got = kv.get(&key).json::<Entry>().await;
+            ctx.add_kv_ms(now_ms().saturating_sub(started));
+            got.unwrap_or_else(|e| {
+                tracing::warn!(error = ?e, "cache read failed; going to the primary");
+                None
+            })
+        }
+        Err(_) => None,
+    };
+    // The newer of memory and KV.
+    let known = match (in_memory, stored) {
+        (Some(m), Some(s)) => Some(if s.stored_at > m.stored_at { s } else { m }),
+        (m, s) => m.or(s),
+    };
+    if let Some(entry) = &known {
+        match age(entry.stored_at, now_ms(), fresh, stale) {
+            Age::Fresh => {
+                remember(&key, entry);
+                return Ok(Served {
+                    entry: entry.clone(),
+                    outcome: Outcome::Hit,
+                });
+            }
+            Age::Stale => {
+                refresh(ctx, &key, read);
+                return Ok(Served {
+                    entry: entry.clone(),
+                    outcome: Outcome::Stale,
+                });
+            }
+            Age::Expired => {}
+        }
+    }
+
+    match load_once(ctx, &key, read).await {
+        Ok(entry) => Ok(Served {
+            entry,
+            outcome: Outcome::Miss,
+        }),
+        Err(e) if e.code == "primary_unavailable" => match known {
+            Some(entry) => Ok(Served {
+                entry,
+                outcome: Outcome::StaleOnError,
+            }),
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(1_000, 1_000, 30, 60), Age::Fresh);
+        assert_eq!(age(1_000, 30_999, 30, 60), Age::Fresh);
+        assert_eq!(age(1_000, 31_000, 30, 60), Age::Stale);
+        assert_eq!(age(1_000, 91_000, 30, 60), Age::Expired);
+        assert_eq!(
+            age(5_000, 1_000, 30, 60),
+            Age::Fresh,
+            "clock skew counts as fresh"
+        );
+    }
+
+    #[test]
+    fn etags_follow_the_body() {
+        let a = Entry::new("{\"a\":1}".into(), 0);
+        let b = Entry::new("{\"a\":2}".into(), 0);
+        assert_ne!(a.etag, b.etag);
+        assert_eq!(a.etag, Entry::new("{\"a\":1}".into(), 99).etag);
+        assert!(etag_matches(&a.etag, &a.etag));
+        assert!(etag_matches(&format!("\"x\", W/{}", a.etag), &a.etag));
+        assert!(etag_matches("*", &a.etag));
+        assert!(!etag_matches(&b.etag, &a.etag));
+    }
+}
