@@ -1,11 +1,12 @@
 //! Pages of a list: `limit` and `cursor`, and cutting one page from rows.
 
-use crate::store::value as v;
 use serde_json::Value;
 
 use crate::domain::cursor::{CursorCodec, Position};
 use crate::http::error::{AppError, AppResult};
-use crate::store::db::Record;
+
+/// A result row, keyed by column name.
+pub type Row = serde_json::Map<String, Value>;
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -54,10 +55,10 @@ impl Page {
 /// Rows were fetched with `limit + 1`: keep `limit`, and if there were more,
 /// where the next page starts.
 pub fn split(
-    mut rows: Vec<Record>,
+    mut rows: Vec<Row>,
     limit: u32,
-    position_of: impl Fn(&Record) -> Position,
-) -> (Vec<Record>, Option<Position>) {
+    position_of: impl Fn(&Row) -> Position,
+) -> (Vec<Row>, Option<Position>) {
     let limit = limit as usize;
     if rows.len() > limit {
         rows.truncate(limit);
@@ -65,20 +66,6 @@ pub fn split(
         (rows, next)
     } else {
         (rows, None)
-    }
-}
-
-/// A cursor's sort key as an SQL value of the kind the sort needs.
-pub fn key_value(key: &Value, text: bool) -> AppResult<crate::store::value::Value> {
-    let bad = || AppError::validation("cursor", "does not fit this sort");
-    match (key, text) {
-        (Value::String(s), true) => Ok(v::text(s.clone())),
-        (Value::Number(n), false) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Ok(v::int(i)),
-            (None, Some(f)) => Ok(v::real(f)),
-            _ => Err(bad()),
-        },
-        _ => Err(bad()),
     }
 }
 
@@ -106,7 +93,7 @@ mod tests {
 
     #[test]
     fn split_keeps_the_page_and_points_past_it() {
-        let rows: Vec<Record> = (0..3)
+        let rows: Vec<Row> = (0..3)
             .map(|i| {
                 json!({"id": format!("r{i}")})
                     .as_object()
@@ -114,7 +101,7 @@ mod tests {
                     .unwrap_or_default()
             })
             .collect();
-        let pos = |r: &Record| Position {
+        let pos = |r: &Row| Position {
             key: json!(0),
             id: r["id"].as_str().unwrap_or_default().to_owned(),
         };

@@ -449,7 +449,7 @@ impl IssueCounter {
             (issue_id, s.counts.clone(), s.version)
         };
         let db = self.db(&format!("flush-{issue_id}"))?;
-        db.transaction(counter::flush_queries(&issue_id, &counts))
+        db.transaction(crate::store::counter::flush_queries(&issue_id, &counts))
             .await?;
         {
             let mut s = self.stored.borrow_mut();

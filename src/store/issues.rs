@@ -153,7 +153,7 @@ pub fn list_query(q: &ListQuery, after: Option<&Position>) -> AppResult<Query> {
         let Some(pos) = after else {
             return Ok(String::new());
         };
-        let key = paging::key_value(&pos.key, q.sort == Sort::New)?;
+        let key = crate::store::value::cursor_key(&pos.key, q.sort == Sort::New)?;
         let k = arg(key);
         let id = arg(v::text(pos.id.clone()));
         // Descending key, ascending id: rows after (k, id).
@@ -181,7 +181,7 @@ pub fn list_query(q: &ListQuery, after: Option<&Position>) -> AppResult<Query> {
                 "SELECT issue_id, {BM25} AS score FROM issues_fts WHERE issues_fts MATCH {matching}"
             );
             if let Some(pos) = after {
-                let k = arg(paging::key_value(&pos.key, false)?);
+                let k = arg(crate::store::value::cursor_key(&pos.key, false)?);
                 let id = arg(v::text(pos.id.clone()));
                 inner += &format!(" AND ({BM25} > {k} OR ({BM25} = {k} AND issue_id > {id}))");
             }
@@ -298,7 +298,7 @@ pub async fn feed(db: &Db, cursors: &CursorCodec, id: &Id, page: &Page) -> AppRe
     let keyset = match &after {
         None => String::new(),
         Some(pos) => {
-            args.push(paging::key_value(&pos.key, true)?);
+            args.push(crate::store::value::cursor_key(&pos.key, true)?);
             args.push(v::text(pos.id.clone()));
             " AND created_at <= ?3 AND (created_at < ?3 OR id > ?4)".to_owned()
         }

@@ -1,5 +1,6 @@
 //! The primary: its Hrana client and the SQL of the reads.
 
+pub mod counter;
 pub mod db;
 pub mod issues;
 pub mod membership;

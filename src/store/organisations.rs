@@ -16,7 +16,7 @@ pub async fn list(db: &Db, cursors: &CursorCodec, page: &Page) -> AppResult<Valu
     let keyset = match &after {
         None => "",
         Some(pos) => {
-            args.push(paging::key_value(&pos.key, true)?);
+            args.push(crate::store::value::cursor_key(&pos.key, true)?);
             args.push(v::text(pos.id.clone()));
             "WHERE (o.name, o.id) > (?2, ?3)"
         }

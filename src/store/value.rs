@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 pub use libsql_hrana::proto::Value;
 
+use crate::http::error::{AppError, AppResult};
+
 pub fn text(s: impl Into<String>) -> Value {
     let s: String = s.into();
     Value::Text {
@@ -27,6 +29,20 @@ pub fn null() -> Value {
 /// `s`, or NULL.
 pub fn opt_text(s: Option<&str>) -> Value {
     s.map_or(Value::Null, text)
+}
+
+/// A cursor's sort key as an SQL value of the kind the sort needs.
+pub fn cursor_key(key: &serde_json::Value, textual: bool) -> AppResult<Value> {
+    let bad = || AppError::validation("cursor", "does not fit this sort");
+    match (key, textual) {
+        (serde_json::Value::String(s), true) => Ok(text(s.clone())),
+        (serde_json::Value::Number(n), false) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(int(i)),
+            (None, Some(f)) => Ok(real(f)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
 }
 
 /// The protocol's type has no `PartialEq`; tests compare arguments by value.
