@@ -163,7 +163,7 @@ pub async fn transaction(db: &Db, queries: &[Query]) -> AppResult<Vec<Written>> 
             }),
             Err(e) => {
                 if let Err(r) = finish(db, baton, "ROLLBACK").await {
-                    tracing::warn!(code = r.code, "rollback after a failed statement");
+                    tracing::warn!(code = %r.code, "rollback after a failed statement");
                 }
                 return Err(e);
             }

@@ -156,7 +156,7 @@ mod tests {
             let changed = String::from_utf8(bytes).expect("ascii");
             if changed != c {
                 let e = codec().decode("issues|popular|", &changed).unwrap_err();
-                assert_eq!((e.status, e.code), (400, "validation_failed"));
+                assert_eq!((e.status, e.code.as_str()), (400, "validation_failed"));
             }
         }
         // A tag cut short or grown is refused whatever its bytes: each

@@ -510,7 +510,11 @@ mod tests {
 
     /// The field a 400 names.
     fn field(e: AppError) -> String {
-        assert_eq!((e.status, e.code), (400, "validation_failed"), "{e:?}");
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (400, "validation_failed"),
+            "{e:?}"
+        );
         e.details.expect("details")["field"]
             .as_str()
             .expect("field")

@@ -44,7 +44,7 @@ use crate::domain::time::now_ms;
 use crate::edge::reads::Read;
 use crate::http::config::Config;
 use crate::http::context::Ctx;
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 
 /// How long an isolate trusts the generation it read for a tag.
 pub const GENERATION_SECS: u64 = 5;
@@ -353,7 +353,7 @@ fn refresh(ctx: &Ctx, key: &str, read: &Read) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(key, code = e.code, "refresh of a stale entry failed"),
+            Err(e) => tracing::warn!(key, code = %e.code, "refresh of a stale entry failed"),
         }
     });
 }
@@ -425,7 +425,7 @@ pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
             entry,
             outcome: Outcome::Miss,
         }),
-        Err(e) if e.code == "primary_unavailable" => match known {
+        Err(e) if e.code == Code::PrimaryUnavailable => match known {
             Some(entry) => Ok(Served {
                 entry,
                 outcome: Outcome::StaleOnError,

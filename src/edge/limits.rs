@@ -37,7 +37,7 @@ use worker::Date;
 
 use crate::domain::rate_limit::{self, Local, LocalGate, Outages, Policy, Verdict, WhenDown};
 use crate::http::context::Ctx;
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::objects::rate_limiter;
 
 thread_local! {
@@ -119,7 +119,7 @@ pub fn refused(ctx: &Ctx, policy: &Policy, retry_after_ms: u64, reset_ms: u64) -
     let secs = rate_limit::retry_after_secs_of(retry_after_ms);
     let mut e = AppError::new(
         429,
-        "rate_limited",
+        Code::RateLimited,
         format!("too many requests; retry in {secs} s"),
     )
     .with_details(json!({ "policy": policy.name, "retry_after_secs": secs }));
@@ -217,7 +217,7 @@ pub async fn write(ctx: &Ctx, policy: &Policy, subject: &str) -> AppResult<()> {
                 tracing::error!(request_id = %ctx.request_id, key = %key, details = ?e.details, "rate limiter failed; write refused");
                 let mut e = AppError::new(
                     503,
-                    "limiter_unavailable",
+                    Code::LimiterUnavailable,
                     "writes are paused for a moment; retry shortly",
                 );
                 e.retry_after = Some(rate_limit::retry_after_secs_of(retry_after_ms).min(5));

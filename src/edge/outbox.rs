@@ -36,11 +36,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use worker::{Method, Request, RequestInit, Response};
+use worker::{Method, Response};
 
 use crate::domain::writes::{Fresh, Idempotency, StoredWrite};
 use crate::http::context::{json_response, Ctx};
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
+use crate::objects::client;
 use crate::store::membership::Change;
 
 /// The name of the one outbox object.
@@ -106,7 +107,7 @@ impl Status {
 /// Is this failure one to keep the write for (the primary, or the counter
 /// object in front of it, is away)?
 pub fn should_queue(e: &AppError) -> bool {
-    matches!(e.code, "primary_unavailable" | "counter_unavailable")
+    matches!(e.code, Code::PrimaryUnavailable | Code::CounterUnavailable)
 }
 
 /// What a replay's result means for the entry.
@@ -135,7 +136,7 @@ pub fn replayed(result: &AppResult<()>, row_table: Option<&str>, attempts: u32) 
         .as_ref()
         .and_then(|d| d["reason"].as_str())
         .unwrap_or_default();
-    if e.code == "conflict" {
+    if e.code == Code::Conflict {
         let own_row = row_table.is_some_and(|t| reason.contains(&format!("{t}.id")));
         // The idempotency record of this very request exists: applied too.
         if own_row || reason.contains("idempotency_keys") {
@@ -169,7 +170,7 @@ pub struct Receipt {
 fn unavailable(e: impl std::fmt::Display) -> AppError {
     let mut err = AppError::new(
         503,
-        "primary_unavailable",
+        Code::PrimaryUnavailable,
         "the database is unavailable and the write could not be kept; retry shortly",
     )
     .with_details(json!({ "reason": format!("outbox: {e}") }));
@@ -183,24 +184,10 @@ async fn call(
     path: &str,
     body: Option<String>,
 ) -> AppResult<(u16, String)> {
-    let namespace = ctx.env.durable_object("OUTBOX").map_err(unavailable)?;
-    let stub = namespace
-        .id_from_name(OBJECT_NAME)
-        .and_then(|id| id.get_stub())
-        .map_err(unavailable)?;
-    let mut init = RequestInit::new();
-    init.with_method(method);
-    if let Some(b) = body {
-        init.with_body(Some(b.into()));
-    }
-    let request = Request::new_with_init(&format!("https://outbox{path}"), &init)?;
-    let mut response = stub
-        .fetch_with_request(request)
+    let reply = client::call(ctx, "OUTBOX", OBJECT_NAME, method, path, body)
         .await
         .map_err(unavailable)?;
-    let status = response.status_code();
-    let text = response.text().await.map_err(unavailable)?;
-    Ok((status, text))
+    Ok((reply.status, reply.text))
 }
 
 /// Keeps `queued` in the outbox; its receipt.
@@ -261,7 +248,7 @@ mod tests {
     use super::*;
 
     fn conflict(reason: &str) -> AppResult<()> {
-        Err(AppError::new(409, "conflict", "x").with_details(json!({ "reason": reason })))
+        Err(AppError::new(409, Code::Conflict, "x").with_details(json!({ "reason": reason })))
     }
 
     #[test]
@@ -325,12 +312,12 @@ mod tests {
         assert!(should_queue(&AppError::primary_unavailable("x")));
         assert!(should_queue(&AppError::new(
             503,
-            "counter_unavailable",
+            Code::CounterUnavailable,
             "x"
         )));
         assert!(!should_queue(&AppError::new(
             503,
-            "limiter_unavailable",
+            Code::LimiterUnavailable,
             "x"
         )));
         assert!(!should_queue(&AppError::not_found("x")));

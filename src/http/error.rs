@@ -6,10 +6,89 @@
 
 use serde_json::{json, Value};
 
+/// Declares [`Code`]: every code an error envelope can carry, once.
+macro_rules! codes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// The machine-readable `code` of an error envelope.
+        // `NoCode`, `WrongCode`...: the variants are the wire names.
+        #[allow(clippy::enum_variant_names)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the order declared (openapi.yaml lists the same).
+            #[cfg(test)]
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<Code> {
+                match name {
+                    $($name => Some(Code::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    ValidationFailed => "validation_failed",
+    MalformedJson => "malformed_json",
+    BadBody => "bad_body",
+    BadUrl => "bad_url",
+    NotFound => "not_found",
+    MethodNotAllowed => "method_not_allowed",
+    PayloadTooLarge => "payload_too_large",
+    UnsupportedMediaType => "unsupported_media_type",
+    CorsRefused => "cors_refused",
+    Forbidden => "forbidden",
+    Unauthorized => "unauthorized",
+    BadSecret => "bad_secret",
+    BadSignature => "bad_signature",
+    RouteDisabled => "route_disabled",
+    Conflict => "conflict",
+    Unprocessable => "unprocessable",
+    RateLimited => "rate_limited",
+    TooManyAttempts => "too_many_attempts",
+    PrimaryUnavailable => "primary_unavailable",
+    LimiterUnavailable => "limiter_unavailable",
+    CounterUnavailable => "counter_unavailable",
+    LinkingUnavailable => "linking_unavailable",
+    NoSession => "no_session",
+    NoCode => "no_code",
+    WrongCode => "wrong_code",
+    CodeExpired => "code_expired",
+    CodeNotSent => "code_not_sent",
+    LinkOnWeb => "link_on_web",
+    UnknownAction => "unknown_action",
+    JobRunning => "job_running",
+    LeaseLost => "lease_lost",
+    Internal => "internal",
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppError {
     pub status: u16,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     pub details: Option<Value>,
     /// Seconds, sent as `Retry-After`.
@@ -21,7 +100,7 @@ pub struct AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, code: Code, message: impl Into<String>) -> Self {
         AppError {
             status,
             code,
@@ -37,24 +116,24 @@ impl AppError {
         self
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: Code, message: impl Into<String>) -> Self {
         Self::new(400, code, message)
     }
 
     pub fn validation(field: &str, problem: impl Into<String>) -> Self {
         let problem = problem.into();
-        Self::new(400, "validation_failed", format!("{field}: {problem}"))
+        Self::new(400, Code::ValidationFailed, format!("{field}: {problem}"))
             .with_details(json!({ "field": field, "problem": problem }))
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(404, "not_found", what)
+        Self::new(404, Code::NotFound, what)
     }
 
     pub fn method_not_allowed(allow: Vec<&'static str>) -> Self {
         let mut e = Self::new(
             405,
-            "method_not_allowed",
+            Code::MethodNotAllowed,
             format!("this route accepts {}", allow.join(", ")),
         );
         e.allow = Some(allow);
@@ -64,7 +143,7 @@ impl AppError {
     pub fn primary_unavailable(why: impl Into<String>) -> Self {
         let mut e = Self::new(
             503,
-            "primary_unavailable",
+            Code::PrimaryUnavailable,
             "the database is unavailable; retry shortly",
         )
         .with_details(json!({ "reason": why.into() }));
@@ -74,20 +153,20 @@ impl AppError {
 
     /// A failure that is our fault. `cause` is for the log, not the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        Self::new(500, "internal", "something went wrong on our side")
+        Self::new(500, Code::Internal, "something went wrong on our side")
             .with_details(json!({ "log": cause.to_string() }))
     }
 
     /// The JSON body. Internal causes stay out of it.
     pub fn body(&self, request_id: &str) -> Value {
-        let details = if self.status >= 500 && self.code == "internal" {
+        let details = if self.status >= 500 && self.code == Code::Internal {
             Value::Null
         } else {
             self.details.clone().unwrap_or(Value::Null)
         };
         json!({
             "error": {
-                "code": self.code,
+                "code": self.code.as_str(),
                 "message": self.message,
                 "details": details,
                 "request_id": request_id,
@@ -96,25 +175,17 @@ impl AppError {
     }
 }
 
-/// Codes an error envelope may carry when it crosses from a Durable Object
-/// to the Worker; anything else arrives as `internal`.
-const KNOWN_CODES: &[&str] = &[
-    "validation_failed",
-    "malformed_json",
-    "not_found",
-    "conflict",
-    "rate_limited",
-    "primary_unavailable",
-    "limiter_unavailable",
-    "unprocessable",
-];
-
 impl AppError {
-    /// Rebuilds an error from its JSON envelope (as [`AppError::body`] made it).
+    /// Rebuilds an error from its JSON envelope (as [`AppError::body`] made
+    /// it), as it crosses from a Durable Object to the Worker.
     pub fn from_envelope(status: u16, body: &Value) -> AppError {
         let error = &body["error"];
-        let code = error["code"].as_str().unwrap_or("");
-        match KNOWN_CODES.iter().find(|k| **k == code) {
+        // An object's internal error stays internal (its cause logged here).
+        let code = error["code"]
+            .as_str()
+            .and_then(Code::parse)
+            .filter(|c| *c != Code::Internal);
+        match code {
             Some(code) => {
                 let mut e = AppError::new(
                     status,
@@ -167,5 +238,26 @@ mod tests {
         assert_eq!(body["error"]["code"], "internal");
         assert!(body["error"]["details"].is_null());
         assert!(!body.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn every_code_is_in_the_spec_and_reads_back() {
+        let spec = include_str!("../../openapi.yaml");
+        let line = spec
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("enum: [validation_failed"))
+            .expect("openapi.yaml lists the error codes");
+        let listed: Vec<&str> = line
+            .trim_start_matches("enum: [")
+            .trim_end_matches(']')
+            .split(", ")
+            .collect();
+        let ours: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(listed, ours, "openapi.yaml's error codes");
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), Some(*code));
+        }
+        assert_eq!(Code::parse("weird"), None);
     }
 }

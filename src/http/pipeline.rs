@@ -20,7 +20,7 @@ use crate::edge::reads::Read;
 use crate::http::config::Config;
 use crate::http::context::{json_response, Ctx};
 use crate::http::cors::{self, Cors};
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::http::request_id;
 use crate::http::router::{self, Resolved, Route};
 use crate::jobs;
@@ -86,7 +86,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => {
             if e.status >= 500 {
-                tracing::error!(request_id = %request_id, code = e.code, details = ?e.details, "request failed");
+                tracing::error!(request_id = %request_id, code = %e.code, details = ?e.details, "request failed");
             }
             let mut response = error_response(&e, &request_id)?;
             for cookie in &kept_cookies {
@@ -139,7 +139,7 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             Cors::Allowed(_) => return (preflight(), "preflight"),
             Cors::Refused => {
                 let refused =
-                    AppError::new(403, "cors_refused", "this origin may not call the API");
+                    AppError::new(403, Code::CorsRefused, "this origin may not call the API");
                 return (Err(refused), "preflight");
             }
             Cors::NoOrigin => {}
@@ -361,7 +361,7 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
 fn query_pairs(req: &Request) -> AppResult<Vec<(String, String)>> {
     Ok(req
         .url()
-        .map_err(|e| AppError::bad_request("bad_url", e.to_string()))?
+        .map_err(|e| AppError::bad_request(Code::BadUrl, e.to_string()))?
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect())
@@ -494,7 +494,7 @@ async fn read_bytes(req: &mut Request, max: usize) -> AppResult<Option<Vec<u8>>>
     let bytes = req
         .bytes()
         .await
-        .map_err(|e| AppError::bad_request("bad_body", e.to_string()))?;
+        .map_err(|e| AppError::bad_request(Code::BadBody, e.to_string()))?;
     if bytes.len() > max {
         return Err(too_large(max));
     }
@@ -510,19 +510,22 @@ async fn read_body(req: &mut Request, max: usize) -> AppResult<Option<Value>> {
     if !is_json(content_type.as_deref()) {
         return Err(AppError::new(
             415,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "send the body as application/json",
         ));
     }
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        AppError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        AppError::bad_request(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
     })
 }
 
 fn too_large(max: usize) -> AppError {
     AppError::new(
         413,
-        "payload_too_large",
+        Code::PayloadTooLarge,
         format!("the body may be at most {max} bytes"),
     )
 }

@@ -16,7 +16,7 @@ use crate::edge::cache;
 use crate::edge::reads;
 use crate::http::config::Config;
 use crate::http::context::{json_response, Ctx};
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::objects::issue_counter;
 use crate::store::db::{Query, Record, Written};
 
@@ -108,7 +108,7 @@ fn lease_lost(e: AppError) -> AppError {
     if overflow {
         AppError::new(
             409,
-            "lease_lost",
+            Code::LeaseLost,
             "another run of this job took over its lease; this run stopped",
         )
     } else {
@@ -144,7 +144,7 @@ pub async fn run(ctx: &Ctx, job: Job, plan: Plan) -> AppResult<Report> {
             .unwrap_or(Value::Null);
         return Err(AppError::new(
             409,
-            "job_running",
+            Code::JobRunning,
             format!("{} is running already; try again later", job.name()),
         )
         .with_details(json!({ "job": job.name(), "running": holder })));
@@ -210,7 +210,7 @@ pub async fn run(ctx: &Ctx, job: Job, plan: Plan) -> AppResult<Report> {
     };
     // job_runs is for operators: an internal error keeps its cause there.
     let error = failure.as_ref().map(|e| match &e.details {
-        Some(d) if e.code == "internal" => format!("{}: {}", e.code, d["log"]),
+        Some(d) if e.code == Code::Internal => format!("{}: {}", e.code, d["log"]),
         _ => format!("{}: {}", e.code, e.message),
     });
     let finish = sql::finish(
@@ -227,12 +227,12 @@ pub async fn run(ctx: &Ctx, job: Job, plan: Plan) -> AppResult<Report> {
             tracing::warn!(job = job.name(), run_id = %run_id, "the run lost its lease before it finished")
         }
         Err(e) => {
-            tracing::error!(job = job.name(), run_id = %run_id, code = e.code, details = ?e.details, "cannot record the run's end; its lease will lapse")
+            tracing::error!(job = job.name(), run_id = %run_id, code = %e.code, details = ?e.details, "cannot record the run's end; its lease will lapse")
         }
     }
     if !collected.tags.tags.is_empty() {
         if let Err(e) = cache::invalidate(ctx, &collected.tags.tags).await {
-            tracing::warn!(job = job.name(), code = e.code, details = ?e.details, "cannot invalidate cache tags after a job");
+            tracing::warn!(job = job.name(), code = %e.code, details = ?e.details, "cannot invalidate cache tags after a job");
         }
     }
     tracing::info!(
@@ -481,7 +481,7 @@ async fn recount_counters(ctx: &Ctx, issues: Vec<String>, collected: &mut Collec
             }
             Err(e) => {
                 collected.counter_failures += 1;
-                tracing::warn!(issue_id = %id, code = e.code, details = ?e.details, "reconcile_counts: cannot recount a counter object");
+                tracing::warn!(issue_id = %id, code = %e.code, details = ?e.details, "reconcile_counts: cannot recount a counter object");
             }
         }
     }
@@ -587,11 +587,11 @@ pub async fn scheduled(cron: &str, env: Env) {
     for job in jobs {
         match run(&ctx, *job, Plan::for_job(*job)).await {
             Ok(_) => {}
-            Err(e) if e.code == "job_running" => {
+            Err(e) if e.code == Code::JobRunning => {
                 tracing::info!(cron, job = job.name(), "skipped: a run holds the lease")
             }
             Err(e) => {
-                tracing::error!(cron, job = job.name(), code = e.code, details = ?e.details, "job failed")
+                tracing::error!(cron, job = job.name(), code = %e.code, details = ?e.details, "job failed")
             }
         }
     }

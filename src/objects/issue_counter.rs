@@ -31,14 +31,15 @@ use futures::future::{select, Either};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use worker::{durable_object, Env, Method, Request, RequestInit, Response, Result, State};
+use worker::{durable_object, Env, Method, Request, Response, Result, State};
 
+use super::client;
 use super::shape::{self, Shape};
 use crate::domain::counter::{self, Counts};
 use crate::domain::time::now_ms;
 use crate::http::config::Config;
 use crate::http::context::Ctx;
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::store::db::Db;
 use crate::store::membership::{self, Change, Op, Outcome};
 
@@ -360,7 +361,7 @@ impl IssueCounter {
         let mut written = match result {
             Ok(w) => w.into_iter(),
             Err(e) => {
-                let known = e.code != "primary_unavailable";
+                let known = e.code != Code::PrimaryUnavailable;
                 self.trusted
                     .set(counter::trusted_after(count, known, false));
                 self.stored.borrow_mut().doubtful = !self.trusted.get();
@@ -463,7 +464,7 @@ impl IssueCounter {
 
 fn error_response(e: &AppError) -> Result<Response> {
     if e.status >= 500 {
-        tracing::warn!(code = e.code, details = ?e.details, "issue counter");
+        tracing::warn!(code = %e.code, details = ?e.details, "issue counter");
     }
     Ok(Response::from_json(&e.body(""))?.with_status(e.status))
 }
@@ -535,7 +536,7 @@ impl DurableObject for IssueCounter {
 
     async fn alarm(&self) -> Result<Response> {
         if let Err(e) = self.flush().await {
-            tracing::warn!(code = e.code, details = ?e.details, "issue counter: flush failed; retrying");
+            tracing::warn!(code = %e.code, details = ?e.details, "issue counter: flush failed; retrying");
             self.state
                 .storage()
                 .set_alarm(Duration::from_millis(FLUSH_RETRY_MS))
@@ -581,30 +582,24 @@ async fn call<T: Serialize, A: serde::de::DeserializeOwned>(
         tracing::warn!(request_id = %ctx.request_id, error = %e, "issue counter unreachable");
         let mut err = AppError::new(
             503,
-            "counter_unavailable",
+            Code::CounterUnavailable,
             "membership changes are unavailable; retry shortly",
         );
         err.retry_after = Some(5);
         err
     };
-    let namespace = ctx
-        .env
-        .durable_object("ISSUE_COUNTER")
-        .map_err(unavailable)?;
-    let stub = namespace
-        .id_from_name(issue_id)
-        .and_then(|id| id.get_stub())
-        .map_err(unavailable)?;
     let body = serde_json::to_string(body).map_err(AppError::internal)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let request = Request::new_with_init(&format!("https://issue-counter/{path}"), &init)?;
-    let started = now_ms();
-    let result = stub.fetch_with_request(request).await;
-    ctx.add_do_ms(now_ms().saturating_sub(started));
-    let mut response = result.map_err(unavailable)?;
-    let status = response.status_code();
-    let text = response.text().await.map_err(unavailable)?;
+    let reply = client::call(
+        ctx,
+        "ISSUE_COUNTER",
+        issue_id,
+        Method::Post,
+        &format!("/{path}"),
+        Some(body),
+    )
+    .await
+    .map_err(unavailable)?;
+    let (status, text) = (reply.status, reply.text);
     if status == 200 {
         return serde_json::from_str(&text)
             .map_err(|e| AppError::internal(format!("issue counter answered {text:.200}: {e}")));

@@ -8,6 +8,7 @@
 use serde::de::DeserializeOwned;
 use worker::{Request, Response, Result};
 
+pub mod client;
 pub mod issue_counter;
 pub mod outbox;
 pub mod rate_limiter;

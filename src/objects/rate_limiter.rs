@@ -27,8 +27,9 @@
 use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
-use worker::{durable_object, Date, Env, Method, Request, RequestInit, Response, Result, State};
+use worker::{durable_object, Date, Env, Method, Request, Response, Result, State};
 
+use super::client;
 use super::shape::{self, Shape, Unreadable};
 use crate::domain::rate_limit::{self, Gcra, Policies, Policy};
 use crate::http::context::Ctx;
@@ -269,11 +270,6 @@ pub async fn take(
 ) -> AppResult<Taken> {
     let fail = |e: worker::Error| AppError::internal(format!("rate limiter: {e}"));
     let key = rate_limit::object_name(policy, subject);
-    let namespace = ctx.env.durable_object("RATE_LIMITER").map_err(fail)?;
-    let stub = namespace
-        .id_from_name(&key)
-        .and_then(|id| id.get_stub())
-        .map_err(fail)?;
     let body = serde_json::to_string(&Take {
         policy: policy.name.to_owned(),
         cost,
@@ -281,20 +277,17 @@ pub async fn take(
         key: key.clone(),
     })
     .map_err(AppError::internal)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let request = Request::new_with_init("https://rate-limiter/take", &init).map_err(fail)?;
-    let started = Date::now().as_millis();
-    let result = stub.fetch_with_request(request).await;
-    ctx.add_do_ms(Date::now().as_millis().saturating_sub(started));
-    let mut response = result.map_err(fail)?;
-    if response.status_code() != 200 {
+    let reply = client::call(ctx, "RATE_LIMITER", &key, Method::Post, "/take", Some(body))
+        .await
+        .map_err(fail)?;
+    if reply.status != 200 {
         return Err(AppError::internal(format!(
             "rate limiter answered {}",
-            response.status_code()
+            reply.status
         )));
     }
-    response.json().await.map_err(fail)
+    serde_json::from_str(&reply.text)
+        .map_err(|e| AppError::internal(format!("rate limiter: unreadable answer: {e}")))
 }
 
 #[cfg(test)]

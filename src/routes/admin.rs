@@ -12,7 +12,7 @@ use crate::domain::ids::Id;
 use crate::edge::cache;
 use crate::edge::reads;
 use crate::http::context::{json_response, Ctx};
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 
 /// Compares in time that depends only on the lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -23,7 +23,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn disabled(name: &str) -> AppError {
     AppError::new(
         403,
-        "route_disabled",
+        Code::RouteDisabled,
         format!("this route is off: {name} is not set"),
     )
 }
@@ -41,7 +41,7 @@ pub fn bearer(expected: Option<&str>, header: Option<&str>, name: &str) -> AppRe
     } else {
         Err(AppError::new(
             401,
-            "unauthorized",
+            Code::Unauthorized,
             format!("send Authorization: Bearer <{name}>"),
         ))
     }

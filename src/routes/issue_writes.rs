@@ -52,7 +52,7 @@ use crate::edge::identity;
 use crate::edge::outbox::{self, Queued};
 use crate::edge::reads::{self, ISSUES_TAG, ORGANISATIONS_TAG};
 use crate::http::context::Ctx;
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::http::router::Route;
 use crate::store::db::{Query, Record, Written};
 
@@ -467,7 +467,7 @@ pub fn outcome(write: &Write, written: &[Written]) -> AppResult<()> {
             let problem = format!("no organisation has the id {}", unknown.join(", "));
             Err(AppError::new(
                 400,
-                "validation_failed",
+                Code::ValidationFailed,
                 format!("organisation_ids: {problem}"),
             )
             .with_details(json!({
@@ -482,7 +482,7 @@ pub fn outcome(write: &Write, written: &[Written]) -> AppResult<()> {
         ))),
         Write::Synonym(_, synonym) => Err(AppError::new(
             409,
-            "conflict",
+            Code::Conflict,
             format!("this issue already has the synonym {:?}", synonym.term),
         )
         .with_details(json!({ "field": "term" }))),
@@ -511,7 +511,7 @@ pub fn earlier(write: &Write, i: &Idempotency, rows: &[Record]) -> AppResult<Opt
     if record.get("request_hash").and_then(Value::as_str) != Some(i.hash.as_str()) {
         return Err(AppError::new(
             422,
-            "unprocessable",
+            Code::Unprocessable,
             "this Idempotency-Key was used with a different request; use a new key",
         )
         .with_details(json!({ "field": "Idempotency-Key" })));
@@ -529,7 +529,7 @@ pub fn earlier(write: &Write, i: &Idempotency, rows: &[Record]) -> AppResult<Opt
         })),
         _ => Err(AppError::new(
             409,
-            "conflict",
+            Code::Conflict,
             "a request with this Idempotency-Key is still in progress; retry later",
         )
         .with_details(json!({ "field": "Idempotency-Key" }))),
@@ -539,7 +539,7 @@ pub fn earlier(write: &Write, i: &Idempotency, rows: &[Record]) -> AppResult<Opt
 /// Did the transaction fail because the key's record already exists (a
 /// concurrent request with the same key committed first)?
 pub fn is_key_conflict(e: &AppError) -> bool {
-    e.code == "conflict"
+    e.code == Code::Conflict
         && e.details
             .as_ref()
             .and_then(|d| d["reason"].as_str())
@@ -922,13 +922,13 @@ mod tests {
             );
         }
         let dup = outcome(synonym, &written(json!({"issue_exists": 1, "written": 0}))).unwrap_err();
-        assert_eq!((dup.status, dup.code), (409, "conflict"));
+        assert_eq!((dup.status, dup.code.as_str()), (409, "conflict"));
         let odd = outcome(post, &written(json!({"issue_exists": 1, "written": 0}))).unwrap_err();
         assert_eq!(odd.status, 500);
 
         let unknown = json!({"written": 0, "unknown_organisations": format!("[\"{ORG}\"]")});
         let e = outcome(issue, &written(unknown)).unwrap_err();
-        assert_eq!((e.status, e.code), (400, "validation_failed"));
+        assert_eq!((e.status, e.code.as_str()), (400, "validation_failed"));
         let details = e.details.expect("details");
         assert_eq!(details["field"], "organisation_ids");
         assert_eq!(details["unknown"], json!([ORG]));
@@ -964,7 +964,7 @@ mod tests {
             }
         );
         let other = earlier(&issue, &i, &record("h2", json!(201), json!("{}"))).unwrap_err();
-        assert_eq!((other.status, other.code), (422, "unprocessable"));
+        assert_eq!((other.status, other.code.as_str()), (422, "unprocessable"));
         let pending = earlier(&issue, &i, &record("h1", Value::Null, Value::Null)).unwrap_err();
         assert_eq!(pending.status, 409);
     }
@@ -986,7 +986,7 @@ mod tests {
     #[test]
     fn key_conflicts_are_told_from_other_conflicts() {
         let conflict = |reason: &str| {
-            AppError::new(409, "conflict", "x").with_details(json!({ "reason": reason }))
+            AppError::new(409, Code::Conflict, "x").with_details(json!({ "reason": reason }))
         };
         assert!(is_key_conflict(&conflict(
             "SQLITE_CONSTRAINT: UNIQUE constraint failed: idempotency_keys.scope, idempotency_keys.key"

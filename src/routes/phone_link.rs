@@ -37,7 +37,7 @@ use crate::edge::identity;
 use crate::edge::limits;
 use crate::edge::reads;
 use crate::http::context::{json_response, Ctx};
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::objects;
 use crate::routes::admin::constant_time_eq;
 use crate::routes::bot::{outbound, whatsapp};
@@ -162,7 +162,7 @@ pub async fn request(
     else {
         let mut e = AppError::new(
             503,
-            "linking_unavailable",
+            Code::LinkingUnavailable,
             "phone linking is not configured (WHATSAPP_PHONE_NUMBER_ID, WHATSAPP_ACCESS_TOKEN)",
         );
         e.retry_after = Some(3600);
@@ -196,7 +196,7 @@ pub async fn request(
             .await?;
         let mut e = AppError::new(
             502,
-            "code_not_sent",
+            Code::CodeNotSent,
             "WhatsApp did not accept the code; try again in a minute",
         );
         e.retry_after = Some(60);
@@ -379,7 +379,7 @@ pub async fn verify(
     let Some(session) = identity::session(ctx, cookie_header)? else {
         return Err(AppError::new(
             401,
-            "no_session",
+            Code::NoSession,
             "verify from the browser that asked for the code",
         ));
     };
@@ -403,7 +403,7 @@ pub async fn verify(
                 let left = (MAX_ATTEMPTS - attempts).max(0);
                 return Err(AppError::new(
                     400,
-                    "wrong_code",
+                    Code::WrongCode,
                     format!("that is not the code we sent; {left} attempts left"),
                 )
                 .with_details(json!({ "field": "code", "attempts_left": left })));
@@ -413,7 +413,7 @@ pub async fn verify(
         Attempt::NoCode => {
             return Err(AppError::new(
                 400,
-                "no_code",
+                Code::NoCode,
                 "no code is pending for this phone; ask for one first",
             )
             .with_details(json!({ "field": "phone" })))
@@ -421,7 +421,7 @@ pub async fn verify(
         Attempt::Expired => {
             return Err(AppError::new(
                 400,
-                "code_expired",
+                Code::CodeExpired,
                 "the code has expired; ask for a new one",
             )
             .with_details(json!({ "field": "code" })))
@@ -429,7 +429,7 @@ pub async fn verify(
         Attempt::TooManyAttempts => {
             return Err(AppError::new(
                 429,
-                "too_many_attempts",
+                Code::TooManyAttempts,
                 "too many wrong codes; ask for a new one",
             )
             .with_details(json!({ "field": "code" })))
@@ -461,14 +461,14 @@ pub async fn verify(
     let mut tags = Vec::new();
     for issue in &doubled {
         if let Err(e) = objects::issue_counter::recount(ctx, issue).await {
-            tracing::warn!(request_id = %ctx.request_id, issue, code = e.code, "recount after a merge failed");
+            tracing::warn!(request_id = %ctx.request_id, issue, code = %e.code, "recount after a merge failed");
         }
         tags.push(reads::issue_tag_of(issue));
     }
     if !tags.is_empty() {
         tags.push(reads::ISSUES_TAG.to_owned());
         if let Err(e) = cache::invalidate(ctx, &tags).await {
-            tracing::warn!(request_id = %ctx.request_id, code = e.code, "cache invalidation after a merge failed");
+            tracing::warn!(request_id = %ctx.request_id, code = %e.code, "cache invalidation after a merge failed");
         }
     }
     Ok(json_response(

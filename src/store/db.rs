@@ -29,7 +29,7 @@ use libsql_hrana::proto::{
 use serde_json::{Map, Value};
 use worker::{AbortController, Fetch, Headers, Method, Request, RequestInit};
 
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 
 /// One result row as a JSON object keyed by column name.
 pub type Record = Map<String, Value>;
@@ -192,10 +192,12 @@ pub(crate) fn statement_error(error: &libsql_hrana::proto::Error) -> AppError {
         "SQLITE_BUSY" | "SQLITE_LOCKED" => {
             AppError::primary_unavailable(format!("the database is busy: {}", error.message))
         }
-        c if c.starts_with("SQLITE_CONSTRAINT") => {
-            AppError::new(409, "conflict", "the change conflicts with existing data")
-                .with_details(serde_json::json!({ "reason": error.message }))
-        }
+        c if c.starts_with("SQLITE_CONSTRAINT") => AppError::new(
+            409,
+            Code::Conflict,
+            "the change conflicts with existing data",
+        )
+        .with_details(serde_json::json!({ "reason": error.message })),
         _ => AppError::internal(format!(
             "statement failed: {} ({})",
             error.message, error.code

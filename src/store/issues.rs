@@ -413,7 +413,11 @@ mod tests {
             ("sort", ""),
         ] {
             let e = ListQuery::parse([(k, v)]).unwrap_err();
-            assert_eq!((e.status, e.code), (400, "validation_failed"), "{k}={v}");
+            assert_eq!(
+                (e.status, e.code.as_str()),
+                (400, "validation_failed"),
+                "{k}={v}"
+            );
         }
     }
 

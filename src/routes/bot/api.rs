@@ -24,7 +24,7 @@ use crate::domain::phone::PhoneE164;
 use crate::domain::writes::NewPost;
 use crate::edge::limits;
 use crate::http::context::{json_response, Ctx};
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::routes::issue_writes::Write;
 use crate::routes::membership;
 use crate::store::membership::Op;
@@ -67,7 +67,7 @@ pub const LINK_STEPS: [&str; 2] = [
 pub fn link_on_web() -> AppError {
     AppError::new(
         400,
-        "link_on_web",
+        Code::LinkOnWeb,
         "a phone is linked on the web, not through the bot: from the web session, \
          POST /api/me/phone with the phone, then POST /api/me/phone/verify with the code sent to it",
     )
@@ -110,7 +110,7 @@ pub fn parse(body: Option<&Value>) -> AppResult<BotRequest> {
     if !ACTIONS.contains(&name) {
         return Err(AppError::new(
             400,
-            "unknown_action",
+            Code::UnknownAction,
             format!("no bot action is called {name:?}"),
         )
         .with_details(json!({ "field": "action", "actions": ACTIONS })));
@@ -392,7 +392,7 @@ mod tests {
     fn link_phone_is_known_and_says_how_to_link() {
         for params in [json!({"phone": "+447700900123"}), json!({}), json!(null)] {
             let e = parsed(json!({"action": "link_phone", "params": params})).expect_err("refused");
-            assert_eq!((e.status, e.code), (400, "link_on_web"));
+            assert_eq!((e.status, e.code.as_str()), (400, "link_on_web"));
             assert!(e.message.contains("POST /api/me/phone"), "{}", e.message);
             assert_eq!(e.details.expect("details")["steps"][1], LINK_STEPS[1]);
         }
@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn an_unknown_action_lists_the_known_ones() {
         let e = parsed(json!({"action": "delete_everything", "params": {}})).expect_err("refused");
-        assert_eq!((e.status, e.code), (400, "unknown_action"));
+        assert_eq!((e.status, e.code.as_str()), (400, "unknown_action"));
         assert_eq!(e.details.expect("details")["actions"][0], "search_issues");
     }
 }

@@ -123,7 +123,7 @@ pub async fn answer(ctx: &Ctx, who: &ChatUser, text: &str) -> String {
             format!("Sorry: {}", e.message)
         }
         Err(e) => {
-            tracing::warn!(request_id = %ctx.request_id, code = e.code, "chat command failed");
+            tracing::warn!(request_id = %ctx.request_id, code = %e.code, "chat command failed");
             "Sorry, something went wrong on our side. Please try again in a minute.".to_owned()
         }
     }

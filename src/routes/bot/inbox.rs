@@ -82,7 +82,7 @@ pub async fn mark_processed(ctx: &Ctx, provider: &str, id: &str) {
         .transaction(vec![processed_query(provider, id)])
         .await
     {
-        tracing::warn!(request_id = %ctx.request_id, code = e.code, event = id, "could not mark an event processed");
+        tracing::warn!(request_id = %ctx.request_id, code = %e.code, event = id, "could not mark an event processed");
     }
 }
 
@@ -97,7 +97,7 @@ pub async fn limited(ctx: &Ctx, who: &ChatUser) -> bool {
             true
         }
         Err(e) => {
-            tracing::warn!(request_id = %ctx.request_id, code = e.code, "rate limiter failed; chat message answered");
+            tracing::warn!(request_id = %ctx.request_id, code = %e.code, "rate limiter failed; chat message answered");
             false
         }
     }

@@ -225,7 +225,7 @@ async fn record_failure(ctx: &Ctx, out: &Outgoing, attempts: u32, reason: &str) 
         .await
     {
         // The log line above still has it.
-        tracing::error!(request_id = %ctx.request_id, code = e.code, "could not record a failed outbound message");
+        tracing::error!(request_id = %ctx.request_id, code = %e.code, "could not record a failed outbound message");
     }
 }
 

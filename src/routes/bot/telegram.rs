@@ -17,7 +17,7 @@ use super::outbound::{self, Outgoing};
 use super::whatsapp::UNSUPPORTED_REPLY;
 use super::{chat, ChatUser};
 use crate::http::context::{json_response, Ctx};
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::routes::admin::constant_time_eq;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,12 +99,15 @@ pub async fn receive(ctx: &Ctx, secret_header: Option<&str>, raw: &[u8]) -> AppR
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         return Err(AppError::new(
             401,
-            "bad_secret",
+            Code::BadSecret,
             "X-Telegram-Bot-Api-Secret-Token is missing or wrong",
         ));
     }
     let payload: Value = serde_json::from_slice(raw).map_err(|e| {
-        AppError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        AppError::bad_request(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     let update = parse(&payload).map_err(|problem| AppError::validation("update_id", problem))?;
     let Some(update) = update else {

@@ -35,7 +35,7 @@ use super::outbound::{self, Outgoing};
 use super::{chat, ChatUser};
 use crate::domain::phone::PhoneE164;
 use crate::http::context::{json_response, Ctx};
-use crate::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult, Code};
 use crate::routes::admin::constant_time_eq;
 
 /// Most new messages run by one invocation (Meta usually sends a handful);
@@ -210,7 +210,7 @@ pub fn verify(ctx: &Ctx, query: &[(String, String)]) -> AppResult<Response> {
     if !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
         return Err(AppError::new(
             403,
-            "forbidden",
+            Code::Forbidden,
             "hub.verify_token does not match",
         ));
     }
@@ -236,12 +236,15 @@ pub async fn receive(ctx: &Ctx, signature: Option<&str>, raw: &[u8]) -> AppResul
     if !signature_ok(secret.as_bytes(), raw, signature) {
         return Err(AppError::new(
             401,
-            "bad_signature",
+            Code::BadSignature,
             "X-Hub-Signature-256 is missing or does not sign this body",
         ));
     }
     let payload: Value = serde_json::from_slice(raw).map_err(|e| {
-        AppError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        AppError::bad_request(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     let delivery = parse(&payload).ok_or_else(|| {
         AppError::validation("entry", "is required: not a WhatsApp webhook payload")
@@ -261,7 +264,7 @@ pub async fn receive(ctx: &Ctx, signature: Option<&str>, raw: &[u8]) -> AppResul
         if let Err(e) = release(ctx, "whatsapp", &ids).await {
             // Still claimed: a redelivery takes them over after
             // RECLAIM_AFTER_SECS instead of at once.
-            tracing::warn!(request_id = %ctx.request_id, code = e.code, "could not give back deferred claims");
+            tracing::warn!(request_id = %ctx.request_id, code = %e.code, "could not give back deferred claims");
         }
         tracing::warn!(request_id = %ctx.request_id, running = work.len(), deferred = ids.len(), "WhatsApp delivery larger than one invocation runs; the rest is asked for again");
     }
