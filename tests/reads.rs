@@ -515,7 +515,7 @@ async fn every_get_route_costs_what_it_should(app: &TestApp) {
         },
     ];
     let listed: HashSet<&str> = costs.iter().map(|c| c.pattern).collect();
-    for (method, pattern, _) in quiet_riots_edge::ROUTES {
+    for (method, pattern, _, _) in quiet_riots_edge::ROUTES {
         assert!(
             *method != "GET" || listed.contains(pattern),
             "GET {pattern} has no stated round-trip cost in this test"

@@ -91,19 +91,6 @@ impl Read {
         }
     }
 
-    /// The route's name in logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Read::Issues(_) => "issues.list",
-            Read::Issue(_) => "issues.get",
-            Read::Feed(..) => "issues.feed",
-            Read::Actions(_) => "issues.actions",
-            Read::Countries(_) => "issues.countries",
-            Read::Organisations(_) => "organisations.list",
-            Read::Organisation(_) => "organisations.get",
-        }
-    }
-
     pub async fn load(&self, db: &Db, cursors: &CursorCodec) -> AppResult<Value> {
         match self {
             Read::Issues(q) => issues::list(db, cursors, q).await,

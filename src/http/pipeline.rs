@@ -166,8 +166,8 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     // The method as sent: `Request::method` reads any method it does not
     // know (PROPFIND, QUERY, ...) as GET, which would serve it as a read.
     let method = req.inner().method();
-    let route = match router::resolve(&method, path) {
-        Resolved::Found(route) => route,
+    let (route, name) = match router::resolve(&method, path) {
+        Resolved::Found(route, name) => (route, name),
         Resolved::MethodNotAllowed(allow) if method == "OPTIONS" => {
             return (options(allow), "options")
         }
@@ -207,64 +207,51 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             return (Err(e), "rate_limited");
         }
     }
-    match route {
-        Route::Health => (health::handle(ctx).await, "health"),
+    let result = match route {
+        Route::Health => health::handle(ctx).await,
         #[cfg(feature = "bench")]
-        Route::BenchConstant => (bench::constant::handle(ctx), "bench.constant"),
+        Route::BenchConstant => bench::constant::handle(ctx),
         Route::Join { ref id } | Route::Leave { ref id } => {
             let op = if matches!(route, Route::Leave { .. }) {
                 Op::Leave
             } else {
                 Op::Join
             };
-            let result = match Id::parse(id, "id") {
+            match Id::parse(id, "id") {
                 Ok(issue) => {
                     membership::handle(ctx, op, &issue, body.as_ref(), header("Cookie").as_deref())
                         .await
                 }
                 Err(e) => Err(e),
-            };
-            let name = match op {
-                Op::Join => "issues.join",
-                Op::Leave => "issues.leave",
-            };
-            (result, name)
+            }
         }
-        Route::Me => (me::get(ctx, header("Cookie").as_deref()).await, "me"),
-        Route::LinkPhone => (
-            phone_link::request(ctx, body.as_ref(), header("Cookie").as_deref()).await,
-            "me.phone",
-        ),
-        Route::VerifyPhone => (
-            phone_link::verify(ctx, body.as_ref(), header("Cookie").as_deref()).await,
-            "me.phone.verify",
-        ),
-        Route::OutboxEntry { ref id } => (
-            match Id::parse(id, "id") {
-                Ok(id) => outbox::status(ctx, &id).await,
-                Err(e) => Err(e),
-            },
-            "outbox.status",
-        ),
-        Route::Bot => (bot::api::handle(ctx, body.as_ref()).await, "bot"),
-        Route::WhatsAppVerify => (
-            query_pairs(&req).and_then(|pairs| bot::whatsapp::verify(ctx, &pairs)),
-            "webhooks.whatsapp.verify",
-        ),
-        Route::WhatsAppWebhook => (
-            bot::whatsapp::receive(ctx, header("X-Hub-Signature-256").as_deref(), &raw).await,
-            "webhooks.whatsapp",
-        ),
-        Route::TelegramWebhook => (
+        Route::Me => me::get(ctx, header("Cookie").as_deref()).await,
+        Route::LinkPhone => {
+            phone_link::request(ctx, body.as_ref(), header("Cookie").as_deref()).await
+        }
+        Route::VerifyPhone => {
+            phone_link::verify(ctx, body.as_ref(), header("Cookie").as_deref()).await
+        }
+        Route::OutboxEntry { ref id } => match Id::parse(id, "id") {
+            Ok(id) => outbox::status(ctx, &id).await,
+            Err(e) => Err(e),
+        },
+        Route::Bot => bot::api::handle(ctx, body.as_ref()).await,
+        Route::WhatsAppVerify => {
+            query_pairs(&req).and_then(|pairs| bot::whatsapp::verify(ctx, &pairs))
+        }
+        Route::WhatsAppWebhook => {
+            bot::whatsapp::receive(ctx, header("X-Hub-Signature-256").as_deref(), &raw).await
+        }
+        Route::TelegramWebhook => {
             bot::telegram::receive(
                 ctx,
                 header("X-Telegram-Bot-Api-Secret-Token").as_deref(),
                 &raw,
             )
-            .await,
-            "webhooks.telegram",
-        ),
-        Route::Logout => (me::logout(), "logout"),
+            .await
+        }
+        Route::Logout => me::logout(),
         Route::CreateIssue
         | Route::AddPost { .. }
         | Route::AddSynonym { .. }
@@ -278,38 +265,25 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             )
             .await
         }
-        Route::InvalidateCache => (
-            admin::invalidate(ctx, body.as_ref()).await,
-            "admin.invalidate",
-        ),
-        Route::RunJob { ref name } => (
-            jobs::run::run_now(ctx, name, body.as_ref()).await,
-            "admin.jobs.run",
-        ),
-        Route::ListJobs => {
-            let result = match query_pairs(&req) {
-                Ok(pairs) => jobs::run::list(ctx, &pairs).await,
-                Err(e) => Err(e),
-            };
-            (result, "admin.jobs.list")
-        }
-        read_route => {
-            let read = match to_read(&req, read_route) {
-                Ok(read) => read,
-                Err(e) => return (Err(e), "read"),
-            };
-            let name = read.name();
-            let result = match cache::serve(ctx, &read).await {
+        Route::InvalidateCache => admin::invalidate(ctx, body.as_ref()).await,
+        Route::RunJob { ref name } => jobs::run::run_now(ctx, name, body.as_ref()).await,
+        Route::ListJobs => match query_pairs(&req) {
+            Ok(pairs) => jobs::run::list(ctx, &pairs).await,
+            Err(e) => Err(e),
+        },
+        read_route => match to_read(&req, read_route) {
+            Ok(read) => match cache::serve(ctx, &read).await {
                 Ok(served) => cached_response(
                     with_live_counts(served, &read),
                     header("If-None-Match").as_deref(),
                     ctx,
                 ),
                 Err(e) => Err(e),
-            };
-            (result, name)
-        }
-    }
+            },
+            Err(e) => Err(e),
+        },
+    };
+    (result, name)
 }
 
 /// The secret a route is behind (`Authorization: Bearer <secret>`) and its

@@ -68,17 +68,6 @@ pub enum Write {
     Action(Id, NewAction),
 }
 
-/// The route's name in logs.
-pub fn route_name(route: &Route) -> &'static str {
-    match route {
-        Route::CreateIssue => "issues.create",
-        Route::AddPost { .. } => "issues.feed.create",
-        Route::AddSynonym { .. } => "issues.synonyms.create",
-        Route::AddAction { .. } => "issues.actions.create",
-        _ => "write",
-    }
-}
-
 impl Write {
     /// A stored write, checked: a malformed issue id, then a bad body,
     /// is a 400 naming the field.
@@ -546,19 +535,15 @@ pub fn is_key_conflict(e: &AppError) -> bool {
             .is_some_and(|r| r.contains("idempotency_keys"))
 }
 
-/// `POST` of a new issue, post, synonym or action. Returns the route name
-/// for the log with the result.
+/// `POST` of a new issue, post, synonym or action.
 pub async fn handle(
     ctx: &Ctx,
     route: &Route,
     body: Option<&Value>,
     idempotency_key: Option<&str>,
     cookie_header: Option<&str>,
-) -> (AppResult<Response>, &'static str) {
-    (
-        run(ctx, route, body, idempotency_key, cookie_header).await,
-        route_name(route),
-    )
+) -> AppResult<Response> {
+    run(ctx, route, body, idempotency_key, cookie_header).await
 }
 
 /// The write a route asks for, as data (what the outbox keeps).
@@ -838,7 +823,6 @@ mod tests {
         let e = Write::parse(&stored_of(&Route::CreateIssue, None).expect("stored")).unwrap_err();
         assert_eq!(e.details.expect("details")["field"], "body");
         assert_eq!(parse(Route::Me, json!({})).unwrap_err().status, 500);
-        assert_eq!(route_name(&Route::CreateIssue), "issues.create");
     }
 
     #[test]
