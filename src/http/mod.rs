@@ -1,6 +1,7 @@
 //! HTTP plumbing: the request pipeline, the router (every route once), the
 //! one error type, CORS, configuration, the per-request context and logging.
 
+pub mod auth;
 pub mod config;
 pub mod context;
 pub mod cors;

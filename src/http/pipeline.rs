@@ -6,7 +6,6 @@
 use serde_json::Value;
 use worker::{Date, Env, Method, Request, Response};
 
-#[cfg(feature = "bench")]
 use crate::bench;
 use crate::domain::counter;
 use crate::domain::ids::Id;
@@ -17,6 +16,8 @@ use crate::edge::identity;
 use crate::edge::limits;
 use crate::edge::outbox;
 use crate::edge::reads::Read;
+#[cfg(feature = "bench")]
+use crate::http::auth;
 use crate::http::config::Config;
 use crate::http::context::{json_response, Ctx};
 use crate::http::cors::{self, Cors};
@@ -180,7 +181,7 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     // caller without the token learns nothing from how the body parses.
     if let Some((secret, name)) = bearer_secret(&route, &ctx.config) {
         let authorization = req.headers().get("Authorization").ok().flatten();
-        if let Err(e) = admin::bearer(secret, authorization.as_deref(), name) {
+        if let Err(e) = auth::bearer(secret, authorization.as_deref(), name) {
             return (Err(e), "unauthorized");
         }
     }

@@ -12,40 +12,7 @@ use crate::domain::ids::Id;
 use crate::edge::cache;
 use crate::edge::reads;
 use crate::http::context::{json_response, Ctx};
-use crate::http::error::{AppError, AppResult, Code};
-
-/// Compares in time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The 403 of a route that is off because its secret `name` is not set.
-pub fn disabled(name: &str) -> AppError {
-    AppError::new(
-        403,
-        Code::RouteDisabled,
-        format!("this route is off: {name} is not set"),
-    )
-}
-
-/// Checks `Authorization: Bearer <token>` against the secret `name`, in
-/// constant time; a route whose secret is unset is off (403). The pipeline
-/// runs it for the routes behind a secret, before their body is read.
-pub fn bearer(expected: Option<&str>, header: Option<&str>, name: &str) -> AppResult<()> {
-    let Some(expected) = expected else {
-        return Err(disabled(name));
-    };
-    let given = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(AppError::new(
-            401,
-            Code::Unauthorized,
-            format!("send Authorization: Bearer <{name}>"),
-        ))
-    }
-}
+use crate::http::error::{AppError, AppResult};
 
 /// A tag as a read declares it: `issues`, `organisations`, or
 /// `issue:`/`feed:`/`org:` followed by a UUID.
@@ -93,17 +60,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_and_tags() {
-        let authorise = |expected, header| bearer(expected, header, "CRON_SECRET");
-        assert!(authorise(Some("s3cret"), Some("Bearer s3cret")).is_ok());
-        assert_eq!(
-            authorise(Some("s3cret"), Some("Bearer nope"))
-                .unwrap_err()
-                .status,
-            401
-        );
-        assert_eq!(authorise(Some("s3cret"), None).unwrap_err().status, 401);
-        assert_eq!(authorise(None, Some("Bearer x")).unwrap_err().status, 403);
+    fn tags() {
         assert_eq!(parse_tag("issues").expect("tag"), "issues");
         assert_eq!(
             parse_tag("issue:0B7F6C1E-5A1D-4C3E-9B8A-2F4D6E8A0C11").expect("tag"),

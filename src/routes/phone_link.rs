@@ -36,10 +36,10 @@ use crate::edge::cache;
 use crate::edge::identity;
 use crate::edge::limits;
 use crate::edge::reads;
+use crate::http::auth::constant_time_eq;
 use crate::http::context::{json_response, Ctx};
 use crate::http::error::{AppError, AppResult, Code};
 use crate::objects;
-use crate::routes::admin::constant_time_eq;
 use crate::routes::bot::{outbound, whatsapp};
 use crate::store::db::{Query, Record};
 

@@ -16,9 +16,9 @@ use super::inbox::{claim, limited, mark_processed};
 use super::outbound::{self, Outgoing};
 use super::whatsapp::UNSUPPORTED_REPLY;
 use super::{chat, ChatUser};
+use crate::http::auth::constant_time_eq;
 use crate::http::context::{json_response, Ctx};
 use crate::http::error::{AppError, AppResult, Code};
-use crate::routes::admin::constant_time_eq;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
@@ -93,7 +93,7 @@ pub fn parse(payload: &Value) -> Result<Option<Update>, &'static str> {
 
 pub async fn receive(ctx: &Ctx, secret_header: Option<&str>, raw: &[u8]) -> AppResult<Response> {
     let Some(expected) = ctx.config.telegram.secret_token.as_deref() else {
-        return Err(crate::routes::admin::disabled("TELEGRAM_SECRET_TOKEN"));
+        return Err(crate::http::auth::disabled("TELEGRAM_SECRET_TOKEN"));
     };
     let given = secret_header.unwrap_or("");
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {

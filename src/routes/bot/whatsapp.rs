@@ -34,9 +34,9 @@ use super::inbox::{claim, limited, mark_processed, release};
 use super::outbound::{self, Outgoing};
 use super::{chat, ChatUser};
 use crate::domain::phone::PhoneE164;
+use crate::http::auth::constant_time_eq;
 use crate::http::context::{json_response, Ctx};
 use crate::http::error::{AppError, AppResult, Code};
-use crate::routes::admin::constant_time_eq;
 
 /// Most new messages run by one invocation (Meta usually sends a handful);
 /// the rest wait for the redelivery a `503` asks for.
@@ -201,7 +201,7 @@ pub fn parse(payload: &Value) -> Option<Delivery> {
 pub fn verify(ctx: &Ctx, query: &[(String, String)]) -> AppResult<Response> {
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let Some(expected) = ctx.config.whatsapp.verify_token.as_deref() else {
-        return Err(crate::routes::admin::disabled("WHATSAPP_VERIFY_TOKEN"));
+        return Err(crate::http::auth::disabled("WHATSAPP_VERIFY_TOKEN"));
     };
     if get("hub.mode") != Some("subscribe") {
         return Err(AppError::validation("hub.mode", "must be subscribe"));
@@ -231,7 +231,7 @@ pub fn verify(ctx: &Ctx, query: &[(String, String)]) -> AppResult<Response> {
 /// `POST /webhooks/whatsapp`.
 pub async fn receive(ctx: &Ctx, signature: Option<&str>, raw: &[u8]) -> AppResult<Response> {
     let Some(secret) = ctx.config.whatsapp.app_secret.as_deref() else {
-        return Err(crate::routes::admin::disabled("WHATSAPP_APP_SECRET"));
+        return Err(crate::http::auth::disabled("WHATSAPP_APP_SECRET"));
     };
     if !signature_ok(secret.as_bytes(), raw, signature) {
         return Err(AppError::new(
