@@ -6,6 +6,7 @@
 use serde_json::Value;
 use worker::{Date, Env, Method, Request, Response};
 
+#[cfg(feature = "bench")]
 use crate::bench;
 use crate::domain::counter;
 use crate::domain::ids::Id;
@@ -16,7 +17,6 @@ use crate::edge::identity;
 use crate::edge::limits;
 use crate::edge::outbox;
 use crate::edge::reads::Read;
-#[cfg(feature = "bench")]
 use crate::http::auth;
 use crate::http::config::Config;
 use crate::http::context::{json_response, Ctx};
