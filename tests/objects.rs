@@ -148,7 +148,8 @@ fn rewrite_storage(app: &TestApp, counted: &str, recounted: &str) -> rusqlite::R
     let db = open("IssueCounter", recounted)?;
     db.execute("UPDATE counter SET state = 'not json'", [])?;
 
-    // The outbox's queued entries, version 1: payloads without `v`.
+    // The outbox's queued entries, version 1: payloads without `v`, a
+    // write kept as its path and body.
     let db = open("Outbox", "outbox")?;
     let mut rows = Vec::new();
     {
@@ -161,8 +162,21 @@ fn rewrite_storage(app: &TestApp, counted: &str, recounted: &str) -> rusqlite::R
     assert!(!rows.is_empty(), "entries to rewrite");
     for (seq, payload) in rows {
         let mut payload: Value = serde_json::from_str(&payload).expect("payload");
-        assert_eq!(payload["v"], 2);
-        payload.as_object_mut().expect("object").remove("v");
+        assert_eq!(payload["v"], 3);
+        let fields = payload.as_object_mut().expect("object");
+        fields.remove("v");
+        // Version 1 kept a write as its route's path and body.
+        if let Some(write) = fields.remove("write") {
+            let path = match (write["kind"].as_str(), write["issue_id"].as_str()) {
+                (Some("issue"), _) => "/api/issues".to_owned(),
+                (Some("post"), Some(id)) => format!("/api/issues/{id}/feed"),
+                (Some("synonym"), Some(id)) => format!("/api/issues/{id}/synonyms"),
+                (Some("action"), Some(id)) => format!("/api/issues/{id}/actions"),
+                other => panic!("a kept write of an unknown kind: {other:?}"),
+            };
+            fields.insert("path".into(), Value::from(path));
+            fields.insert("body".into(), write["body"].clone());
+        }
         db.execute(
             "UPDATE entries SET payload = ?1 WHERE seq = ?2",
             rusqlite::params![payload.to_string(), seq],

@@ -4,8 +4,8 @@
 //! away.
 
 pub mod cache;
-pub mod counts;
 pub mod identity;
 pub mod limits;
+pub mod live_counts;
 pub mod outbox;
 pub mod reads;

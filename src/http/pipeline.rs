@@ -12,9 +12,9 @@ use crate::domain::counter;
 use crate::domain::ids::Id;
 use crate::domain::paging::Page;
 use crate::edge::cache::{self, Outcome, Served};
-use crate::edge::counts;
 use crate::edge::identity;
 use crate::edge::limits;
+use crate::edge::live_counts;
 use crate::edge::outbox;
 use crate::edge::reads::Read;
 use crate::http::auth;
@@ -383,7 +383,7 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
 /// from the primary within two flush intervals of a live count may predate
 /// the flush that carries it, so the live count wins in that window too.
 fn with_live_counts(served: Served, read: &Read) -> Served {
-    if !matches!(read, Read::Issue(_) | Read::Issues(_)) || counts::Learned::is_empty() {
+    if !matches!(read, Read::Issue(_) | Read::Issues(_)) || live_counts::Learned::is_empty() {
         return served;
     }
     let Ok(mut body) = serde_json::from_str::<Value>(&served.entry.body) else {
@@ -393,7 +393,7 @@ fn with_live_counts(served: Served, read: &Read) -> Served {
         .entry
         .stored_at
         .saturating_sub(2 * counter::FLUSH_EVERY_MS);
-    if counts::overlay(&mut body, loaded, &counts::Learned) == 0 {
+    if live_counts::overlay(&mut body, loaded, &live_counts::Learned) == 0 {
         return served;
     }
     let stored_at = served.entry.stored_at;

@@ -7,8 +7,8 @@ use serde_json::json;
 use worker::Response;
 
 use crate::domain::ids::Id;
-use crate::edge::counts::{self, LiveCount};
 use crate::edge::identity;
+use crate::edge::live_counts::{self, LiveCount};
 use crate::edge::outbox;
 use crate::http::context::{json_response, Ctx};
 use crate::http::error::{AppError, AppResult};
@@ -63,7 +63,7 @@ fn new_change(ctx: &Ctx, op: Op, issue: &Id, user_id: &str, organisation: Option
 pub async fn apply(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
     let answer = issue_counter::send_change(ctx, change).await?;
     let issue = change.issue_id.as_str();
-    counts::remember(
+    live_counts::remember(
         issue,
         LiveCount {
             count: answer.rioter_count,
