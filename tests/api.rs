@@ -123,6 +123,8 @@ async fn cors_allows_listed_origins_only(app: &TestApp) {
         simple.headers()["access-control-allow-origin"],
         ALLOWED_ORIGIN
     );
+    // The page's performance timing may read Server-Timing.
+    assert_eq!(simple.headers()["timing-allow-origin"], ALLOWED_ORIGIN);
     let other = app
         .get("/api/issues?limit=1")
         .header("Origin", "https://evil.example")
@@ -131,6 +133,7 @@ async fn cors_allows_listed_origins_only(app: &TestApp) {
         .expect("get");
     assert_eq!(other.status(), StatusCode::OK);
     assert!(!other.headers().contains_key("access-control-allow-origin"));
+    assert!(!other.headers().contains_key("timing-allow-origin"));
 }
 
 async fn unknown_routes_and_methods_are_json_errors(app: &TestApp) {

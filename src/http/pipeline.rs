@@ -277,7 +277,6 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
                 Ok(served) => cached_response(
                     with_live_counts(served, &read),
                     header("If-None-Match").as_deref(),
-                    ctx,
                 ),
                 Err(e) => Err(e),
             },
@@ -403,9 +402,19 @@ fn with_live_counts(served: Served, read: &Read) -> Served {
     }
 }
 
+/// How browsers (and any cache between) keep a read: they may store it but
+/// must ask again before every use, with its ETag, so a page's next read
+/// after its own write shows that write, and an unchanged body costs a
+/// 304. The Worker's own cache keeps its freshness (`CACHE_FRESH_SECS`).
+const READ_CACHE_CONTROL: &str = "no-cache";
+
+/// What every other response says: it depends on who asks (a session, a
+/// write's outcome, an error), so nothing keeps it.
+const PRIVATE_CACHE_CONTROL: &str = "private, no-store";
+
 /// A cached read as HTTP: 304 when the client has this version, else the
 /// body, with ETag, Cache-Control and X-Cache.
-fn cached_response(served: Served, if_none_match: Option<&str>, ctx: &Ctx) -> AppResult<Response> {
+fn cached_response(served: Served, if_none_match: Option<&str>) -> AppResult<Response> {
     let Served { entry, outcome } = served;
     let not_modified = if_none_match.is_some_and(|h| cache::etag_matches(h, &entry.etag));
     let mut response = if not_modified {
@@ -417,13 +426,7 @@ fn cached_response(served: Served, if_none_match: Option<&str>, ctx: &Ctx) -> Ap
     };
     let headers = response.headers_mut();
     headers.set("ETag", &entry.etag)?;
-    headers.set(
-        "Cache-Control",
-        &format!(
-            "public, max-age=60, s-maxage=300, stale-while-revalidate={}",
-            ctx.config.cache_stale_secs
-        ),
-    )?;
+    headers.set("Cache-Control", READ_CACHE_CONTROL)?;
     headers.set("X-Cache", outcome.header())?;
     if outcome == Outcome::StaleOnError {
         headers.set("Warning", "110 - \"Response is Stale\"")?;
@@ -548,7 +551,7 @@ fn decorate(response: &mut Response, request_id: &str, cors: &Cors, t: Timings) 
     }
     let _ = headers.set("X-Request-Id", request_id);
     if headers.get("Cache-Control").ok().flatten().is_none() {
-        let _ = headers.set("Cache-Control", "no-store");
+        let _ = headers.set("Cache-Control", PRIVATE_CACHE_CONTROL);
     }
     let _ = headers.append("Vary", "Origin");
     if let Cors::Allowed(origin) = cors {
