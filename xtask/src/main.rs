@@ -5,6 +5,7 @@
 //! process it started, also on Ctrl-C, SIGTERM or failure.
 
 mod proc;
+mod site;
 mod smoke;
 
 use std::path::{Path, PathBuf};
@@ -353,6 +354,7 @@ fn gzipped_size(path: &Path) -> Result<u64> {
 
 fn deploy_check() -> Result {
     ensure_node_modules()?;
+    same_site()?;
     for env in ["staging", "production"] {
         step(&format!("wrangler deploy --dry-run --env {env}"));
         let outdir = PathBuf::from("target/deploy").join(env);
@@ -386,6 +388,36 @@ fn deploy_check() -> Result {
         }
     }
     Ok(())
+}
+
+/// Each deployed environment's allowed origins are on the site the Worker
+/// answers on (browsers drop a cross-site API's session cookie).
+fn same_site() -> Result {
+    step("checking that every allowed origin is on the API's site");
+    let text = std::fs::read_to_string("wrangler.toml")
+        .map_err(|e| format!("cannot read wrangler.toml: {e}"))?;
+    let config: toml::Value = text
+        .parse()
+        .map_err(|e| format!("wrangler.toml does not parse: {e}"))?;
+    let mut wrong = Vec::new();
+    for env in ["staging", "production"] {
+        let (hosts, origins) = site::environment(&config, env)?;
+        eprintln!("    {env}: API on {hosts:?}, origins {origins:?}");
+        wrong.extend(
+            site::cross_site(&hosts, &origins)
+                .into_iter()
+                .map(|w| format!("[env.{env}] {w}")),
+        );
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "cross-site configuration; browsers would drop the session cookie:\n  {}\n  \
+         serve the API on the web app's site (a custom domain such as api.<site> in the \
+         environment's `routes`), or allow only origins on the API's site",
+        wrong.join("\n  ")
+    ))
 }
 
 fn wrangler() -> PathBuf {
