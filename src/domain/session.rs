@@ -115,7 +115,7 @@ fn derive(kid: &str, secret: &[u8]) -> Result<HmacSha256, String> {
 impl SessionKeys {
     /// Fails on a bad or repeated key id or an empty secret. A previous key
     /// that is the current one (same id, same secret) is ignored: that is
-    /// the state between the first two steps of a rotation (README, Deploy),
+    /// the state between the first two steps of a rotation (docs/operations.md, "Rotate the session key"),
     /// when the current key has been copied into the previous keys and the
     /// new one is not live yet.
     pub fn new(
@@ -450,7 +450,7 @@ mod tests {
         }
     }
 
-    /// Every state the README's rotation passes through is a valid
+    /// Every state the documented rotation (docs/operations.md) passes through is a valid
     /// configuration, and a cookie from before it verifies in each.
     #[test]
     fn each_step_of_a_rotation_keeps_sessions() {
