@@ -39,45 +39,30 @@ impl Mode {
     /// How the primary is called under this switch (`None`: as always).
     pub fn baseline(self) -> Option<&'static dyn Baseline> {
         match self {
-            Mode::PerStatement => Some(&PerStatement),
-            Mode::LibsqlClient => Some(&LibsqlClient),
+            Mode::PerStatement => Some(&ClientPattern { via_client: false }),
+            Mode::LibsqlClient => Some(&ClientPattern { via_client: true }),
             Mode::Normal | Mode::CounterUpdate | Mode::NoLimit => None,
         }
     }
 }
 
-/// The `libsql` client's request pattern, rebuilt ([`client_pattern`]).
-struct PerStatement;
-
-/// Reads through the `libsql` client itself; transactions as
-/// [`PerStatement`].
-struct LibsqlClient;
-
-impl Baseline for PerStatement {
-    fn reads<'a>(
-        &'a self,
-        db: &'a Db,
-        queries: &'a [Query],
-    ) -> LocalBoxFuture<'a, AppResult<Vec<Vec<Record>>>> {
-        client_pattern::reads(db, queries).boxed_local()
-    }
-
-    fn transaction<'a>(
-        &'a self,
-        db: &'a Db,
-        queries: &'a [Query],
-    ) -> LocalBoxFuture<'a, AppResult<Vec<Written>>> {
-        client_pattern::transaction(db, queries).boxed_local()
-    }
+/// The `libsql` client's request pattern, rebuilt ([`client_pattern`]);
+/// with `via_client`, reads go through the client itself.
+struct ClientPattern {
+    via_client: bool,
 }
 
-impl Baseline for LibsqlClient {
+impl Baseline for ClientPattern {
     fn reads<'a>(
         &'a self,
         db: &'a Db,
         queries: &'a [Query],
     ) -> LocalBoxFuture<'a, AppResult<Vec<Vec<Record>>>> {
-        client_pattern::client_reads(db, queries).boxed_local()
+        if self.via_client {
+            client_pattern::client_reads(db, queries).boxed_local()
+        } else {
+            client_pattern::reads(db, queries).boxed_local()
+        }
     }
 
     fn transaction<'a>(
