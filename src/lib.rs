@@ -10,7 +10,11 @@
 //! - `store`: the primary's client and the SQL of the reads;
 //! - `domain`: plain types and rules.
 //!
-//! Imports go down this list, never in a circle (`tests/layers.rs` checks).
+//! `http` also holds what every layer uses: the error type, the
+//! configuration and the request's context. No modules import each other
+//! in a circle, `store` and `domain` import nothing above them but the
+//! error type, and only the pipeline, the objects (the Outbox replays a kept
+//! write) and the benchmarks call into `routes` (`tests/layers.rs` checks).
 
 #[cfg(feature = "bench")]
 mod bench;

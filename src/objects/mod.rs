@@ -2,8 +2,9 @@
 //!
 //! `RateLimiter` (one object per policy and subject), `IssueCounter` (one
 //! per issue) and `Outbox` (one). Each saves its state in a versioned shape
-//! that later code still reads ([`shape`]). The Worker's `/health` proves
-//! the Durable Object round trip with a real rate-limiter take.
+//! that later code still reads ([`shape`]). The Worker calls all three
+//! through one [`client`]. The Worker's `/health` proves the Durable Object
+//! round trip with a real rate-limiter take.
 
 use serde::de::DeserializeOwned;
 use worker::{Request, Response, Result};
