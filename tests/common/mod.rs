@@ -2,7 +2,7 @@
 //!
 //! Starts its own primary (fresh database, migrated and seeded with the demo
 //! set) and `wrangler dev` (fresh `--persist-to` dir) on free loopback ports,
-//! from the Worker bundle `cargo xtask build-worker` left in `build/`, waits
+//! from the Worker bundle `cargo xtask build-worker --bench` left in `build/`, waits
 //! until both answer, and stops both when dropped, also when a test panics.
 //! Processes are stopped by the ids we started them with (wrangler with its
 //! whole process group, which holds workerd).
@@ -699,7 +699,7 @@ pub fn session_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
         .map(|c| c.split(';').next().unwrap_or_default().to_owned())
 }
 
-/// Copies the Worker bundle `cargo xtask build-worker` left in `build/`
+/// Copies the Worker bundle `cargo xtask build-worker --bench` left in `build/`
 /// into `dir` (holding xtask's build lock shared, so no build from this
 /// checkout is half way through), and returns the copy's `shim.mjs`: a
 /// build started while the tests run cannot change what they run.
@@ -707,8 +707,16 @@ fn copy_bundle(dir: &Path) -> PathBuf {
     let shim = root().join("build/worker/shim.mjs");
     assert!(
         shim.exists(),
-        "{} is missing: run `cargo xtask build-worker` (cargo xtask test does)",
+        "{} is missing: run `cargo xtask build-worker --bench` (cargo xtask test does)",
         shim.display()
+    );
+    // The tests call the benchmark switches too: the development bundle.
+    let bundle = std::fs::read_to_string(root().join("build/bundle.txt")).unwrap_or_default();
+    assert_eq!(
+        bundle.trim(),
+        "development",
+        "build/ holds the {:?} bundle: run `cargo xtask build-worker --bench` (cargo xtask test does)",
+        bundle.trim()
     );
     let _ = std::fs::create_dir_all(root().join("target"));
     let lock = std::fs::OpenOptions::new()

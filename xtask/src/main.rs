@@ -40,8 +40,14 @@ enum Task {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Build the Worker bundle (build/worker/shim.mjs + wasm) with worker-build.
+    /// Build the Worker bundle (build/worker/shim.mjs + wasm) with
+    /// worker-build and wasm-opt: the deployable bundle, without benchmark
+    /// code (what `wrangler deploy` builds), unless `--bench`.
     BuildWorker {
+        /// The development and test bundle: with the benchmark switches
+        /// (the `bench` feature; they answer only in development).
+        #[arg(long)]
+        bench: bool,
         /// Also copy the bundle to DIR/build (a run's own copy, which no
         /// other build from this checkout touches).
         #[arg(long, value_name = "DIR")]
@@ -89,8 +95,13 @@ fn main() -> ExitCode {
             primary_port,
             &data_dir.map_or_else(|| root().join(".data"), |d| here.join(d)),
         ),
-        Task::BuildWorker { into } => {
-            build_worker_into(into.map(|d| here.join(d)).as_deref()).map(|_| ())
+        Task::BuildWorker { bench, into } => {
+            let bundle = if bench {
+                Bundle::Development
+            } else {
+                Bundle::Production
+            };
+            build_worker_into(bundle, into.map(|d| here.join(d)).as_deref()).map(|_| ())
         }
         Task::DeployCheck => deploy_check(),
         Task::Smoke { url } => {
@@ -276,19 +287,43 @@ fn build_lock() -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// What a Worker bundle is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bundle {
+    /// Deployed: no benchmark code, no `libsql` crate.
+    Production,
+    /// `cargo xtask dev`, the tests and the benchmarks: with the `bench`
+    /// feature.
+    Development,
+}
+
+impl Bundle {
+    fn name(self) -> &'static str {
+        match self {
+            Bundle::Production => "production",
+            Bundle::Development => "development",
+        }
+    }
+}
+
+/// The file in build/ that says which [`Bundle`] it holds; the test harness
+/// reads it.
+const BUNDLE_MARKER: &str = "build/bundle.txt";
+
+/// The development bundle, for tests and benchmarks.
 fn build_worker() -> Result {
-    build_worker_into(None).map(|_| ())
+    build_worker_into(Bundle::Development, None).map(|_| ())
 }
 
 /// Builds the Worker (one build at a time from this checkout, see
 /// [`build_lock`]) and, with `into`, copies the bundle to `into/build`
 /// while still holding the lock: a run that reads its own copy never sees
 /// another run's build half written. The bundle's `shim.mjs`.
-fn build_worker_into(into: Option<&Path>) -> Result<PathBuf> {
+fn build_worker_into(bundle: Bundle, into: Option<&Path>) -> Result<PathBuf> {
     ensure_wasm_tools()?;
     ensure_node_modules()?;
     let _lock = build_lock()?;
-    build_worker_locked()?;
+    build_worker_locked(bundle)?;
     let Some(dir) = into else {
         return Ok(Path::new("build/worker/shim.mjs").to_path_buf());
     };
@@ -317,24 +352,77 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn build_worker_locked() -> Result {
-    step("building the Worker (worker-build --release)");
+fn build_worker_locked(bundle: Bundle) -> Result {
+    step(&format!(
+        "building the {} Worker (worker-build --profile wasm-release{})",
+        bundle.name(),
+        if bundle == Bundle::Development {
+            " --features bench"
+        } else {
+            ""
+        }
+    ));
     let wasm_bindgen = which("wasm-bindgen").ok_or("wasm-bindgen is not on PATH (~/.cargo/bin)")?;
-    run(cmd("worker-build")
-        .arg("--release")
+    let mut c = cmd("worker-build");
+    // wasm-opt runs below, from node_modules (worker-build would download it).
+    c.args(["--profile", "wasm-release", "--no-opt"]);
+    if bundle == Bundle::Development {
+        c.args(["--features", "bench"]);
+    }
+    run(c
         .env("WASM_BINDGEN_BIN", wasm_bindgen)
         .env("ESBUILD_BIN", esbuild_bin()?))?;
     let wasm = Path::new("build/index_bg.wasm");
-    let size = wasm
-        .metadata()
-        .map_err(|e| format!("the build left no {}: {e}", wasm.display()))?
-        .len();
+    let built = size_of(wasm)?;
+    optimise_wasm(wasm)?;
+    let size = size_of(wasm)?;
     eprintln!(
-        "    worker bundle: {} ({} KiB)",
+        "    worker bundle: {} ({} KiB; {} KiB before wasm-opt; {} KiB gzipped)",
         wasm.display(),
-        size / 1024
+        size / 1024,
+        built / 1024,
+        gzipped_size(wasm)? / 1024
     );
-    Ok(())
+    std::fs::write(BUNDLE_MARKER, format!("{}\n", bundle.name()))
+        .map_err(|e| format!("cannot write {BUNDLE_MARKER}: {e}"))
+}
+
+fn size_of(path: &Path) -> Result<u64> {
+    Ok(path
+        .metadata()
+        .map_err(|e| format!("the build left no {}: {e}", path.display()))?
+        .len())
+}
+
+/// The wasm features the Rust toolchain and wasm-bindgen emit, which
+/// wasm-opt must accept (workerd's V8 runs them all).
+const WASM_FEATURES: [&str; 6] = [
+    "--enable-bulk-memory",
+    "--enable-mutable-globals",
+    "--enable-nontrapping-float-to-int",
+    "--enable-sign-ext",
+    "--enable-reference-types",
+    "--enable-multivalue",
+];
+
+/// `wasm-opt -Oz` in place, with binaryen from package-lock.json.
+fn optimise_wasm(wasm: &Path) -> Result {
+    let wasm_opt = Path::new("node_modules/.bin/wasm-opt");
+    if !wasm_opt.exists() {
+        return Err(format!(
+            "{} is missing: run `npm ci` (binaryen is pinned in package-lock.json)",
+            wasm_opt.display()
+        ));
+    }
+    step("wasm-opt -Oz (binaryen, from node_modules)");
+    let out = wasm.with_extension("opt.wasm");
+    run(cmd(wasm_opt)
+        .arg(wasm)
+        .arg("-Oz")
+        .args(WASM_FEATURES)
+        .arg("-o")
+        .arg(&out))?;
+    std::fs::rename(&out, wasm).map_err(|e| format!("cannot replace {}: {e}", wasm.display()))
 }
 
 /// Most the gzipped wasm may weigh (Workers' limits are 3 MiB on the free
@@ -352,9 +440,14 @@ fn gzipped_size(path: &Path) -> Result<u64> {
         .map_err(|e| format!("gzip: {e}"))
 }
 
+/// Strings only benchmark code puts in the wasm: its route prefix, and the
+/// `libsql` client's own messages.
+const BENCH_MARKERS: [&str; 2] = ["/__bench/", "libsql::wasm"];
+
 fn deploy_check() -> Result {
     ensure_node_modules()?;
     same_site()?;
+    no_libsql_crate()?;
     for env in ["staging", "production"] {
         step(&format!("wrangler deploy --dry-run --env {env}"));
         let outdir = PathBuf::from("target/deploy").join(env);
@@ -373,6 +466,17 @@ fn deploy_check() -> Result {
             .ok_or_else(|| format!("the dry run left no .wasm in {}", outdir.display()))?;
         let raw = wasm.metadata().map_err(|e| e.to_string())?.len();
         let gz = gzipped_size(&wasm)?;
+        let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+        if let Some(marker) = BENCH_MARKERS
+            .iter()
+            .find(|m| bytes.windows(m.len()).any(|w| w == m.as_bytes()))
+        {
+            return Err(format!(
+                "the {env} bundle holds benchmark code ({marker:?} is in {}); \
+                 wrangler's build must run `cargo xtask build-worker` without --bench",
+                wasm.display()
+            ));
+        }
         eprintln!(
             "    {env}: wasm {} KiB raw, {} KiB gzipped (budget {} KiB gzipped)",
             raw / 1024,
@@ -388,6 +492,45 @@ fn deploy_check() -> Result {
         }
     }
     Ok(())
+}
+
+/// The production build's dependency tree has no `libsql` crate (the
+/// benchmark baseline's client; `libsql-hrana` is the protocol's types).
+fn no_libsql_crate() -> Result {
+    step("checking that the deployed Worker links no libsql crate");
+    let out = Command::new("cargo")
+        .args([
+            "tree",
+            "-p",
+            "quiet-riots-edge",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    match links_libsql(&tree) {
+        Some(line) => Err(format!(
+            "the production Worker depends on {line}: keep `libsql` optional, behind the `bench` feature"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The line of `cargo tree --prefix none` output that names the `libsql`
+/// crate itself (not `libsql-hrana` or `libsql-sys`), if any.
+fn links_libsql(tree: &str) -> Option<&str> {
+    tree.lines().find(|l| l.starts_with("libsql v"))
 }
 
 /// Each deployed environment's allowed origins are on the site the Worker
@@ -451,7 +594,7 @@ fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let data_dir = &std::fs::canonicalize(data_dir)
         .map_err(|e| format!("cannot resolve {}: {e}", data_dir.display()))?;
-    let shim = build_worker_into(Some(data_dir))?;
+    let shim = build_worker_into(Bundle::Development, Some(data_dir))?;
     let config = dev_config(data_dir, &shim)?;
     let bin = primary_bin(false);
     let db = data_dir.join("primary.db");
@@ -587,23 +730,44 @@ fn test() -> Result {
         "-D",
         "warnings",
     ]))?;
-    step("cargo clippy for the wasm target");
+    step("cargo clippy with the bench feature");
     run(cmd("cargo").args([
         "clippy",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--lib",
         "-p",
         "quiet-riots-edge",
+        "--all-targets",
+        "--features",
+        "bench",
         "--",
         "-D",
         "warnings",
     ]))?;
+    for features in [None, Some("bench")] {
+        step(&format!(
+            "cargo clippy for the wasm target{}",
+            features.map_or(String::new(), |f| format!(" (--features {f})"))
+        ));
+        let mut c = cmd("cargo");
+        c.args([
+            "clippy",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--lib",
+            "-p",
+            "quiet-riots-edge",
+        ]);
+        if let Some(f) = features {
+            c.args(["--features", f]);
+        }
+        run(c.args(["--", "-D", "warnings"]))?;
+    }
+    // The deployable bundle first (its checks scan what wrangler builds),
+    // then the development bundle the tests and benchmarks run.
+    deploy_check()?;
     build_primary(false)?;
     build_worker()?;
     step("unit and integration tests (cargo test --workspace); integration tests start the primary and wrangler dev");
     run(cmd("cargo").args(["test", "--workspace"]))?;
-    deploy_check()?;
     step("@libsql/client conformance tests (node --test tests/node/)");
     run(cmd("node")
         .args(["--test", "tests/node/"])
@@ -675,4 +839,18 @@ fn bench(quick: bool) -> Result {
         run(&mut c)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_libsql_crate_itself_counts() {
+        let production =
+            "quiet-riots-edge v0.1.0\nlibsql-hrana v0.10.0\nlibsql-sys v0.10.0\nworker v0.6.7\n";
+        assert_eq!(links_libsql(production), None);
+        let bench = format!("{production}libsql v0.10.0\n");
+        assert_eq!(links_libsql(&bench), Some("libsql v0.10.0"));
+    }
 }
