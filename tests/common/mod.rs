@@ -361,6 +361,37 @@ impl TestApp {
         self.start_worker().await;
     }
 
+    /// Starts `wrangler dev` again and times the way in: from the spawn to
+    /// its port taking connections, and the first request from there (`GET
+    /// /health`), which waits for workerd to load the bundle and start the
+    /// Worker's isolate. For the bundle benchmark.
+    #[allow(dead_code)]
+    pub async fn start_worker_timed(&mut self) -> (Duration, Duration) {
+        assert!(self.worker.is_none(), "the worker is running");
+        let spawned = Instant::now();
+        self.worker = Some(self.spec.spawn());
+        let addr = format!("127.0.0.1:{}", self.spec.port);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(
+                spawned.elapsed() < Duration::from_secs(90),
+                "wrangler dev took no connection on {addr} within 90 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let listening = spawned.elapsed();
+        let asked = Instant::now();
+        let first = self
+            .http
+            .get(format!("{}/health", self.url))
+            .send()
+            .await
+            .expect("the first request");
+        let _ = first.bytes().await;
+        let first = asked.elapsed();
+        self.wait_ready().await;
+        (listening, first)
+    }
+
     /// Stops `wrangler dev` and its workerd (SIGKILL when `kill`).
     pub fn stop_worker(&mut self, kill: bool) {
         if let Some(mut worker) = self.worker.take() {
@@ -704,17 +735,19 @@ pub fn session_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
 /// checkout is half way through), and returns the copy's `shim.mjs`: a
 /// build started while the tests run cannot change what they run.
 fn copy_bundle(dir: &Path) -> PathBuf {
-    let shim = root().join("build/worker/shim.mjs");
+    // The bundle benchmark runs other builds (QR_BUNDLE_DIR: a build/ dir).
+    let chosen = std::env::var_os("QR_BUNDLE_DIR").map(PathBuf::from);
+    let build = chosen.clone().unwrap_or_else(|| root().join("build"));
+    let shim = build.join("worker/shim.mjs");
     assert!(
         shim.exists(),
         "{} is missing: run `cargo xtask build-worker --bench` (cargo xtask test does)",
         shim.display()
     );
     // The tests call the benchmark switches too: the development bundle.
-    let bundle = std::fs::read_to_string(root().join("build/bundle.txt")).unwrap_or_default();
-    assert_eq!(
-        bundle.trim(),
-        "development",
+    let bundle = std::fs::read_to_string(build.join("bundle.txt")).unwrap_or_default();
+    assert!(
+        chosen.is_some() || bundle.trim() == "development",
         "build/ holds the {:?} bundle: run `cargo xtask build-worker --bench` (cargo xtask test does)",
         bundle.trim()
     );
@@ -726,7 +759,7 @@ fn copy_bundle(dir: &Path) -> PathBuf {
         .open(root().join("target/worker-build.lock"))
         .expect("the build lock");
     lock.lock_shared().expect("lock the build");
-    copy_dir(&root().join("build"), &dir.join("build")).expect("copy the bundle");
+    copy_dir(&build, &dir.join("build")).expect("copy the bundle");
     dir.join("build/worker/shim.mjs")
 }
 

@@ -806,6 +806,11 @@ fn bench(quick: bool) -> Result {
             "faults",
             "faults under load: the primary and workerd killed",
         ),
+        (
+            "quiet-riots-edge",
+            "bundle",
+            "the Worker bundle: size and cold start (QR_BUNDLES to compare builds)",
+        ),
     ];
     if !quick {
         // The Worker benchmarks run the Worker bundle and the primary binary.
