@@ -127,7 +127,11 @@ async fn main() {
     let clients = 8;
 
     eprintln!("starting the stack with {issues} synthetic issues ...");
-    let app = TestApp::start_seeded(Seed::Synthetic { issues }, 30).await;
+    let app = TestApp::builder()
+        .seed(Seed::Synthetic { issues })
+        .cache_fresh_secs(30)
+        .start()
+        .await;
     let ids: Vec<String> = app
         .sql(
             "SELECT id FROM issues ORDER BY rioter_count DESC, id",

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{int, Seed, TestApp, CLIENT_IP_HEADER};
+use common::{int, TestApp, CLIENT_IP_HEADER};
 use qr_primary::client::text;
 
 const DEFAULT_RATE: f64 = 200.0;
@@ -170,7 +170,7 @@ async fn main() {
     let write = args.write.as_deref().filter(|_| rate == DEFAULT_RATE);
 
     eprintln!("starting the stack ...");
-    let app = TestApp::start_seeded(Seed::Demo, 30).await;
+    let app = TestApp::builder().cache_fresh_secs(30).start().await;
     let mut sides = Vec::new();
     for (name, prefix) in [
         ("IssueCounter object (group commit, flush at most 1/s)", ""),

@@ -1082,7 +1082,11 @@ async fn main() {
         "starting the stack with {} synthetic issues (rate limits out of the way) ...",
         s.issues
     );
-    let app = TestApp::start_seeded(Seed::Synthetic { issues: s.issues }, 30).await;
+    let app = TestApp::builder()
+        .seed(Seed::Synthetic { issues: s.issues })
+        .cache_fresh_secs(30)
+        .start()
+        .await;
     let data = Arc::new(load_data(&app).await);
     let section = reads(&app, &data, &s).await;
     support::publish("load-reads", &section, write);
@@ -1094,12 +1098,12 @@ async fn main() {
         "starting the stack with {} synthetic issues and the production rate limits ...",
         s.issues
     );
-    let app = TestApp::start_configured(
-        Seed::Synthetic { issues: s.issues },
-        30,
-        &[("RATE_LIMITS", PRODUCTION_LIMITS)],
-    )
-    .await;
+    let app = TestApp::builder()
+        .seed(Seed::Synthetic { issues: s.issues })
+        .cache_fresh_secs(30)
+        .var("RATE_LIMITS", PRODUCTION_LIMITS)
+        .start()
+        .await;
     let data = Arc::new(load_data(&app).await);
     let section = abuse(&app, &data, &s).await;
     support::publish("load-abuse", &section, write);

@@ -15,7 +15,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Seed, TestApp, CLIENT_IP_HEADER};
+use common::{TestApp, CLIENT_IP_HEADER};
 use reqwest::Method;
 
 /// The defaults (src/rate_limit.rs), spelled out so the test harness's
@@ -59,7 +59,11 @@ async fn main() {
     let (reads, writes) = if args.quick { (40, 20) } else { (600, 150) };
 
     eprintln!("starting the stack (rate limits {POLICIES}) ...");
-    let app = TestApp::start_configured(Seed::Demo, 30, &[("RATE_LIMITS", POLICIES)]).await;
+    let app = TestApp::builder()
+        .cache_fresh_secs(30)
+        .var("RATE_LIMITS", POLICIES)
+        .start()
+        .await;
     let ids = support::texts(&app.sql("SELECT id FROM issues ORDER BY id", vec![]).await);
     let hot = ids.first().expect("an issue").clone();
     let issue = app.fresh_issue("rate limit benchmark").await;

@@ -131,7 +131,11 @@ async fn main() {
     let issues = if args.quick { 200 } else { 2_000 };
 
     eprintln!("starting the stack with {issues} synthetic issues ...");
-    let mut app = TestApp::start_seeded(Seed::Synthetic { issues }, 30).await;
+    let mut app = TestApp::builder()
+        .seed(Seed::Synthetic { issues })
+        .cache_fresh_secs(30)
+        .start()
+        .await;
     let ids = support::texts(&app.sql("SELECT id FROM issues ORDER BY id", vec![]).await);
     // Ids for details and joins, never used twice; one warm-up of each.
     // Searches: topic x place, 240 distinct.

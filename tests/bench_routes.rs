@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{int, run_cases, Case, Seed, TestApp};
+use common::{int, run_cases, Case, TestApp};
 use qr_primary::client::text;
 use reqwest::Method;
 
@@ -36,18 +36,14 @@ async fn status(app: &TestApp, method: &str, path: &str) -> u16 {
 
 #[tokio::test]
 async fn bench_switches_exist_only_in_development() {
-    let app = TestApp::start_configured(
-        Seed::Demo,
-        common::CACHE_FRESH_SECS,
-        &[
-            ("ENVIRONMENT", "staging"),
-            (
-                "SESSION_SECRET",
-                "a-staging-secret-of-at-least-32-characters",
-            ),
-        ],
-    )
-    .await;
+    let app = TestApp::builder()
+        .var("ENVIRONMENT", "staging")
+        .var(
+            "SESSION_SECRET",
+            "a-staging-secret-of-at-least-32-characters",
+        )
+        .start()
+        .await;
     let id = some_issue(&app).await;
     for (method, path) in SWITCHES {
         let path = path.replace("{id}", &id);

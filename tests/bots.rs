@@ -11,10 +11,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fake_api::{FakeApi, Received};
-use common::{int, run_cases, Seed, TestApp, ADMIN_TOKEN, CACHE_FRESH_SECS, RATE_LIMITS};
+use common::{eventually, holds_for, int, run_cases, TestApp, ADMIN_TOKEN, RATE_LIMITS};
 use hmac::{Hmac, Mac};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::StatusCode;
@@ -29,6 +29,9 @@ const TG_TOKEN: &str = "12345:test-telegram-token";
 const TG_SECRET: &str = "test-telegram-secret";
 const PHONE_NUMBER_ID: &str = "PN1";
 const WAIT: Duration = Duration::from_secs(15);
+/// How long a duplicate reply or a stray write would take to show: the
+/// window in which the tests check that none does.
+const QUIET: Duration = Duration::from_millis(1500);
 /// The `bot` policy of this test app, per phone (or Telegram user) a
 /// minute: above what any other case sends from one phone.
 const BOT_LIMIT: usize = 20;
@@ -146,38 +149,26 @@ async fn bot(app: &TestApp, token: Option<&str>, body: Value) -> (StatusCode, Va
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn poll_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_and_phone_linking() {
     let graph = FakeApi::start().await;
     let telegram = FakeApi::start().await;
     let rate_limits = format!("{RATE_LIMITS},bot={BOT_LIMIT}/60");
-    let app = TestApp::start_configured(
-        Seed::Demo,
-        CACHE_FRESH_SECS,
-        &[
-            ("RATE_LIMITS", &rate_limits),
-            // Room for a delivery of more messages than one invocation runs.
-            ("MAX_BODY_BYTES", "65536"),
-            ("BOT_TOKEN", BOT_TOKEN),
-            ("WHATSAPP_APP_SECRET", APP_SECRET),
-            ("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN),
-            ("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN),
-            ("WHATSAPP_API_BASE", &graph.url),
-            ("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID),
-            ("TELEGRAM_BOT_TOKEN", TG_TOKEN),
-            ("TELEGRAM_SECRET_TOKEN", TG_SECRET),
-            ("TELEGRAM_API_BASE", &telegram.url),
-        ],
-    )
-    .await;
+    let app = TestApp::builder()
+        .var("RATE_LIMITS", &rate_limits)
+        // Room for a delivery of more messages than one invocation runs.
+        .var("MAX_BODY_BYTES", "65536")
+        .var("BOT_TOKEN", BOT_TOKEN)
+        .var("WHATSAPP_APP_SECRET", APP_SECRET)
+        .var("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+        .var("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN)
+        .var("WHATSAPP_API_BASE", &graph.url)
+        .var("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID)
+        .var("TELEGRAM_BOT_TOKEN", TG_TOKEN)
+        .var("TELEGRAM_SECRET_TOKEN", TG_SECRET)
+        .var("TELEGRAM_API_BASE", &telegram.url)
+        .start()
+        .await;
     let (app, graph, telegram) = (&app, &graph, &telegram);
     run_cases(vec![
         (
@@ -301,24 +292,22 @@ async fn answered_once(app: &TestApp, graph: &FakeApi) {
         Some(&*format!("Bearer {ACCESS_TOKEN}"))
     );
     assert_eq!(replies[0].body["messaging_product"], "whatsapp");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
+    holds_for("one reply, not two", QUIET, || async {
         graph
             .received()
             .iter()
             .filter(|r| is_reply_to(r, &from))
-            .count(),
-        1
-    );
-    poll_until("the event is marked processed", || async {
-        count(
+            .count()
+            == 1
+    })
+    .await;
+    eventually("the event is marked processed", WAIT, || async { if count(
             app,
             "SELECT count(*) FROM webhook_events WHERE provider = 'whatsapp' AND event_id = ? AND processed_at IS NOT NULL",
             vec![text(id.as_str())],
         )
         .await
-            == 1
-    })
+            == 1 { Ok(()) } else { Err("not yet".to_owned()) } })
     .await;
 }
 
@@ -369,13 +358,11 @@ async fn a_large_delivery(app: &TestApp, graph: &FakeApi) {
     let is_ours = |r: &Received| senders.iter().any(|s| is_reply_to(r, s));
     let replies = graph.wait_for(WAIT, N, is_ours).await;
     assert_eq!(replies.len(), N, "every sender answered");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        graph.received().iter().filter(|r| is_ours(r)).count(),
-        N,
-        "once each"
-    );
-    poll_until("every message is marked processed", || async {
+    holds_for("every sender answered once each", QUIET, || async {
+        graph.received().iter().filter(|r| is_ours(r)).count() == N
+    })
+    .await;
+    eventually("every message is marked processed", WAIT, || async {
         let mut done = 0;
         for id in &ids {
             done += count(
@@ -385,7 +372,11 @@ async fn a_large_delivery(app: &TestApp, graph: &FakeApi) {
             )
             .await;
         }
-        done == N as i64
+        if done == N as i64 {
+            Ok(())
+        } else {
+            Err(format!("{done} of {N}"))
+        }
     })
     .await;
 }
@@ -410,17 +401,21 @@ async fn bad_signatures(app: &TestApp, graph: &FakeApi) {
     // Not even parsed: an unsigned body that is not JSON is 401, not 400.
     let (status, _) = deliver_raw(app, b"{not json".to_vec(), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        count(
-            app,
-            "SELECT count(*) FROM webhook_events WHERE event_id = ?",
-            vec![text(id.as_str())]
-        )
-        .await,
-        0
-    );
-    assert!(graph.received().iter().all(|r| !is_reply_to(r, &from)));
+    holds_for(
+        "a refused delivery is neither recorded nor answered",
+        QUIET,
+        || async {
+            count(
+                app,
+                "SELECT count(*) FROM webhook_events WHERE event_id = ?",
+                vec![text(id.as_str())],
+            )
+            .await
+                == 0
+                && graph.received().iter().all(|r| !is_reply_to(r, &from))
+        },
+    )
+    .await;
     // Signed but malformed: 400.
     let junk = b"{not json".to_vec();
     let signature = sign(&junk);
@@ -542,8 +537,12 @@ async fn replies_retried(app: &TestApp, graph: &FakeApi) {
     let attempts = graph
         .wait_for(Duration::from_secs(25), 4, |r| is_reply_to(r, &from))
         .await;
-    poll_until("the failure is recorded", || async {
-        count(app, failures, vec![text(from.as_str())]).await == 1
+    eventually("the failure is recorded", WAIT, || async {
+        if count(app, failures, vec![text(from.as_str())]).await == 1 {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
     })
     .await;
     graph.fail_all(false);
@@ -560,14 +559,19 @@ async fn replies_retried(app: &TestApp, graph: &FakeApi) {
     assert!(reason.contains("500"), "{reason}");
     assert_eq!(string(&row[0][3]), id);
     // The inbound message is done with, not left to be redone.
-    poll_until("the event is marked processed", || async {
-        count(
+    eventually("the event is marked processed", WAIT, || async {
+        if count(
             app,
             "SELECT count(*) FROM webhook_events WHERE event_id = ? AND processed_at IS NOT NULL",
             vec![text(id.as_str())],
         )
         .await
             == 1
+        {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
     })
     .await;
 }
@@ -617,8 +621,10 @@ async fn telegram_webhook(app: &TestApp, telegram: &FakeApi) {
         .as_str()
         .unwrap_or_default()
         .contains("search WORDS"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(telegram.received().iter().filter(|r| to_user(r)).count(), 1);
+    holds_for("one Telegram reply, not two", QUIET, || async {
+        telegram.received().iter().filter(|r| to_user(r)).count() == 1
+    })
+    .await;
 }
 
 async fn bot_api(app: &TestApp) {

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{int, run_cases, Reply, TestApp};
+use common::{eventually, int, run_cases, Reply, TestApp};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -62,19 +62,20 @@ async fn primary_count(app: &TestApp, issue: &str) -> (i64, i64) {
 
 /// Waits (bounded) until the primary's `rioter_count` is `want`.
 async fn flushed(app: &TestApp, issue: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (stored, members) = primary_count(app, issue).await;
-        assert_eq!(members, want, "user_issues rows");
-        if stored == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rioter_count is {stored}, not {want}, 15 s after the joins"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the counter's flush to the primary",
+        Duration::from_secs(15),
+        || async {
+            let (stored, members) = primary_count(app, issue).await;
+            assert_eq!(members, want, "user_issues rows");
+            if stored == want {
+                Ok(())
+            } else {
+                Err(format!("rioter_count is {stored}, not {want}"))
+            }
+        },
+    )
+    .await
 }
 
 async fn join_and_leave_are_idempotent(app: &TestApp) {

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{int, TestApp};
+use common::{eventually, int, TestApp};
 use qr_primary::client::text;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -159,25 +159,26 @@ async fn writes_while_the_primary_is_away_are_kept_and_replayed_once() {
     )
     .await;
 
-    let deadline = Instant::now() + Duration::from_secs(90);
     let mut all = entries.clone();
     all.push(doomed.clone());
-    loop {
-        let mut pending = 0;
-        for id in &all {
-            if status_of(&app, id).await["status"] == "queued" {
-                pending += 1;
+    eventually(
+        "every kept write's replay",
+        Duration::from_secs(90),
+        || async {
+            let mut pending = 0;
+            for id in &all {
+                if status_of(&app, id).await["status"] == "queued" {
+                    pending += 1;
+                }
             }
-        }
-        if pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} entries still queued after 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            if pending == 0 {
+                Ok(())
+            } else {
+                Err(format!("{pending} entries still queued"))
+            }
+        },
+    )
+    .await;
     for id in &entries {
         let s = status_of(&app, id).await;
         assert_eq!(s["status"], "applied", "{s}");

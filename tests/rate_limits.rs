@@ -9,9 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    run_cases, session_cookie, Seed, TestApp, CACHE_FRESH_SECS, CLIENT_IP_HEADER, RATE_LIMITS,
-};
+use common::{run_cases, session_cookie, TestApp, CLIENT_IP_HEADER, RATE_LIMITS};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -210,12 +208,10 @@ async fn creating_is_limited_per_user(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits() {
-    let app = TestApp::start_configured(
-        Seed::Demo,
-        CACHE_FRESH_SECS,
-        &[("RATE_LIMITS", "reads=50/60,writes=5/60,create=3/60")],
-    )
-    .await;
+    let app = TestApp::builder()
+        .var("RATE_LIMITS", "reads=50/60,writes=5/60,create=3/60")
+        .start()
+        .await;
     run_cases(vec![
         (
             "reads past the limit",
@@ -254,14 +250,17 @@ async fn a_failing_limiter_lets_reads_through_and_refuses_writes_for_a_bounded_t
         ("LIMITER_FAIL_CLOSED_SECS", FAIL_CLOSED_SECS),
         ("RATE_LIMITS", limits.as_str()),
     ];
-    let app = TestApp::start_edited(Seed::Demo, CACHE_FRESH_SECS, &vars, |toml| {
-        assert!(toml.contains(limiter), "the binding to fault");
-        toml.replace(
-            limiter,
-            r#"{ name = "RATE_LIMITER", class_name = "Outbox" }"#,
-        )
-    })
-    .await;
+    let app = TestApp::builder()
+        .vars(&vars)
+        .edit_config(move |toml| {
+            assert!(toml.contains(limiter), "the binding to fault");
+            toml.replace(
+                limiter,
+                r#"{ name = "RATE_LIMITER", class_name = "Outbox" }"#,
+            )
+        })
+        .start()
+        .await;
     let ip = "198.51.100.77";
     for _ in 0..3 {
         let read = get_as(&app, ip, "/api/issues?limit=1").await;

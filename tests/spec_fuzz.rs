@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{root, Seed, TestApp, ADMIN_TOKEN, CACHE_FRESH_SECS};
+use common::{root, TestApp, ADMIN_TOKEN};
 
 /// Where `cargo xtask test` installs schemathesis.
 const SCHEMATHESIS: &str = "target/py/bin/schemathesis";
@@ -57,23 +57,19 @@ async fn every_answer_is_the_one_the_spec_describes() {
     let graph = common::fake_api::FakeApi::start().await;
     // Every secret set, so that operator and webhook routes are on (and
     // answer 401 without their credentials rather than 403 "off").
-    let app = TestApp::start_configured(
-        Seed::Demo,
-        CACHE_FRESH_SECS,
-        &[
-            ("BOT_TOKEN", BOT_TOKEN),
-            ("WHATSAPP_APP_SECRET", "spec-fuzz-whatsapp-secret"),
-            ("WHATSAPP_VERIFY_TOKEN", "spec-fuzz-verify-token"),
-            ("TELEGRAM_SECRET_TOKEN", "spec-fuzz-telegram-secret"),
-            ("WHATSAPP_ACCESS_TOKEN", "spec-fuzz-graph-token"),
-            ("WHATSAPP_PHONE_NUMBER_ID", "PN1"),
-            ("WHATSAPP_API_BASE", &graph.url),
-            // The production limit, so that a body at a field's longest is
-            // judged by its fields, not refused whole (413).
-            ("MAX_BODY_BYTES", "65536"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder()
+        .var("BOT_TOKEN", BOT_TOKEN)
+        .var("WHATSAPP_APP_SECRET", "spec-fuzz-whatsapp-secret")
+        .var("WHATSAPP_VERIFY_TOKEN", "spec-fuzz-verify-token")
+        .var("TELEGRAM_SECRET_TOKEN", "spec-fuzz-telegram-secret")
+        .var("WHATSAPP_ACCESS_TOKEN", "spec-fuzz-graph-token")
+        .var("WHATSAPP_PHONE_NUMBER_ID", "PN1")
+        .var("WHATSAPP_API_BASE", &graph.url)
+        // The production limit, so that a body at a field's longest is
+        // judged by its fields, not refused whole (413).
+        .var("MAX_BODY_BYTES", "65536")
+        .start()
+        .await;
     demo_ids_exist(&app).await;
     let dropped = app.dir.path().join("dropped.tsv");
     let seed = std::env::var("QR_FUZZ_SEED").unwrap_or_else(|_| SEED.to_owned());

@@ -159,6 +159,48 @@ fn run_ok(what: &str, cmd: &mut Command) {
     );
 }
 
+/// Checks `check` every 100 ms until it gives a value, for at most
+/// `within`; then panics with `what` and the check's last reason. The one
+/// way tests wait for something to happen.
+#[allow(dead_code)]
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(why) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}; last: {why}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks `check` every 100 ms for `window`, panicking with `what` the
+/// first time it fails: how a test shows that something does not happen
+/// (a duplicate reply, a write that must not land) within the time it
+/// would have taken.
+#[allow(dead_code)]
+pub async fn holds_for<F, Fut>(what: &str, window: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + window;
+    loop {
+        assert!(check().await, "{what}: broken within {window:?}");
+        if Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub struct TestApp {
     pub primary: Option<Primary>,
     pub primary_port: u16,
@@ -177,35 +219,81 @@ pub enum Seed {
     Synthetic { issues: usize },
 }
 
+/// How a [`TestApp`] starts: its data, its cache TTL, Worker vars on top of
+/// the test defaults, and an edit of its wrangler.toml.
+pub struct Builder {
+    seed: Seed,
+    cache_fresh_secs: u64,
+    vars: Vec<(String, String)>,
+    edit: Box<dyn FnOnce(String) -> String>,
+}
+
+#[allow(dead_code)]
+impl Builder {
+    /// The data set (default: the demo set).
+    pub fn seed(mut self, seed: Seed) -> Builder {
+        self.seed = seed;
+        self
+    }
+
+    /// The read cache's fresh TTL (default [`CACHE_FRESH_SECS`]).
+    pub fn cache_fresh_secs(mut self, secs: u64) -> Builder {
+        self.cache_fresh_secs = secs;
+        self
+    }
+
+    /// A Worker var on top of the test defaults (which set rate limits high
+    /// enough not to get in other tests' way, and take the client IP from
+    /// [`CLIENT_IP_HEADER`] so tests can act as many clients).
+    pub fn var(mut self, name: &str, value: &str) -> Builder {
+        self.vars.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// [`Builder::var`] for each of `vars`.
+    pub fn vars(mut self, vars: &[(&str, &str)]) -> Builder {
+        for (name, value) in vars {
+            self = self.var(name, value);
+        }
+        self
+    }
+
+    /// The test's wrangler.toml passed through `edit` (a binding pointed
+    /// elsewhere, to fault it).
+    pub fn edit_config(mut self, edit: impl FnOnce(String) -> String + 'static) -> Builder {
+        self.edit = Box::new(edit);
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        TestApp::start_with(self).await
+    }
+}
+
 impl TestApp {
+    /// The stack as most tests want it: [`TestApp::builder`] as it comes.
     pub async fn start() -> TestApp {
-        Self::start_seeded(Seed::Demo, CACHE_FRESH_SECS).await
+        Self::builder().start().await
     }
 
-    /// With a data set and a cache fresh TTL of its own.
-    pub async fn start_seeded(seed: Seed, cache_fresh_secs: u64) -> TestApp {
-        Self::start_configured(seed, cache_fresh_secs, &[]).await
+    pub fn builder() -> Builder {
+        Builder {
+            seed: Seed::Demo,
+            cache_fresh_secs: CACHE_FRESH_SECS,
+            vars: Vec::new(),
+            edit: Box::new(|toml| toml),
+        }
     }
 
-    /// With Worker vars of its own on top of the test defaults (which set
-    /// rate limits high enough not to get in other tests' way, and take the
-    /// client IP from [`CLIENT_IP_HEADER`] so tests can act as many clients).
-    pub async fn start_configured(
-        seed: Seed,
-        cache_fresh_secs: u64,
-        vars: &[(&str, &str)],
-    ) -> TestApp {
-        Self::start_edited(seed, cache_fresh_secs, vars, |toml| toml).await
-    }
-
-    /// [`Self::start_configured`] with the test's wrangler.toml passed
-    /// through `edit` first (a binding pointed elsewhere, to fault it).
-    pub async fn start_edited(
-        seed: Seed,
-        cache_fresh_secs: u64,
-        vars: &[(&str, &str)],
-        edit: impl FnOnce(String) -> String,
-    ) -> TestApp {
+    async fn start_with(builder: Builder) -> TestApp {
+        let Builder {
+            seed,
+            cache_fresh_secs,
+            vars,
+            edit,
+        } = builder;
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let vars = &vars[..];
         let dir = tempfile::tempdir().expect("temp dir");
         let shim = copy_bundle(dir.path());
         let db = dir.path().join("primary.db");

@@ -62,10 +62,15 @@ enum Task {
         #[arg(long)]
         url: String,
     },
-    /// Run every check CI runs: fmt, clippy, unit and integration tests
-    /// (with the spec fuzz run), the @libsql/client conformance tests, and
-    /// the benchmarks in quick mode.
-    Test,
+    /// Run every check CI runs: fmt, clippy, the deploy check, unit and
+    /// integration tests (with the spec fuzz run), the @libsql/client
+    /// conformance tests, and the benchmarks in quick mode.
+    Test {
+        /// The inner loop: fmt, clippy and the native tests only (no
+        /// wrangler, no Worker build).
+        #[arg(long)]
+        fast: bool,
+    },
     /// Run the benchmarks and write their figures to BENCHMARKS.md.
     Bench {
         /// A few seconds per scenario, to show the code still runs; figures
@@ -108,7 +113,8 @@ fn main() -> ExitCode {
             step(&format!("smoke test of {url}"));
             smoke::run(&url).map(|n| eprintln!("smoke: {n} checks passed"))
         }
-        Task::Test => test(),
+        Task::Test { fast: true } => test_fast(),
+        Task::Test { fast: false } => test(),
         Task::Bench { quick } => bench(quick),
     };
     match result {
@@ -713,11 +719,9 @@ fn dev_config(data_dir: &Path, shim: &Path) -> Result<PathBuf> {
     Ok(config)
 }
 
-fn test() -> Result {
-    ensure_rust_components()?;
-    ensure_wasm_tools()?;
-    ensure_node_modules()?;
-    ensure_schemathesis()?;
+/// `cargo fmt --check`, and clippy natively (with and without the bench
+/// feature) and for the wasm target.
+fn lint() -> Result {
     step("cargo fmt --check");
     run(cmd("cargo").args(["fmt", "--all", "--check"]))
         .map_err(|e| format!("{e}\n  (run `cargo fmt --all` to fix)"))?;
@@ -761,6 +765,37 @@ fn test() -> Result {
         }
         run(c.args(["--", "-D", "warnings"]))?;
     }
+    Ok(())
+}
+
+/// The inner loop: fmt, clippy and the native tests (the crates' unit
+/// tests and the integration tests that need no running stack).
+fn test_fast() -> Result {
+    ensure_rust_components()?;
+    ensure_wasm_tools()?;
+    lint()?;
+    step("native tests: unit tests, the layout, the spec's routes, the config files, the primary");
+    run(cmd("cargo").args(["test", "--workspace", "--lib", "--bins"]))?;
+    run(cmd("cargo").args([
+        "test",
+        "-p",
+        "quiet-riots-edge",
+        "--test",
+        "layers",
+        "--test",
+        "openapi",
+        "--test",
+        "config_files",
+    ]))?;
+    run(cmd("cargo").args(["test", "-p", "qr-primary", "--tests"]))
+}
+
+fn test() -> Result {
+    ensure_rust_components()?;
+    ensure_wasm_tools()?;
+    ensure_node_modules()?;
+    ensure_schemathesis()?;
+    lint()?;
     // The deployable bundle first (its checks scan what wrangler builds),
     // then the development bundle the tests and benchmarks run.
     deploy_check()?;
