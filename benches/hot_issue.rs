@@ -1,4 +1,4 @@
-//! Issue 6: a hot issue under about 200 joins a second. The IssueCounter
+//! A hot issue under about 200 joins a second. The IssueCounter
 //! object's path (group commit, counts flushed at most once a second)
 //! against the seed's `UPDATE issues SET rioter_count = rioter_count + 1`
 //! in every join's transaction (`/__bench/counter-update/...`, development

@@ -1,4 +1,4 @@
-//! Issue 9: the Worker under load in `wrangler dev` with the local primary
+//! The Worker under load in `wrangler dev` with the local primary
 //! and the synthetic set (10,000 issues; `--quick`: 1,000 and a few seconds
 //! per scenario). Load comes from this process (tokio + reqwest) on
 //! 127.0.0.1, bounded in count and time, sharing the machine's cores with
@@ -46,7 +46,7 @@ const BROWSERS: usize = 20;
 const BROWSER_RATE: f64 = 1.5;
 /// Concurrent connections of the flooding client.
 const FLOOD_CONNECTIONS: usize = 4;
-/// The production defaults (README, Rate limits).
+/// The production defaults (docs/rate-limits.md).
 const PRODUCTION_LIMITS: &str = "reads=120/60,writes=30/60,create=20/60";
 const WRITE_LIMIT: f64 = 30.0;
 const WRITE_WINDOW_SECS: f64 = 60.0;

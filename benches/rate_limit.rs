@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::{TestApp, CLIENT_IP_HEADER};
 use reqwest::Method;
 
-/// The defaults (src/rate_limit.rs), spelled out so the test harness's
+/// The defaults (src/domain/rate_limit.rs), spelled out so the test harness's
 /// generous limits do not apply.
 const POLICIES: &str = "reads=120/60,writes=30/60,create=20/60";
 const READS_PER_IP: usize = 100;

@@ -1,4 +1,4 @@
-//! Issue 11: what one pipeline per call saves when the primary is far away.
+//! What one pipeline per call saves when the primary is far away.
 //! The primary holds every Hrana request 100 ms (`--delay-ms 100`, standing
 //! for the distance from an edge location to the primary's region). Cache
 //! misses of issue detail and search, and joins, each sent two ways in the

@@ -1,5 +1,6 @@
-//! The benchmark switches (`/__bench/...`, `src/bench.rs`): they do what
-//! the benchmarks rely on in development, and are 404 anywhere else.
+//! The benchmark switches (`/__bench/...`, `src/bench/`, in the build with
+//! the `bench` feature): they do what the benchmarks rely on in
+//! development, and are 404 anywhere else.
 
 mod common;
 
