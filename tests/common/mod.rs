@@ -19,10 +19,9 @@ pub mod faults;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Database timeout the Worker runs with in tests (DB_TIMEOUT_MS).
@@ -54,56 +53,13 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A child process stopped on drop: SIGTERM to its process group, then
-/// SIGKILL if it lingers.
-pub struct Proc {
-    name: &'static str,
-    child: Child,
-}
+/// A child process in its own group, stopped with it on drop (the shared
+/// `qr-procgroup` crate, which xtask uses too).
+pub type Proc = qr_procgroup::Group;
 
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name, child }
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    pub fn stop(mut self) {
-        self.stop_now();
-    }
-
-    fn stop_now(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                self.signal("-KILL"); // stragglers in the group
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{} ignored SIGTERM; killing it", self.name);
-        self.signal("-KILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop_now();
-    }
+/// Starts `cmd` in a process group of its own; a test cannot go on without it.
+fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
+    Proc::spawn(name, cmd).unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
 }
 
 pub struct Primary {
@@ -131,7 +87,7 @@ pub fn start_primary_with(db: &Path, port: u16, flags: &[&str]) -> Primary {
         .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped());
-    let mut proc = Proc::spawn("primary", &mut cmd);
+    let mut proc = spawn("primary", &mut cmd);
     let stdout = proc.child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -414,7 +370,7 @@ impl TestApp {
     }
 
     pub fn stop_primary(&mut self) {
-        if let Some(p) = self.primary.take() {
+        if let Some(mut p) = self.primary.take() {
             p.proc.stop();
         }
     }
@@ -422,8 +378,7 @@ impl TestApp {
     /// SIGKILLs the primary, as a crash would (nothing flushed).
     pub fn kill_primary(&mut self) {
         if let Some(mut p) = self.primary.take() {
-            p.proc.signal("-KILL");
-            let _ = p.proc.child.wait();
+            p.proc.kill();
         }
     }
 
@@ -484,10 +439,10 @@ impl TestApp {
     pub fn stop_worker(&mut self, kill: bool) {
         if let Some(mut worker) = self.worker.take() {
             if kill {
-                worker.signal("-KILL");
-                let _ = worker.child.wait();
+                worker.kill();
+            } else {
+                worker.stop();
             }
-            worker.stop();
         }
     }
 
@@ -680,7 +635,7 @@ impl WorkerSpec {
             .env("WRANGLER_LOG_PATH", self.dir.join("wrangler-logs"))
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        Proc::spawn("wrangler dev", &mut cmd)
+        spawn("wrangler dev", &mut cmd)
     }
 }
 

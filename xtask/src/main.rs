@@ -684,7 +684,10 @@ fn dev_config(data_dir: &Path, shim: &Path) -> Result<PathBuf> {
         .map_err(|e| format!("cannot read wrangler.toml: {e}"))?;
     let build = format!(
         "[build]\ncommand = {:?}\ncwd = {:?}\nwatch_dir = {:?}\n",
-        format!("cargo xtask build-worker --into {}", data_dir.display()),
+        format!(
+            "cargo xtask build-worker --bench --into {}",
+            data_dir.display()
+        ),
         repo.display().to_string(),
         repo.join("src").display().to_string(),
     );

@@ -1,8 +1,9 @@
 //! Child processes: run to completion, or serve until stopped.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use qr_procgroup::Group;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -39,11 +40,11 @@ pub fn run(c: &mut Command) -> Result {
     }
 }
 
-/// A long-running child, in its own process group. Dropping it stops the
+/// A long-running child, in its own process group (the shared
+/// `qr-procgroup` crate, which the tests use too). Dropping it stops the
 /// group: SIGTERM, then SIGKILL if it has not exited within five seconds.
 pub struct Server {
-    name: &'static str,
-    child: Child,
+    group: Group,
     url: String,
 }
 
@@ -58,12 +59,9 @@ impl Server {
         stop: &StopSignal,
     ) -> Result<Self> {
         let what = describe(c);
-        let mut child = c
-            .stdout(Stdio::piped())
-            .process_group(0)
-            .spawn()
+        let mut group = Group::spawn(name, c.stdout(Stdio::piped()))
             .map_err(|e| format!("cannot start {name} (`{what}`): {e}"))?;
-        let stdout = child.stdout.take();
+        let stdout = group.child.stdout.take();
         let (tx, rx) = mpsc::channel();
         let prefix = ready_prefix.to_owned();
         std::thread::spawn(move || {
@@ -82,8 +80,7 @@ impl Server {
             }
         });
         let mut server = Server {
-            name,
-            child,
+            group,
             url: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -116,13 +113,10 @@ impl Server {
         stop: &StopSignal,
     ) -> Result<Self> {
         let what = describe(c);
-        let child = c
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start {name} (`{what}`): {e}"))?;
+        let group =
+            Group::spawn(name, c).map_err(|e| format!("cannot start {name} (`{what}`): {e}"))?;
         let mut server = Server {
-            name,
-            child,
+            group,
             url: url.to_owned(),
         };
         let deadline = std::time::Instant::now() + timeout;
@@ -133,7 +127,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        server.stop_group();
+        server.group.stop();
         Err(format!(
             "{name} did not answer {url}/health within {} s (`{what}`)",
             timeout.as_secs()
@@ -148,12 +142,12 @@ impl Server {
     /// starting.
     fn still_starting(&mut self, stop: &StopSignal) -> Result {
         if stop.requested() {
-            return Err(format!("stopped while {} was starting", self.name));
+            return Err(format!("stopped while {} was starting", self.name()));
         }
         match self.exited() {
             Some(status) => Err(format!(
                 "{} exited early ({status}); see its output above",
-                self.name
+                self.name()
             )),
             None => Ok(()),
         }
@@ -161,36 +155,11 @@ impl Server {
 
     /// How the server ended, if it has.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.group.exited()
     }
 
     pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn signal_group(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    fn stop_group(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            self.signal_group("-KILL");
-            return;
-        }
-        self.signal_group("-TERM");
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                self.signal_group("-KILL");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        self.signal_group("-KILL");
-        let _ = self.child.wait();
+        self.group.name()
     }
 }
 
@@ -211,12 +180,6 @@ pub fn health_status(base: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop_group();
-    }
 }
 
 /// Ctrl-C / SIGTERM, as something to wait on or to look at.
