@@ -411,14 +411,29 @@ const WASM_FEATURES: [&str; 6] = [
     "--enable-multivalue",
 ];
 
-/// `wasm-opt -Oz` in place, with binaryen from package-lock.json.
+/// `wasm-opt -Oz` in place, with binaryen from package-lock.json. The
+/// result is kept under target/wasm-opt by the input's hash, so a rebuild
+/// that changed nothing (wrangler runs the build on every start) skips it.
 fn optimise_wasm(wasm: &Path) -> Result {
+    use std::hash::{Hash, Hasher};
     let wasm_opt = Path::new("node_modules/.bin/wasm-opt");
     if !wasm_opt.exists() {
         return Err(format!(
             "{} is missing: run `npm ci` (binaryen is pinned in package-lock.json)",
             wasm_opt.display()
         ));
+    }
+    let input = std::fs::read(wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    input.hash(&mut hasher);
+    WASM_FEATURES.hash(&mut hasher);
+    let cache = Path::new("target/wasm-opt");
+    let kept = cache.join(format!("{:016x}.wasm", hasher.finish()));
+    if kept.exists() {
+        step("wasm-opt -Oz: unchanged input, reusing its output");
+        return std::fs::copy(&kept, wasm)
+            .map(|_| ())
+            .map_err(|e| format!("cannot copy {} to {}: {e}", kept.display(), wasm.display()));
     }
     step("wasm-opt -Oz (binaryen, from node_modules)");
     let out = wasm.with_extension("opt.wasm");
@@ -428,6 +443,19 @@ fn optimise_wasm(wasm: &Path) -> Result {
         .args(WASM_FEATURES)
         .arg("-o")
         .arg(&out))?;
+    std::fs::create_dir_all(cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    // Old outputs are not worth keeping: one per build kind is enough.
+    if let Ok(entries) = std::fs::read_dir(cache) {
+        let mut old: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        old.sort();
+        for (_, path) in old.iter().rev().skip(3) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    std::fs::copy(&out, &kept).map_err(|e| format!("cannot keep {}: {e}", kept.display()))?;
     std::fs::rename(&out, wasm).map_err(|e| format!("cannot replace {}: {e}", wasm.display()))
 }
 
