@@ -288,9 +288,22 @@ fn build_lock() -> Result<std::fs::File> {
             return Err(format!("cannot lock {}: {e}", path.display()))
         }
     }
-    file.lock()
-        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-    Ok(file)
+    // Polled rather than blocking, so that Ctrl-C or SIGTERM (to `cargo
+    // xtask dev`, say) stops the wait.
+    loop {
+        if proc::stop_requested() {
+            return Err("stopped while waiting for the build lock".to_owned());
+        }
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", path.display()))
+            }
+        }
+    }
 }
 
 /// What a Worker bundle is for.

@@ -201,12 +201,22 @@ impl StopSignal {
     }
 }
 
+/// Set once Ctrl-C or SIGTERM arrived (for waits that hold no
+/// [`StopSignal`], such as the Worker's build lock).
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C or SIGTERM arrived since [`stop_signal`] was installed.
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
+}
+
 pub fn stop_signal() -> Result<StopSignal> {
     let (tx, rx) = mpsc::channel();
     let seen = Arc::new(AtomicBool::new(false));
     let flag = seen.clone();
     ctrlc::set_handler(move || {
         flag.store(true, Ordering::SeqCst);
+        STOP_REQUESTED.store(true, Ordering::SeqCst);
         let _ = tx.send(());
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
