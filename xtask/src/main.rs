@@ -491,6 +491,13 @@ fn gzipped_size(path: &Path) -> Result<u64> {
 /// `libsql` client's own messages.
 const BENCH_MARKERS: [&str; 2] = ["/__bench/", "libsql::wasm"];
 
+/// The first [`BENCH_MARKERS`] string `wasm` holds, if any.
+fn bench_marker_in(wasm: &[u8]) -> Option<&'static str> {
+    BENCH_MARKERS
+        .into_iter()
+        .find(|m| wasm.windows(m.len()).any(|w| w == m.as_bytes()))
+}
+
 fn deploy_check() -> Result {
     ensure_node_modules()?;
     same_site()?;
@@ -514,10 +521,7 @@ fn deploy_check() -> Result {
         let raw = wasm.metadata().map_err(|e| e.to_string())?.len();
         let gz = gzipped_size(&wasm)?;
         let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
-        if let Some(marker) = BENCH_MARKERS
-            .iter()
-            .find(|m| bytes.windows(m.len()).any(|w| w == m.as_bytes()))
-        {
+        if let Some(marker) = bench_marker_in(&bytes) {
             return Err(format!(
                 "the {env} bundle holds benchmark code ({marker:?} is in {}); \
                  wrangler's build must run `cargo xtask build-worker` without --bench",
@@ -928,6 +932,19 @@ fn bench(quick: bool) -> Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn benchmark_strings_are_found_in_a_wasm() {
+        assert_eq!(bench_marker_in(b"\0asm...GET /api/issues..."), None);
+        assert_eq!(
+            bench_marker_in(b"\0asm.../__bench/constant..."),
+            Some("/__bench/")
+        );
+        assert_eq!(
+            bench_marker_in(b"\0asm...at libsql::wasm::Connection"),
+            Some("libsql::wasm")
+        );
+    }
 
     #[test]
     fn only_the_libsql_crate_itself_counts() {
