@@ -590,6 +590,73 @@ async fn a_write_is_one_round_trip_two_with_a_key(app: &TestApp) {
     assert_eq!(app.round_trips("wr-rt-create").await, 1);
 }
 
+/// A page on another origin (possibly on the same site, so its cookies go
+/// along) sends a join or a post without a preflight: refused before it
+/// runs, and nothing is written. The Worker's own origin (its web client)
+/// and an allowed origin write as usual.
+async fn writes_from_a_refused_origin_change_nothing(app: &TestApp) {
+    let issue = app.fresh_issue("Cross-origin writes").await;
+    let cookie = session(app).await;
+    let members = || {
+        count(
+            app,
+            "SELECT COUNT(*) FROM user_issues WHERE issue_id = ?",
+            vec![text(issue.as_str())],
+        )
+    };
+    let posts = || {
+        count(
+            app,
+            "SELECT COUNT(*) FROM feed WHERE issue_id = ?",
+            vec![text(issue.as_str())],
+        )
+    };
+    let send = |method: Method, path: String, origin: &str| {
+        app.request(method, &path)
+            .header("Cookie", &cookie)
+            .header("Origin", origin)
+    };
+    let join = format!("/api/issues/{issue}/join");
+    let feed = format!("/api/issues/{issue}/feed");
+    for origin in ["https://evil.example", "http://localhost:9999", "null"] {
+        for (what, request) in [
+            ("join", send(Method::POST, join.clone(), origin)),
+            ("leave", send(Method::DELETE, join.clone(), origin)),
+            (
+                "form post",
+                send(Method::POST, feed.clone(), origin)
+                    .header("Content-Type", "text/plain")
+                    .body(r#"{"content":"hi"}"#),
+            ),
+            ("logout", send(Method::POST, "/api/logout".into(), origin)),
+        ] {
+            let r = request.send().await.expect("send");
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what} from {origin}");
+            assert!(r.headers().get("set-cookie").is_none(), "{what}");
+            let body: Value = r.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "cors_refused", "{what}");
+        }
+    }
+    assert_eq!(members().await, 0);
+    assert_eq!(posts().await, 0);
+    // The session survived the refused logout.
+    assert!(app.me(&cookie).await["user"].is_object(), "session kept");
+
+    let own = app.url.trim_end_matches('/').to_owned();
+    for origin in [own.as_str(), common::ALLOWED_ORIGIN] {
+        let r = send(Method::POST, join.clone(), origin)
+            .send()
+            .await
+            .expect("join");
+        assert_eq!(r.status(), StatusCode::OK, "join from {origin}");
+        let r = send(Method::DELETE, join.clone(), origin)
+            .send()
+            .await
+            .expect("leave");
+        assert_eq!(r.status(), StatusCode::OK, "leave from {origin}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn issue_writes() {
     let app = TestApp::start().await;
@@ -625,6 +692,10 @@ async fn issue_writes() {
         (
             "round trips",
             Box::pin(a_write_is_one_round_trip_two_with_a_key(&app)),
+        ),
+        (
+            "writes from a refused origin",
+            Box::pin(writes_from_a_refused_origin_change_nothing(&app)),
         ),
     ])
     .await;

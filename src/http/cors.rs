@@ -1,7 +1,16 @@
 //! CORS against an allow-list of origins, with credentials (the session
-//! cookie). Requests from other origins are still answered, but without
+//! cookie). Reads from other origins are still answered, but without
 //! `Access-Control-Allow-Origin`, so browsers keep the response from the
 //! page; a preflight from another origin is refused with 403.
+//!
+//! Writes from other origins are refused with 403 too, before they run. A
+//! browser sends a form-encoded or bodiless POST (a join, a logout) without
+//! a preflight, and with the site's cookies when the page is on the same
+//! site (any `*.localhost` or `*.quietriots.com` page, say): without this
+//! check such a write would be done in the person's name, and only its
+//! answer kept from the page. The Worker's own origin (the web client it
+//! serves) may write; requests without `Origin` (bots, servers, curl) are
+//! not browser requests and pass.
 
 pub const ALLOW_METHODS: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 pub const ALLOW_HEADERS: &str = "Content-Type, Idempotency-Key, If-None-Match, X-Request-Id";
@@ -15,16 +24,28 @@ pub enum Cors {
     NoOrigin,
     /// A listed origin; echo it back.
     Allowed(String),
+    /// The Worker's own origin: a page it serves itself. Needs no CORS
+    /// headers.
+    SameOrigin,
     /// An origin not on the list.
     Refused,
 }
 
-pub fn check(origin: Option<&str>, allowed: &[String]) -> Cors {
+/// `own` is the origin of the request's URL (`scheme://host[:port]`).
+pub fn check(origin: Option<&str>, allowed: &[String], own: &str) -> Cors {
     match origin {
         None => Cors::NoOrigin,
         Some(o) if allowed.iter().any(|a| a == o) => Cors::Allowed(o.to_owned()),
+        Some(o) if o == own => Cors::SameOrigin,
         Some(_) => Cors::Refused,
     }
+}
+
+/// Whether a request with this method and origin may run. Only reads
+/// (`GET`, `HEAD`) and `OPTIONS` run for a refused origin; anything else
+/// may change state.
+pub fn may_run(method: &str, cors: &Cors) -> bool {
+    !matches!(cors, Cors::Refused) || matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
 /// Headers for a response to an allowed origin (`Timing-Allow-Origin`: the
@@ -54,16 +75,44 @@ mod tests {
     #[test]
     fn only_listed_origins_are_allowed() {
         let allowed = vec!["https://quietriots.com".to_owned()];
-        assert_eq!(check(None, &allowed), Cors::NoOrigin);
+        let own = "https://api.quietriots.com";
+        assert_eq!(check(None, &allowed, own), Cors::NoOrigin);
         assert_eq!(
-            check(Some("https://quietriots.com"), &allowed),
+            check(Some("https://quietriots.com"), &allowed, own),
             Cors::Allowed("https://quietriots.com".into())
         );
-        assert_eq!(check(Some("https://evil.example"), &allowed), Cors::Refused);
-        assert_eq!(
-            check(Some("https://quietriots.com.evil.example"), &allowed),
-            Cors::Refused
-        );
+        assert_eq!(check(Some(own), &allowed, own), Cors::SameOrigin);
+        for refused in [
+            "https://evil.example",
+            "https://quietriots.com.evil.example",
+            // Same site, other origin: still not on the list.
+            "https://blog.quietriots.com",
+            "http://api.quietriots.com",
+            "null",
+        ] {
+            assert_eq!(
+                check(Some(refused), &allowed, own),
+                Cors::Refused,
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_origin_may_only_read() {
+        for method in ["GET", "HEAD", "OPTIONS"] {
+            assert!(may_run(method, &Cors::Refused), "{method}");
+        }
+        for method in ["POST", "DELETE", "PUT", "PATCH", "PROPFIND"] {
+            assert!(!may_run(method, &Cors::Refused), "{method}");
+            for cors in [
+                Cors::NoOrigin,
+                Cors::SameOrigin,
+                Cors::Allowed("https://quietriots.com".into()),
+            ] {
+                assert!(may_run(method, &cors), "{method} {cors:?}");
+            }
+        }
     }
 
     #[test]

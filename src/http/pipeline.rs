@@ -63,9 +63,13 @@ pub async fn handle(
     let method = req.method();
     let path = req.path();
 
+    let own_origin = req
+        .url()
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
     let config = Config::load(&env);
     let cors = match &config {
-        Ok(c) => cors::check(origin.as_deref(), &c.allowed_origins),
+        Ok(c) => cors::check(origin.as_deref(), &c.allowed_origins, &own_origin),
         Err(_) => Cors::NoOrigin,
     };
     let (outcome, route, timings, kept_cookies) = match config {
@@ -143,8 +147,14 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
                     AppError::new(403, Code::CorsRefused, "this origin may not call the API");
                 return (Err(refused), "preflight");
             }
-            Cors::NoOrigin => {}
+            Cors::NoOrigin | Cors::SameOrigin => {}
         }
+    }
+    // A write a browser sent without a preflight (a bodiless or form POST)
+    // from a page not allowed to call the API: refused before it runs.
+    if !cors::may_run(req.inner().method().as_str(), cors) {
+        let refused = AppError::new(403, Code::CorsRefused, "this origin may not call the API");
+        return (Err(refused), "cors");
     }
     let full_path = req.path();
     let no_route = || {

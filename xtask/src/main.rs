@@ -183,7 +183,7 @@ fn ensure_wasm_tools() -> Result {
     }
     // `cargo install --list` names each installed crate and version
     // (worker-build has no --version flag).
-    let listed = Command::new("cargo")
+    let listed = cmd("cargo")
         .args(["install", "--list"])
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -549,7 +549,7 @@ fn deploy_check() -> Result {
 /// benchmark baseline's client; `libsql-hrana` is the protocol's types).
 fn no_libsql_crate() -> Result {
     step("checking that the deployed Worker links no libsql crate");
-    let out = Command::new("cargo")
+    let out = cmd("cargo")
         .args([
             "tree",
             "-p",

@@ -15,7 +15,31 @@ pub fn step(what: &str) {
 }
 
 pub fn cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    Command::new(program)
+    let mut c = Command::new(program);
+    for name in run_vars() {
+        c.env_remove(name);
+    }
+    c
+}
+
+/// The variables `cargo run` set for xtask itself (its package's name,
+/// version, manifest dir...). A child cargo that inherited them would hand
+/// them to build scripts that watch them (`rerun-if-env-changed`), and
+/// those would rebuild, with their dependents, on every run. User settings
+/// (`CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_INCREMENTAL`...) are kept.
+fn run_vars() -> impl Iterator<Item = std::ffi::OsString> {
+    const SET_BY_RUN: [&str; 6] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    std::env::vars_os().map(|(k, _)| k).filter(|k| {
+        k.to_str()
+            .is_some_and(|k| k.starts_with("CARGO_PKG_") || SET_BY_RUN.contains(&k))
+    })
 }
 
 fn describe(c: &Command) -> String {
