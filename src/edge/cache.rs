@@ -48,10 +48,14 @@ use crate::http::error::{AppError, AppResult, Code};
 
 /// How long an isolate trusts the generation it read for a tag.
 pub const GENERATION_SECS: u64 = 5;
-/// Most entries kept in an isolate's memory...
-pub const MEMORY_ENTRIES: usize = 1024;
-/// ...and most bytes of bodies (an isolate has 128 MB in all).
-pub const MEMORY_BYTES: usize = 16 * 1024 * 1024;
+/// What an isolate's memory of entries may hold, counted by [`cost`]: keys,
+/// bodies and ETags with their bookkeeping (an isolate has 128 MB in all).
+/// Sized in bytes, not entries: a detail is about a kilobyte and a list page
+/// ten, so a count would either waste memory or drop popular entries.
+pub const MEMORY_BYTES: usize = 24 * 1024 * 1024;
+/// Tags whose generation an isolate remembers before it forgets the ones it
+/// no longer trusts anyway (older than [`GENERATION_SECS`]).
+const GENERATIONS_KEPT: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -129,15 +133,112 @@ pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
             .any(|t| t == etag)
 }
 
+/// What an entry costs the isolate's memory: its key, body and ETag, and
+/// about what the map and the strings' headers take besides.
+fn cost(key: &str, entry: &Entry) -> usize {
+    const BOOKKEEPING: usize = 96;
+    key.len() + entry.body.len() + entry.etag.len() + BOOKKEEPING
+}
+
+/// An isolate's entries, within a budget of bytes ([`cost`]). Past it, the
+/// oldest entries (by `stored_at`) go, down to three quarters of the budget,
+/// so the sort this takes runs once per quarter of the budget inserted, not
+/// per insert.
 #[derive(Default)]
-struct Isolate {
+struct Memory {
     entries: HashMap<String, Entry>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl Memory {
+    fn new(budget: usize) -> Memory {
+        Memory {
+            budget,
+            ..Memory::default()
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn insert(&mut self, key: &str, entry: Entry) {
+        let added = cost(key, &entry);
+        if added > self.budget / 4 {
+            // One entry may not push out a quarter of the rest.
+            return;
+        }
+        if let Some(old) = self.entries.insert(key.to_owned(), entry) {
+            self.bytes -= cost(key, &old);
+        }
+        self.bytes += added;
+        if self.bytes > self.budget {
+            let mut by_age: Vec<(u64, String)> = self
+                .entries
+                .iter()
+                .map(|(k, e)| (e.stored_at, k.clone()))
+                .collect();
+            by_age.sort_unstable();
+            for (_, k) in by_age {
+                if self.bytes <= self.budget * 3 / 4 {
+                    break;
+                }
+                if let Some(old) = self.entries.remove(&k) {
+                    self.bytes -= cost(&k, &old);
+                }
+            }
+        }
+    }
+}
+
+struct Isolate {
+    entries: Memory,
     /// tag -> (generation, read at ms)
     generations: HashMap<String, (String, u64)>,
     /// tag -> ms of this isolate's last invalidation write
     invalidated_at: HashMap<String, u64>,
     /// Keys being loaded from the primary by some request of this isolate.
     in_flight: HashSet<String>,
+}
+
+impl Default for Isolate {
+    fn default() -> Isolate {
+        Isolate {
+            entries: Memory::new(MEMORY_BYTES),
+            generations: HashMap::new(),
+            invalidated_at: HashMap::new(),
+            in_flight: HashSet::new(),
+        }
+    }
+}
+
+impl Isolate {
+    /// Notes a tag's generation read at `now`. Past [`GENERATIONS_KEPT`]
+    /// tags, forgets those no longer trusted (they would be read again) and
+    /// invalidation times past the one-write-a-second window (a new
+    /// generation is the clock's time, later than any forgotten one).
+    fn note_generation(&mut self, tag: &str, value: String, now: u64) {
+        self.generations.insert(tag.to_owned(), (value, now));
+        if self.generations.len() > GENERATIONS_KEPT {
+            self.generations
+                .retain(|_, (_, read_at)| now.saturating_sub(*read_at) < GENERATION_SECS * 1000);
+        }
+        if self.invalidated_at.len() > GENERATIONS_KEPT {
+            self.invalidated_at
+                .retain(|_, at| now.saturating_sub(*at) < 1000);
+        }
+    }
 }
 
 thread_local! {
@@ -150,29 +251,7 @@ fn with_isolate<T>(f: impl FnOnce(&mut Isolate) -> T) -> T {
 }
 
 fn remember(key: &str, entry: &Entry) {
-    with_isolate(|iso| {
-        iso.entries.insert(key.to_owned(), entry.clone());
-        let bytes: usize = iso.entries.values().map(|e| e.body.len()).sum();
-        if iso.entries.len() > MEMORY_ENTRIES || bytes > MEMORY_BYTES {
-            // Drop the oldest until within both budgets (and a quarter under
-            // the count, so this does not run on every insert).
-            let mut by_age: Vec<(u64, String, usize)> = iso
-                .entries
-                .iter()
-                .map(|(k, e)| (e.stored_at, k.clone(), e.body.len()))
-                .collect();
-            by_age.sort_unstable();
-            let (mut count, mut total) = (iso.entries.len(), bytes);
-            for (_, k, len) in by_age {
-                if count <= MEMORY_ENTRIES * 3 / 4 && total <= MEMORY_BYTES * 3 / 4 {
-                    break;
-                }
-                iso.entries.remove(&k);
-                count -= 1;
-                total -= len;
-            }
-        }
-    });
+    with_isolate(|iso| iso.entries.insert(key, entry.clone()));
 }
 
 /// A tag's current generation: from the isolate if read recently, else KV.
@@ -199,10 +278,7 @@ async fn generation(ctx: &Ctx, tag: &str) -> String {
         }
         Err(_) => "0".to_owned(),
     };
-    with_isolate(|iso| {
-        iso.generations
-            .insert(tag.to_owned(), (value.clone(), now_ms()))
-    });
+    with_isolate(|iso| iso.note_generation(tag, value.clone(), now_ms()));
     value
 }
 
@@ -216,8 +292,7 @@ pub async fn invalidate(ctx: &Ctx, tags: &[String]) -> AppResult<()> {
             let last = iso.invalidated_at.get(tag).copied().unwrap_or(0);
             // The new generation must differ from every earlier one.
             let value = now.max(last + 1);
-            iso.generations
-                .insert(tag.clone(), (value.to_string(), now));
+            iso.note_generation(tag, value.to_string(), now);
             let recent = now.saturating_sub(last) < 1000;
             iso.invalidated_at.insert(tag.clone(), value);
             (recent, value)
@@ -451,6 +526,69 @@ mod tests {
             Age::Fresh,
             "clock skew counts as fresh"
         );
+    }
+
+    fn entry(body_len: usize, stored_at: u64) -> Entry {
+        Entry::new("x".repeat(body_len), stored_at)
+    }
+
+    #[test]
+    fn memory_is_bounded_by_bytes_and_drops_the_oldest() {
+        let one = cost("k0000", &entry(1_000, 0));
+        let mut m = Memory::new(one * 100);
+        for i in 0..100u64 {
+            m.insert(&format!("k{i:04}"), entry(1_000, i));
+        }
+        assert_eq!(m.len(), 100, "exactly the budget fits");
+        assert_eq!(m.bytes(), one * 100);
+        m.insert("k0100", entry(1_000, 100));
+        assert!(
+            m.bytes() <= one * 75,
+            "down to three quarters: {}",
+            m.bytes()
+        );
+        assert_eq!(m.len(), 75);
+        assert!(m.get("k0000").is_none(), "the oldest went first");
+        assert!(m.get("k0025").is_none());
+        assert!(m.get("k0026").is_some());
+        assert!(m.get("k0100").is_some(), "the newest stayed");
+    }
+
+    #[test]
+    fn many_small_entries_fit_where_few_large_ones_do() {
+        let budget = 1024 * 1024;
+        let mut small = Memory::new(budget);
+        let mut large = Memory::new(budget);
+        for i in 0..2_000u64 {
+            small.insert(&format!("issue/{i}"), entry(300, i));
+            large.insert(&format!("issues?page={i}"), entry(20_000, i));
+        }
+        assert_eq!(small.len(), 2_000, "held: {}", small.bytes());
+        assert!(large.len() < 60, "{}", large.len());
+        assert!(large.bytes() <= budget);
+    }
+
+    #[test]
+    fn a_replaced_entry_is_counted_once() {
+        let mut m = Memory::new(1 << 20);
+        m.insert("k", entry(1_000, 1));
+        m.insert("k", entry(2_000, 2));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.bytes(), cost("k", &entry(2_000, 2)));
+        m.insert("huge", entry(1 << 19, 3));
+        assert!(m.get("huge").is_none(), "over a quarter of the budget");
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn untrusted_generations_are_forgotten_past_the_limit() {
+        let mut iso = Isolate::default();
+        for i in 0..GENERATIONS_KEPT {
+            iso.note_generation(&format!("issue:{i}"), "1".into(), 0);
+        }
+        iso.note_generation("issue:recent", "2".into(), 10_000);
+        assert_eq!(iso.generations.len(), 1, "all but the trusted one went");
+        assert_eq!(iso.generations["issue:recent"], ("2".to_owned(), 10_000));
     }
 
     #[test]
