@@ -8,6 +8,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,9 @@ struct Load {
     hits: usize,
     /// Served stale from the cache (refreshed behind the response).
     stale: usize,
+    /// Where answered entries came from (`Server-Timing: cache;desc=`):
+    /// the isolate's memory, KV, the primary.
+    from: [usize; 3],
 }
 
 impl Load {
@@ -57,7 +61,7 @@ async fn load(
             let (http, base) = (app.http.clone(), app.url.clone());
             let (stop, issued, path) = (stop.clone(), issued.clone(), path.clone());
             tokio::spawn(async move {
-                let mut out = (Vec::new(), 0usize, 0usize, 0usize);
+                let mut out = (Vec::new(), 0usize, 0usize, 0usize, [0usize; 3]);
                 while !stop.load(Ordering::Relaxed) {
                     let n = issued.fetch_add(1, Ordering::Relaxed);
                     if n >= max {
@@ -66,10 +70,23 @@ async fn load(
                     let t = Instant::now();
                     match http.get(format!("{base}{}", path(n))).send().await {
                         Ok(r) if r.status().is_success() => {
-                            match r.headers().get("x-cache").and_then(|v| v.to_str().ok()) {
-                                Some("HIT") => out.2 += 1,
-                                Some("STALE") => out.3 += 1,
+                            let header = |name: &str| {
+                                r.headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_owned()
+                            };
+                            match header("x-cache").as_str() {
+                                "HIT" => out.2 += 1,
+                                "STALE" => out.3 += 1,
                                 _ => {}
+                            }
+                            let timing = header("server-timing");
+                            for (i, source) in ["memory", "kv", "primary"].iter().enumerate() {
+                                if timing.starts_with(&format!("cache;desc={source},")) {
+                                    out.4[i] += 1;
+                                }
                             }
                             let _ = r.bytes().await;
                             out.0.push(t.elapsed());
@@ -99,12 +116,16 @@ async fn load(
         errors: 0,
         hits: 0,
         stale: 0,
+        from: [0; 3],
     };
-    for (lat, errors, hits, stale) in results.into_iter().flatten() {
+    for (lat, errors, hits, stale, from) in results.into_iter().flatten() {
         load.latencies.extend(lat);
         load.errors += errors;
         load.hits += hits;
         load.stale += stale;
+        for (all, n) in load.from.iter_mut().zip(from) {
+            *all += n;
+        }
     }
     load.latencies.sort_unstable();
     load
@@ -192,19 +213,34 @@ async fn main() {
                 Arc::new(move |n| paths[n].clone()),
             )
             .await;
-            let distinct = order.iter().collect::<std::collections::HashSet<_>>().len();
+            let distinct: HashSet<String> = order.iter().cloned().collect();
             (l, distinct)
         }
     };
     // From a cold cache (every first request of an issue is a MISS), then
     // a second run of the same distribution (other draws) on the cache the
     // first one left: the steady state of a deployment that has been up.
-    let (zipf_load, distinct) = zipf_run(11).await;
+    let (zipf_load, cold_set) = zipf_run(11).await;
     eprintln!("Zipf(1.0) again, on the warm cache ...");
-    let (warm_load, warm_distinct) = zipf_run(12).await;
+    let (warm_load, warm_set) = zipf_run(12).await;
     let ratio = |l: &Load| (l.hits + l.stale) as f64 / l.latencies.len().max(1) as f64;
     let hit_ratio = ratio(&zipf_load);
     let warm_ratio = ratio(&warm_load);
+    let (distinct, warm_distinct) = (cold_set.len(), warm_set.len());
+    // The most any cache could answer: every first request of an issue
+    // (in the cold run; in the warm run, of an issue the cold run did not
+    // ask for) has to go to the primary.
+    let first_seen_warm = warm_set.difference(&cold_set).count();
+    let ceiling = |firsts: usize| 100.0 * (1.0 - firsts as f64 / zipf_requests as f64);
+    let sources = |l: &Load| {
+        let n = l.latencies.len().max(1) as f64;
+        format!(
+            "memory {:.1}%, KV {:.1}%, primary {:.1}%",
+            100.0 * l.from[0] as f64 / n,
+            100.0 * l.from[1] as f64 / n,
+            100.0 * l.from[2] as f64 / n
+        )
+    };
 
     let row = |name: &str, l: &Load| {
         format!(
@@ -220,8 +256,11 @@ async fn main() {
         "| scenario | requests/s | p50 | p95 | p99 | errors |\n|---|---:|---:|---:|---:|---:|\n{}{}{}{}\n\
          Cached detail against the bare route: **{:.2}x** the throughput. \
          Zipf hit ratio (answered from the cache, `X-Cache: HIT` or `STALE`): from a cold cache **{:.1}%** \
-         ({} HIT + {} STALE of {} requests; {} distinct issues requested, each first request a MISS); \
-         on the warm cache **{:.1}%** ({} HIT + {} STALE of {}; {} distinct issues).\n",
+         ({} HIT + {} STALE of {} requests; {} distinct issues requested, each first request a MISS; \
+         the most any cache could answer: {:.1}%); \
+         on the warm cache **{:.1}%** ({} HIT + {} STALE of {}; {} distinct issues, {} of them not asked for in \
+         the cold run; the most any cache could answer: {:.1}%).\n\n\
+         Where the Zipf answers' entries came from (`Server-Timing: cache;desc=`): cold {}; warm {}.\n",
         row("bare route (`/__bench/constant`)", &bare),
         row("cached `GET /api/issues/:id` (one hot id)", &cached),
         row(&format!("Zipf(1.0) `GET /api/issues/:id` over {} issues, cold cache", ids.len()), &zipf_load),
@@ -232,11 +271,16 @@ async fn main() {
         zipf_load.stale,
         zipf_load.latencies.len(),
         distinct,
+        ceiling(distinct),
         warm_ratio * 100.0,
         warm_load.hits,
         warm_load.stale,
         warm_load.latencies.len(),
         warm_distinct,
+        first_seen_warm,
+        ceiling(first_seen_warm),
+        sources(&zipf_load),
+        sources(&warm_load),
     );
     let section = format!(
         "{START}\n## Edge: cached reads in wrangler dev\n\n\

@@ -360,9 +360,15 @@ async fn miss_then_hit_then_304(app: &TestApp) {
         timing.contains("kv;dur="),
         "a miss looked in KV first: {timing}"
     );
+    assert!(timing.starts_with("cache;desc=primary, "), "{timing}");
     let body = first.text().await.expect("body");
     let second = app.get(&path).send().await.expect("second");
     assert_eq!(second.headers()["x-cache"], "HIT");
+    let timing = second.headers()["server-timing"].to_str().expect("st");
+    assert!(
+        timing.starts_with("cache;desc=memory, ") && !timing.contains("kv;"),
+        "a hit in the isolate's memory reads no KV: {timing}"
+    );
     assert_eq!(second.headers()["etag"], etag.as_str());
     assert_eq!(second.text().await.expect("body"), body);
     let revalidated = app

@@ -317,10 +317,34 @@ pub async fn invalidate(ctx: &Ctx, tags: &[String]) -> AppResult<()> {
     Ok(())
 }
 
+/// Where [`serve`] found the entry it answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The isolate's memory: no KV read for the entry.
+    Memory,
+    /// Workers KV.
+    Kv,
+    /// Loaded from the primary for this request (or by a request of the
+    /// same isolate it waited for).
+    Primary,
+}
+
+impl Source {
+    /// As `Server-Timing` names it (`cache;desc=memory`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Kv => "kv",
+            Source::Primary => "primary",
+        }
+    }
+}
+
 /// What [`serve`] found.
 pub struct Served {
     pub entry: Entry,
     pub outcome: Outcome,
+    pub from: Source,
 }
 
 fn loader(ctx: &Ctx, read: Read) -> LocalBoxFuture<'static, Result<Entry, AppError>> {
@@ -454,6 +478,7 @@ pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
             return Ok(Served {
                 entry: entry.clone(),
                 outcome: Outcome::Hit,
+                from: Source::Memory,
             });
         }
     }
@@ -472,16 +497,18 @@ pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
     };
     // The newer of memory and KV.
     let known = match (in_memory, stored) {
-        (Some(m), Some(s)) => Some(if s.stored_at > m.stored_at { s } else { m }),
-        (m, s) => m.or(s),
+        (Some(m), Some(s)) if s.stored_at > m.stored_at => Some((s, Source::Kv)),
+        (Some(m), _) => Some((m, Source::Memory)),
+        (None, s) => s.map(|s| (s, Source::Kv)),
     };
-    if let Some(entry) = &known {
+    if let Some((entry, from)) = &known {
         match age(entry.stored_at, now_ms(), fresh, stale) {
             Age::Fresh => {
                 remember(&key, entry);
                 return Ok(Served {
                     entry: entry.clone(),
                     outcome: Outcome::Hit,
+                    from: *from,
                 });
             }
             Age::Stale => {
@@ -489,6 +516,7 @@ pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
                 return Ok(Served {
                     entry: entry.clone(),
                     outcome: Outcome::Stale,
+                    from: *from,
                 });
             }
             Age::Expired => {}
@@ -499,11 +527,13 @@ pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
         Ok(entry) => Ok(Served {
             entry,
             outcome: Outcome::Miss,
+            from: Source::Primary,
         }),
         Err(e) if e.code == Code::PrimaryUnavailable => match known {
-            Some(entry) => Ok(Served {
+            Some((entry, from)) => Ok(Served {
                 entry,
                 outcome: Outcome::StaleOnError,
+                from,
             }),
             None => Err(e),
         },

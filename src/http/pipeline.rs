@@ -14,7 +14,7 @@ use crate::domain::paging::Page;
 use crate::edge::cache::{self, Outcome, Served};
 use crate::edge::identity;
 use crate::edge::limits;
-use crate::edge::live_counts;
+use crate::edge::live_counts::{self, LiveCounts};
 use crate::edge::outbox;
 use crate::edge::reads::Read;
 use crate::http::auth;
@@ -395,13 +395,23 @@ fn with_live_counts(served: Served, read: &Read) -> Served {
     if !matches!(read, Read::Issue(_) | Read::Issues(_)) || live_counts::Learned::is_empty() {
         return served;
     }
-    let Ok(mut body) = serde_json::from_str::<Value>(&served.entry.body) else {
-        return served;
-    };
     let loaded = served
         .entry
         .stored_at
         .saturating_sub(2 * counter::FLUSH_EVERY_MS);
+    // A detail whose issue has no newer count here is sent as it is,
+    // without parsing its body.
+    if let Read::Issue(id) = read {
+        let newer = live_counts::Learned
+            .get(id.as_str())
+            .is_some_and(|c| c.as_of_ms > loaded);
+        if !newer {
+            return served;
+        }
+    }
+    let Ok(mut body) = serde_json::from_str::<Value>(&served.entry.body) else {
+        return served;
+    };
     if live_counts::overlay(&mut body, loaded, &live_counts::Learned) == 0 {
         return served;
     }
@@ -409,6 +419,7 @@ fn with_live_counts(served: Served, read: &Read) -> Served {
     Served {
         entry: cache::Entry::new(body.to_string(), stored_at),
         outcome: served.outcome,
+        from: served.from,
     }
 }
 
@@ -425,7 +436,11 @@ const PRIVATE_CACHE_CONTROL: &str = "private, no-store";
 /// A cached read as HTTP: 304 when the client has this version, else the
 /// body, with ETag, Cache-Control and X-Cache.
 fn cached_response(served: Served, if_none_match: Option<&str>) -> AppResult<Response> {
-    let Served { entry, outcome } = served;
+    let Served {
+        entry,
+        outcome,
+        from,
+    } = served;
     let not_modified = if_none_match.is_some_and(|h| cache::etag_matches(h, &entry.etag));
     let mut response = if not_modified {
         Response::empty()?.with_status(304)
@@ -438,6 +453,8 @@ fn cached_response(served: Served, if_none_match: Option<&str>) -> AppResult<Res
     headers.set("ETag", &entry.etag)?;
     headers.set("Cache-Control", READ_CACHE_CONTROL)?;
     headers.set("X-Cache", outcome.header())?;
+    // Read by `decorate`, which puts the timings after it.
+    headers.set("Server-Timing", &format!("cache;desc={}", from.name()))?;
     if outcome == Outcome::StaleOnError {
         headers.set("Warning", "110 - \"Response is Stale\"")?;
     }
@@ -576,6 +593,10 @@ fn decorate(response: &mut Response, request_id: &str, cors: &Cors, t: Timings) 
         }
     }
     timing.push(format!("total;dur={}", t.total_ms));
+    // Where a cached read came from (`cached_response`) goes first.
+    if let Some(cache) = headers.get("Server-Timing").ok().flatten() {
+        timing.insert(0, cache);
+    }
     let timing = timing.join(", ");
     let _ = headers.set("Server-Timing", &timing);
 }
