@@ -48,7 +48,16 @@ pub struct Config {
     pub cache_fresh_secs: u64,
     /// ...then served stale (and refreshed behind the response) this long.
     pub cache_stale_secs: u64,
+    /// Where the primary is, as a Durable Object location hint
+    /// (`PRIMARY_LOCATION`, e.g. `weur`): the objects that talk to the
+    /// primary are created near it ([`crate::objects::client`]).
+    pub primary_location: Option<String>,
 }
+
+/// The location hints Durable Objects take (Cloudflare's list).
+pub const LOCATION_HINTS: [&str; 9] = [
+    "wnam", "enam", "sam", "weur", "eeur", "apac", "oc", "afr", "me",
+];
 
 /// The WhatsApp Cloud API: inbound webhook secrets and the Graph API the
 /// replies and one-time codes go to.
@@ -156,7 +165,19 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| default.to_owned())
         };
+        let primary_location = match source.var("PRIMARY_LOCATION") {
+            None => None,
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) if LOCATION_HINTS.contains(&v.trim()) => Some(v.trim().to_owned()),
+            Some(v) => {
+                return Err(format!(
+                    "PRIMARY_LOCATION must be one of {}, not {v:?}",
+                    LOCATION_HINTS.join(", ")
+                ))
+            }
+        };
         Ok(Config {
+            primary_location,
             bot_token: secret("BOT_TOKEN"),
             whatsapp: WhatsApp {
                 app_secret: secret("WHATSAPP_APP_SECRET"),
@@ -283,5 +304,25 @@ mod tests {
         let vars = HashMap::from([("LIBSQL_URL", "http://x"), ("DB_TIMEOUT_MS", "soon")]);
         let bad = Config::from_source(&Map(vars, HashMap::new())).unwrap_err();
         assert!(bad.contains("DB_TIMEOUT_MS"), "{bad}");
+    }
+
+    #[test]
+    fn the_primary_location_is_a_known_hint() {
+        let with = |v: &'static str| {
+            Config::from_source(&Map(
+                HashMap::from([("LIBSQL_URL", "http://x"), ("PRIMARY_LOCATION", v)]),
+                HashMap::new(),
+            ))
+        };
+        assert_eq!(
+            with(" weur ").expect("weur").primary_location.as_deref(),
+            Some("weur")
+        );
+        assert_eq!(with("").expect("empty").primary_location, None);
+        let bad = with("eu-west-1").unwrap_err();
+        assert!(
+            bad.contains("PRIMARY_LOCATION") && bad.contains("weur"),
+            "{bad}"
+        );
     }
 }

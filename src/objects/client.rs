@@ -2,7 +2,7 @@
 //! a binding with a given name, timed into the request's Durable Object
 //! time (`Server-Timing`). Each object's module says what its answers mean.
 
-use worker::{Method, Request, RequestInit};
+use worker::{Method, Request, RequestInit, Stub};
 
 use crate::domain::time::now_ms;
 use crate::http::context::Ctx;
@@ -11,6 +11,27 @@ use crate::http::context::Ctx;
 pub struct Reply {
     pub status: u16,
     pub text: String,
+}
+
+/// The bindings whose objects talk to the primary: a join goes browser ->
+/// nearest edge -> the issue's IssueCounter -> the primary (one region), and
+/// an object is created near whoever first asks for it, possibly on another
+/// continent from the primary. With `PRIMARY_LOCATION` set, these are
+/// created near the primary instead, so the hop that happens once per group
+/// of changes (object -> primary) is short and the one per request (edge ->
+/// object) is paid once. The rate limiter stays where its clients are.
+const NEAR_PRIMARY: [&str; 2] = ["ISSUE_COUNTER", "OUTBOX"];
+
+/// The stub of the object named `name` in `binding`. A location hint only
+/// places an object when it is created; objects that exist stay where they
+/// are.
+pub fn stub(ctx: &Ctx, binding: &str, name: &str) -> worker::Result<Stub> {
+    let namespace = ctx.env.durable_object(binding)?;
+    let id = namespace.id_from_name(name)?;
+    match &ctx.config.primary_location {
+        Some(hint) if NEAR_PRIMARY.contains(&binding) => id.get_stub_with_location_hint(hint),
+        _ => id.get_stub(),
+    }
 }
 
 /// Sends `body` to `path` of the object named `name` in `binding`. A
@@ -24,11 +45,7 @@ pub async fn call(
     path: &str,
     body: Option<String>,
 ) -> worker::Result<Reply> {
-    let stub = ctx
-        .env
-        .durable_object(binding)?
-        .id_from_name(name)?
-        .get_stub()?;
+    let stub = stub(ctx, binding, name)?;
     let mut init = RequestInit::new();
     init.with_method(method);
     if let Some(body) = body {
