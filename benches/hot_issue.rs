@@ -1,15 +1,17 @@
-//! A hot issue under about 200 joins a second. The IssueCounter
-//! object's path (group commit, counts flushed at most once a second)
-//! against the seed's `UPDATE issues SET rioter_count = rioter_count + 1`
-//! in every join's transaction (`/__bench/counter-update/...`, development
-//! only). Each side is an open-loop run on its own fresh issue: a join is
-//! sent every 1/RATE s whatever the earlier ones are doing, each by a new
-//! visitor (no cookie, so a new user and session), from 100 client IPs in
-//! turn. Then the flush is awaited and each issue's `rioter_count` is
-//! compared with its `user_issues` rows. The primary counts the
-//! `UPDATE issues SET rioter_count ...` statements it runs (`GET /stats`).
-//! `--quick`: 1.5 s per side. `--rate N` (1 to 1000) joins a second
-//! instead of 200, to probe other loads (printed, not written).
+//! A hot issue: how many joins a second each path sustains. The
+//! IssueCounter object's path (group commit, counts flushed at most once a
+//! second) against the seed's `UPDATE issues SET rioter_count =
+//! rioter_count + 1` in every join's transaction
+//! (`/__bench/counter-update/...`, development only). Each path joins its
+//! own fresh issue open loop (a join sent every 1/rate s whatever the
+//! earlier ones are doing), each join by a new visitor (no cookie, so a new
+//! user and session), from 100 client IPs in turn; the rate steps up by a
+//! quarter from 50/s, the paths taking turns at each rate, until a step
+//! does not hold (p95 < 250 ms, errors < 1%, 95% of the offered rate
+//! answered). Then the flush is awaited and each issue's `rioter_count` is
+//! compared with its `user_issues` rows. The primary counts the `UPDATE
+//! issues SET rioter_count ...` statements it runs (`GET /stats`).
+//! `--quick`: two 1 s steps.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -23,16 +25,7 @@ use std::time::{Duration, Instant};
 use common::{int, TestApp, CLIENT_IP_HEADER};
 use qr_primary::client::text;
 
-const DEFAULT_RATE: f64 = 200.0;
 const CLIENT_IPS: usize = 100;
-
-struct Side {
-    name: &'static str,
-    run: Run,
-    counter_updates: u64,
-    rioter_count: i64,
-    members: i64,
-}
 
 async fn counter_updates(app: &TestApp) -> u64 {
     app.primary_stats().await["counter_updates"]
@@ -124,18 +117,6 @@ async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
     run
 }
 
-/// `--rate N`, else the default.
-fn rate_arg() -> Result<f64, String> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--rate") {
-        None => Ok(DEFAULT_RATE),
-        Some(i) => match args.get(i + 1).and_then(|r| r.parse::<u32>().ok()) {
-            Some(r) if (1..=1000).contains(&r) => Ok(f64::from(r)),
-            _ => Err("--rate takes a whole number of joins a second, 1 to 1000".to_owned()),
-        },
-    }
-}
-
 /// What one side's run saw.
 struct Run {
     sent: usize,
@@ -155,72 +136,170 @@ fn durable_object_ms(header: &str) -> Option<u64> {
         .and_then(|ms| ms.trim().parse().ok())
 }
 
+/// A step holds when its p95 is under this...
+const P95_TARGET_MS: f64 = 250.0;
+/// ...its errors under 1%, and at least 95% of the offered rate answered.
+fn holds(run: &Run, rate: f64) -> bool {
+    let answered = run.latencies.len() as f64;
+    support::pct_ms(&run.latencies, 0.95) < P95_TARGET_MS
+        && (run.errors as f64) < 0.01 * run.sent as f64
+        && answered / run.secs.max(1e-9) >= 0.95 * rate
+        && answered >= 0.95 * run.sent as f64
+}
+
+/// One side of the comparison: its issue, its join path, its steps.
+struct Side {
+    name: &'static str,
+    issue: String,
+    path: String,
+    steps: Vec<(f64, Run)>,
+    /// Still stepping up (no step has failed yet).
+    climbing: bool,
+    counter_updates: u64,
+    rioter_count: i64,
+    members: i64,
+    changed: usize,
+}
+
+impl Side {
+    fn sustained(&self) -> Option<f64> {
+        self.steps
+            .iter()
+            .take_while(|(rate, run)| holds(run, *rate))
+            .last()
+            .map(|(rate, _)| *rate)
+    }
+}
+
+/// Until the issue's queued joins are done: a join answered quickly.
+async fn settle(app: &TestApp, issue: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let path = format!("/api/issues/{issue}");
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let _ = app.get(&path).send().await;
+        if t.elapsed() < Duration::from_millis(50) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
 #[tokio::main]
 async fn main() {
     let args = support::args();
-    let duration = Duration::from_secs_f64(if args.quick { 1.5 } else { 10.0 });
-    let rate = match rate_arg() {
-        Ok(rate) => rate,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
+    // Full: 8 s per step, from 50 joins/s up by a quarter, at most 9 steps
+    // (about 300/s); quick: 1 s steps, two of them.
+    let (step, max_steps, start_rate) = if args.quick {
+        (Duration::from_secs(1), 2, 50.0)
+    } else {
+        (Duration::from_secs(8), 9, 50.0)
     };
-    // Figures at another rate are printed, not written over the section.
-    let write = args.write.as_deref().filter(|_| rate == DEFAULT_RATE);
 
     eprintln!("starting the stack ...");
     let app = TestApp::builder().cache_fresh_secs(30).start().await;
     let mut sides = Vec::new();
     for (name, prefix) in [
-        ("IssueCounter object (group commit, flush at most 1/s)", ""),
-        (
-            "naive: `UPDATE issues SET rioter_count = rioter_count + 1` per join",
-            "/__bench/counter-update",
-        ),
+        ("IssueCounter object", ""),
+        ("naive UPDATE per join", "/__bench/counter-update"),
     ] {
         let issue = app.fresh_issue(&format!("hot issue: {name}")).await;
-        let path = format!("{prefix}/api/issues/{issue}/join");
-        let before = counter_updates(&app).await;
-        eprintln!("{name}: {rate}/s for {:.1} s ...", duration.as_secs_f64());
-        let run = run(&app, &path, rate, duration).await;
-        // Until the flush has written the final count (the naive side has
-        // it at once), then one flush interval more for any late alarm.
+        sides.push(Side {
+            name,
+            path: format!("{prefix}/api/issues/{issue}/join"),
+            issue,
+            steps: Vec::new(),
+            climbing: true,
+            counter_updates: 0,
+            rioter_count: 0,
+            members: 0,
+            changed: 0,
+        });
+    }
+    // The sides take turns at each rate, so a slower minute of this shared
+    // machine falls on both.
+    let mut rate: f64 = start_rate;
+    for _ in 0..max_steps {
+        if sides.iter().all(|s| !s.climbing) {
+            break;
+        }
+        for side in sides.iter_mut().filter(|s| s.climbing) {
+            let updates_before = counter_updates(&app).await;
+            eprintln!(
+                "{}: {rate:.0} joins/s for {:.0} s ...",
+                side.name,
+                step.as_secs_f64()
+            );
+            let run = run(&app, &side.path, rate, step).await;
+            let held = holds(&run, rate);
+            eprintln!(
+                "  p50 {:.1} ms, p95 {:.1} ms, {} answered, {} errors: {}",
+                support::pct_ms(&run.latencies, 0.5),
+                support::pct_ms(&run.latencies, 0.95),
+                run.latencies.len(),
+                run.errors,
+                if held { "sustained" } else { "not sustained" }
+            );
+            side.changed += run.changed;
+            side.climbing = held;
+            side.steps.push((rate, run));
+            settle(&app, &side.issue).await;
+            side.counter_updates += counter_updates(&app).await - updates_before;
+        }
+        rate = (rate * 1.25).round();
+    }
+    // Until each flush has written the final count (the naive side has it
+    // at once), then one flush interval more for any late alarm.
+    for side in &mut sides {
+        let updates_before = counter_updates(&app).await;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let (count, members) = counts(&app, &issue).await;
+            let (count, members) = counts(&app, &side.issue).await;
             if count == members || Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let (rioter_count, members) = counts(&app, &issue).await;
-        sides.push(Side {
-            name,
-            run,
-            counter_updates: counter_updates(&app).await - before,
-            rioter_count,
-            members,
-        });
+        let (rioter_count, members) = counts(&app, &side.issue).await;
+        side.rioter_count = rioter_count;
+        side.members = members;
+        side.counter_updates += counter_updates(&app).await - updates_before;
     }
 
     let mut table = String::from(
-        "| path | joins sent | sent/s | answered 200 | errors | join p50 | join p95 | join p99 | waiting for objects p50 | counter UPDATEs at the primary | `issues.rioter_count` | `user_issues` rows | count exact | joins committed but not answered 200 |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
+        "| path | offered | joins sent | answered 200 | errors | join p50 | join p95 | join p99 | waiting for objects p50 | sustained |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for s in &sides {
-        table.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms | {} | {} | {} | {} | {} |\n",
+        for (rate, run) in &s.steps {
+            table.push_str(&format!(
+                "| {} | {rate:.0}/s | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms | {} |\n",
+                s.name,
+                run.sent,
+                run.latencies.len(),
+                run.errors,
+                support::pct_ms(&run.latencies, 0.5),
+                support::pct_ms(&run.latencies, 0.95),
+                support::pct_ms(&run.latencies, 0.99),
+                support::pct_ms(&run.do_waits, 0.5),
+                if holds(run, *rate) { "yes" } else { "no" },
+            ));
+        }
+    }
+    let mut totals = String::from(
+        "| path | highest sustained rate | counter UPDATEs at the primary | `issues.rioter_count` | `user_issues` rows | count exact | joins committed but not answered 200 |\n\
+         |---|---:|---:|---:|---:|---|---:|\n",
+    );
+    for s in &sides {
+        totals.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             s.name,
-            s.run.sent,
-            s.run.sent as f64 / s.run.secs,
-            s.run.latencies.len(),
-            s.run.errors,
-            support::pct_ms(&s.run.latencies, 0.5),
-            support::pct_ms(&s.run.latencies, 0.95),
-            support::pct_ms(&s.run.latencies, 0.99),
-            support::pct_ms(&s.run.do_waits, 0.5),
+            s.sustained()
+                .map_or("none of the rates tried".to_owned(), |r| format!(
+                    "{r:.0} joins/s"
+                )),
             s.counter_updates,
             s.rioter_count,
             s.members,
@@ -229,26 +308,33 @@ async fn main() {
             } else {
                 "**no**"
             },
-            (s.members as usize).saturating_sub(s.run.changed),
+            (s.members as usize).saturating_sub(s.changed),
         ));
     }
     let (object, naive) = (&sides[0], &sides[1]);
+    let ratio = match (object.sustained(), naive.sustained()) {
+        (Some(o), Some(n)) => format!("**{:.2}x** the naive path's", o / n),
+        _ => "not comparable (a side sustained none of the rates)".to_owned(),
+    };
     let body = format!(
         "## Hot issue: the counter object against an UPDATE per join\n\n\
-         `wrangler dev` with the local primary (no added delay). Each side: a fresh issue joined open-loop at \
-         {rate:.0} joins/s for {:.1} s, every join by a new visitor (no cookie: a new user row and session), from \
-         {CLIENT_IPS} client IPs in turn; the load generator shares the machine's 2 cores with workerd and the primary. \
-         *Counter UPDATEs* are the `UPDATE issues SET rioter_count ...` statements the primary ran during the side's \
-         run and the wait for its flush (`GET /stats`, `counter_updates`). *Count exact*: `issues.rioter_count` equals the \
-         issue's `user_issues` rows, read after the flush. A join that the Worker answered 503 (its deadline for the \
-         primary, `DB_TIMEOUT_MS`, is 1.5 s in the test harness) may still have committed: the last column counts \
-         the rows beyond the joins answered `changed: true`. *Waiting for objects*: the Worker's time waiting for \
-         Durable Objects per answered join (`Server-Timing: do`; the RateLimiter on both sides, the IssueCounter \
-         too on the object's side). The naive side runs \
-         through the development-only `/__bench/counter-update/...` switch (the same join transaction with the \
-         UPDATE in it, without the object). Command: `cargo xtask bench`.\n\n{table}\n\
-         Counter UPDATEs: **{}** through the object against **{}** naive ({}).\n",
-        duration.as_secs_f64(),
+         `wrangler dev` with the local primary (no added delay). Each path joins its own fresh issue open-loop, \
+         stepped from {start_rate:.0} joins/s up by a quarter, {:.0} s a step, the two paths taking turns at each \
+         rate; a path stops at its first step that does not hold (p95 < {P95_TARGET_MS:.0} ms, errors < 1%, at \
+         least 95% of the offered rate answered). Every join is by a new visitor (no cookie: a new user row and \
+         session), from {CLIENT_IPS} client IPs in turn; the load generator shares the machine's 2 cores with \
+         workerd and the primary. *Counter UPDATEs* are the `UPDATE issues SET rioter_count ...` statements the \
+         primary ran for the path's steps and the wait for its flush (`GET /stats`, `counter_updates`). *Count \
+         exact*: `issues.rioter_count` equals the issue's `user_issues` rows after the flush. A join the Worker \
+         answered 503 (its deadline for the primary, `DB_TIMEOUT_MS`, is 1.5 s in the test harness) may still \
+         have committed: the last column counts rows beyond the joins answered `changed: true`. *Waiting for \
+         objects*: the Worker's time waiting for Durable Objects per answered join (`Server-Timing: do`; the \
+         RateLimiter on both paths, the IssueCounter too on the object's). The naive path is the \
+         development-only `/__bench/counter-update/...` switch (the same join transaction with the UPDATE in it, \
+         without the object). Command: `cargo xtask bench`.\n\n{table}\n{totals}\n\
+         The object path's highest sustained rate: {ratio}. Counter UPDATEs: **{}** through the object against \
+         **{}** naive ({}).\n",
+        step.as_secs_f64(),
         object.counter_updates,
         naive.counter_updates,
         if object.counter_updates > 0 {
@@ -260,6 +346,6 @@ async fn main() {
             "none through the object".to_owned()
         },
     );
-    support::publish("hot-issue", &body, write);
+    support::publish("hot-issue", &body, args.write.as_deref());
     drop(app);
 }
