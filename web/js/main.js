@@ -22,7 +22,7 @@ const session = {
 };
 
 /** The view and its parameters for a location hash. */
-export function route(hash) {
+function route(hash) {
   const [path, search = ''] = hash.replace(/^#/, '').split('?');
   const params = Object.fromEntries(new URLSearchParams(search));
   const issue = /^\/issues\/([^/]+)$/.exec(path);

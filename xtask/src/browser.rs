@@ -14,6 +14,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use qr_procgroup::Group;
+
 use crate::proc::{self, cmd, run, step, Server};
 use crate::{
     build_primary, build_worker_into, ensure_node_modules, primary_bin, run_toml, wrangler, Bundle,
@@ -138,15 +140,18 @@ pub fn run_browser_tests() -> Result {
         "browser tests (node tests/browser/run.mjs); screenshots in {}",
         screenshots.display()
     ));
-    let result = run(Command::new("node")
-        .arg("tests/browser/run.mjs")
-        .env("QR_WEB_URL", &worker_url)
-        .env("QR_API_SAME_SITE_URL", format!("http://localhost:{port}"))
-        .env("QR_ORIGIN_PORT", origin_port.to_string())
-        .env("QR_CHROMIUM", CHROMIUM)
-        .env("QR_SCREENSHOTS", &screenshots)
-        .env("QR_CLIENT_IP_HEADER", CLIENT_IP_HEADER)
-        .env("QR_WRITES_PER_MINUTE", WRITES_PER_MINUTE.to_string()));
+    let result = run_in_group(
+        Command::new("node")
+            .arg("tests/browser/run.mjs")
+            .env("QR_WEB_URL", &worker_url)
+            .env("QR_API_SAME_SITE_URL", format!("http://localhost:{port}"))
+            .env("QR_ORIGIN_PORT", origin_port.to_string())
+            .env("QR_CHROMIUM", CHROMIUM)
+            .env("QR_SCREENSHOTS", &screenshots)
+            .env("QR_CLIENT_IP_HEADER", CLIENT_IP_HEADER)
+            .env("QR_WRITES_PER_MINUTE", WRITES_PER_MINUTE.to_string()),
+        &stop,
+    );
     drop(worker);
     drop(primary);
     eprintln!("    screenshots: {}", screenshots.display());
@@ -157,6 +162,29 @@ pub fn run_browser_tests() -> Result {
             log.display()
         )
     })
+}
+
+/// Runs `c` to its end in a process group of its own, which is then
+/// stopped as a whole: a browser the script left behind goes with it. A
+/// stop (Ctrl-C, SIGTERM) stops the group at once.
+fn run_in_group(c: &mut Command, stop: &proc::StopSignal) -> Result {
+    let mut group = Group::spawn("browser tests", c)
+        .map_err(|e| format!("cannot start `node tests/browser/run.mjs`: {e}"))?;
+    let status = loop {
+        if let Some(status) = group.exited() {
+            break status;
+        }
+        if stop.wait_for(Duration::from_millis(200)) {
+            group.stop();
+            return Err("stopped while the browser tests ran".to_owned());
+        }
+    };
+    group.stop();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`node tests/browser/run.mjs` failed ({status})"))
+    }
 }
 
 /// Debian's `chromium`, installed with apt-get when it is missing (as
