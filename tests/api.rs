@@ -368,6 +368,73 @@ async fn the_smoke_test_passes_locally(app: &TestApp) {
     );
 }
 
+/// The header `web/_headers` sets for every file.
+fn web_header(name: &str) -> String {
+    let rules = std::fs::read_to_string(common::root().join("web/_headers")).expect("web/_headers");
+    rules
+        .lines()
+        .filter_map(|l| l.trim().split_once(": "))
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_else(|| panic!("web/_headers sets no {name}"))
+}
+
+/// `/` and the other files of `web/` come from the static assets with the
+/// headers of `web/_headers` (revalidated: 304 on a matching ETag); the
+/// Worker's paths still reach the Worker; a path with no file is the
+/// Worker's JSON 404, and `_headers` itself is not served.
+async fn the_web_client_is_served_beside_the_api(app: &TestApp) {
+    let index = std::fs::read_to_string(common::root().join("web/index.html")).expect("index");
+    let page = app.get("/").send().await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    for name in [
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+        "Cache-Control",
+    ] {
+        assert_eq!(header(&page, name), web_header(name), "{name} of /");
+    }
+    let etag = header(&page, "etag");
+    assert!(!etag.is_empty(), "an ETag to revalidate with");
+    assert_eq!(page.text().await.expect("body"), index);
+    let again = app
+        .get("/")
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .expect("revalidate");
+    assert_eq!(again.status(), 304);
+
+    let module = app.get("/js/api.js").send().await.expect("a module");
+    assert_eq!(module.status(), 200);
+    assert!(header(&module, "content-type").starts_with("text/javascript"));
+    assert_eq!(
+        header(&module, "Content-Security-Policy"),
+        web_header("Content-Security-Policy")
+    );
+
+    let health = app.get("/health").send().await.expect("health");
+    assert_eq!(health.status(), 200);
+    assert!(header(&health, "content-type").starts_with("application/json"));
+    for missing in ["/_headers", "/no-such-page.html"] {
+        error_of(
+            app.get(missing).send().await.expect("a missing file"),
+            404,
+            "not_found",
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pipeline_and_first_routes() {
     let app = TestApp::start().await;
@@ -399,6 +466,10 @@ async fn the_pipeline_and_first_routes() {
         ),
         ("HEAD", Box::pin(head_has_headers_and_no_body(&app))),
         ("smoke test", Box::pin(the_smoke_test_passes_locally(&app))),
+        (
+            "the web client's files",
+            Box::pin(the_web_client_is_served_beside_the_api(&app)),
+        ),
     ])
     .await;
 }

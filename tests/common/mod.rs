@@ -819,20 +819,27 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// wrangler.toml for tests: no build step, `main` pointing at the bundle.
+/// wrangler.toml for tests: no build step, `main` pointing at the bundle,
+/// and the web client's assets at the repository's `web/` (the config is
+/// written elsewhere, and wrangler resolves paths from the config's folder).
 pub fn test_config(toml: &str, shim: &Path) -> String {
     let mut out = String::new();
-    let mut in_build = false;
+    let mut section = "";
     for line in toml.lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with('[') {
-            in_build = trimmed == "[build]";
+            section = trimmed;
         }
-        if in_build {
+        if section == "[build]" {
             continue;
         }
         if trimmed.starts_with("main = ") {
             out.push_str(&format!("main = {:?}\n", shim.display().to_string()));
+            continue;
+        }
+        if section == "[assets]" && trimmed.starts_with("directory = ") {
+            let web = root().join("web");
+            out.push_str(&format!("directory = {:?}\n", web.display().to_string()));
             continue;
         }
         out.push_str(line);

@@ -4,6 +4,7 @@
 //! packages from package-lock.json), says what it is doing, and stops every
 //! process it started, also on Ctrl-C, SIGTERM or failure.
 
+mod browser;
 mod proc;
 mod site;
 mod smoke;
@@ -64,13 +65,19 @@ enum Task {
     },
     /// Run every check CI runs: fmt, clippy, the deploy check, unit and
     /// integration tests (with the spec fuzz run), the @libsql/client
-    /// conformance tests, and the benchmarks in quick mode.
+    /// conformance tests, the browser tests, and the benchmarks in quick
+    /// mode.
     Test {
         /// The inner loop: fmt, clippy and the native tests only (no
         /// wrangler, no Worker build).
         #[arg(long)]
         fast: bool,
     },
+    /// The web client in headless Chromium (Debian's, installed when
+    /// missing) against its own stack: every flow end to end, CORS from
+    /// another origin of the same site, screenshots in
+    /// target/browser-screenshots.
+    BrowserTest,
     /// Run the benchmarks and write their figures to BENCHMARKS.md.
     Bench {
         /// A few seconds per scenario, to show the code still runs; figures
@@ -115,6 +122,7 @@ fn main() -> ExitCode {
         }
         Task::Test { fast: true } => test_fast(),
         Task::Test { fast: false } => test(),
+        Task::BrowserTest => browser::run_browser_tests(),
         Task::Bench { quick } => bench(quick),
     };
     match result {
@@ -696,6 +704,7 @@ fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
         &stop,
     )?;
     println!("ready: {worker_url}");
+    println!("web client: {worker_url}/");
     let mut servers = [worker, primary];
     let ended = loop {
         if stop.wait_for(Duration::from_secs(1)) {
@@ -718,15 +727,29 @@ fn dev(port: u16, primary_port: u16, data_dir: &Path) -> Result {
     }
 }
 
-/// The run's own wrangler config in `data_dir`: the repository's, with
-/// `main` at the run's copy of the bundle and a build step that rebuilds
-/// into that copy when `src/` changes (wrangler dev watches it). Two runs
-/// from one checkout thus never read each other's half-written bundle.
+/// The run's own wrangler config in `data_dir` (see [`dev_toml`]).
 /// `.dev.vars` is copied beside it (wrangler reads it next to the config).
 fn dev_config(data_dir: &Path, shim: &Path) -> Result<PathBuf> {
     let repo = std::env::current_dir().map_err(|e| format!("current dir: {e}"))?;
     let toml = std::fs::read_to_string("wrangler.toml")
         .map_err(|e| format!("cannot read wrangler.toml: {e}"))?;
+    let config = data_dir.join("wrangler.toml");
+    std::fs::write(&config, dev_toml(&toml, &repo, data_dir, shim))
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let vars = Path::new(".dev.vars");
+    if vars.exists() {
+        std::fs::copy(vars, data_dir.join(".dev.vars"))
+            .map_err(|e| format!("cannot copy .dev.vars into {}: {e}", data_dir.display()))?;
+    }
+    Ok(config)
+}
+
+/// The repository's wrangler.toml (`toml`) for a run that keeps its config
+/// in `data_dir`: [`run_toml`] with a build step that rebuilds into the
+/// run's copy of the bundle when `src/` changes (wrangler dev watches it).
+/// Two runs from one checkout thus never read each other's half-written
+/// bundle.
+fn dev_toml(toml: &str, repo: &Path, data_dir: &Path, shim: &Path) -> String {
     let build = format!(
         "[build]\ncommand = {:?}\ncwd = {:?}\nwatch_dir = {:?}\n",
         format!(
@@ -736,35 +759,42 @@ fn dev_config(data_dir: &Path, shim: &Path) -> Result<PathBuf> {
         repo.display().to_string(),
         repo.join("src").display().to_string(),
     );
+    run_toml(toml, repo, shim, Some(&build))
+}
+
+/// The repository's wrangler.toml (`toml`) written outside the repository
+/// (`repo`) for a run: `main` at the run's bundle (`shim`), the `[build]`
+/// section replaced by `build` (none: wrangler builds nothing), and the web
+/// client's assets at the repository's `web/` (wrangler resolves relative
+/// paths from the config's folder).
+fn run_toml(toml: &str, repo: &Path, shim: &Path, build: Option<&str>) -> String {
     let mut out = String::new();
-    let mut in_build = false;
+    let mut section = "";
     for line in toml.lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with('[') {
-            in_build = trimmed == "[build]";
-            if in_build {
-                out.push_str(&build);
+            section = trimmed;
+            if section == "[build]" {
+                out.push_str(build.unwrap_or_default());
                 continue;
             }
         }
-        if in_build {
+        if section == "[build]" {
             continue;
         }
         if trimmed.starts_with("main = ") {
             out.push_str(&format!("main = {:?}\n", shim.display().to_string()));
             continue;
         }
+        if section == "[assets]" && trimmed.starts_with("directory = ") {
+            let web = repo.join("web");
+            out.push_str(&format!("directory = {:?}\n", web.display().to_string()));
+            continue;
+        }
         out.push_str(line);
         out.push('\n');
     }
-    let config = data_dir.join("wrangler.toml");
-    std::fs::write(&config, out).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-    let vars = Path::new(".dev.vars");
-    if vars.exists() {
-        std::fs::copy(vars, data_dir.join(".dev.vars"))
-            .map_err(|e| format!("cannot copy .dev.vars into {}: {e}", data_dir.display()))?;
-    }
-    Ok(config)
+    out
 }
 
 /// `cargo fmt --check`, and clippy natively (with and without the bench
@@ -855,6 +885,7 @@ fn test() -> Result {
     run(cmd("node")
         .args(["--test", "tests/node/"])
         .env("QR_PRIMARY_BIN", primary_bin(false)))?;
+    browser::run_browser_tests()?;
     bench(true)
 }
 
@@ -944,6 +975,33 @@ mod tests {
             bench_marker_in(b"\0asm...at libsql::wasm::Connection"),
             Some("libsql::wasm")
         );
+    }
+
+    #[test]
+    fn the_dev_config_points_at_the_runs_bundle_and_the_repositorys_web_folder() {
+        let repo = Path::new("/repo");
+        let toml = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
+        let out = dev_toml(
+            &toml,
+            repo,
+            Path::new("/data"),
+            Path::new("/data/build/worker/shim.mjs"),
+        );
+        let config: toml::Value = out.parse().expect("the dev config parses");
+        assert_eq!(config["main"].as_str(), Some("/data/build/worker/shim.mjs"));
+        assert_eq!(config["assets"]["directory"].as_str(), Some("/repo/web"));
+        assert_eq!(
+            config["build"]["command"].as_str(),
+            Some("cargo xtask build-worker --bench --into /data")
+        );
+        assert_eq!(config["build"]["watch_dir"].as_str(), Some("/repo/src"));
+        // Everything else as it was.
+        let original: toml::Value = toml.parse().expect("wrangler.toml parses");
+        assert_eq!(
+            config["assets"]["run_worker_first"],
+            original["assets"]["run_worker_first"]
+        );
+        assert_eq!(config["env"], original["env"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `cargo xtask dev` as a newcomer runs it: it brings the seeded stack up on
-//! the ports and data dir it is given, prints `ready: URL` once both serve,
-//! stops everything it started on SIGTERM, and a second run keeps the data.
+//! the ports and data dir it is given, prints `ready: URL` once both serve
+//! (and the web client's URL), stops everything it started on SIGTERM, and
+//! a second run keeps the data.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -61,6 +62,19 @@ impl Dev {
             }
         }
         panic!("cargo xtask dev printed no ready line in time");
+    }
+
+    /// Waits for the `web client:` line (printed after `ready:`); its URL.
+    fn web_client(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                if let Some(url) = line.strip_prefix("web client: ") {
+                    return url.trim().to_owned();
+                }
+            }
+        }
+        panic!("cargo xtask dev printed no web client line after its ready line");
     }
 
     /// SIGTERM to the dev command alone (not its group): it must stop what
@@ -125,6 +139,18 @@ fn dev_serves_the_seeded_stack_stops_on_sigterm_and_keeps_its_data() {
     assert_eq!(url, format!("http://127.0.0.1:{port}"));
     let health = agent.get(&format!("{url}/health")).call().expect("health");
     assert_eq!(health.status(), 200);
+    // The web client, from the repository's web/, at the URL it prints.
+    let web = dev.web_client();
+    assert_eq!(web, format!("{url}/"));
+    let page = agent.get(&web).call().expect("the web client");
+    assert_eq!(page.content_type(), "text/html");
+    let csp = page
+        .header("Content-Security-Policy")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let html = page.into_string().expect("the page");
+    assert!(html.contains("src=\"/js/main.js\""), "{html}");
     let list: serde_json::Value = agent
         .get(&format!("{url}/api/issues?limit=100"))
         .call()
