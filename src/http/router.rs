@@ -26,6 +26,10 @@ pub enum Route {
     Leave {
         id: String,
     },
+    /// A WebSocket of the issue's live updates.
+    Live {
+        id: String,
+    },
     Me,
     Logout,
     CreateIssue,
@@ -135,6 +139,9 @@ pub const ROUTES: &[Entry] = &[
         Route::Leave {
             id: p[0].to_owned(),
         }
+    }),
+    ("GET", "/api/issues/:id/live", "issues.live", |p| Route::Live {
+        id: p[0].to_owned(),
     }),
     ("GET", "/api/me", "me", |_| Route::Me),
     ("POST", "/api/logout", "logout", |_| Route::Logout),
@@ -307,6 +314,14 @@ mod tests {
         assert_eq!(
             at("POST", "/api/issues/abc/actions"),
             found(Route::AddAction { id: "abc".into() })
+        );
+        assert_eq!(
+            at("GET", "/api/issues/abc/live"),
+            found(Route::Live { id: "abc".into() })
+        );
+        assert_eq!(
+            at("POST", "/api/issues/abc/live"),
+            Resolved::MethodNotAllowed(vec!["GET", "HEAD"])
         );
         assert_eq!(
             at("GET", "/api/issues/abc/synonyms"),
