@@ -51,12 +51,20 @@ impl Socket {
     }
 
     /// Messages until one for which `wanted` holds (within `within`).
-    async fn until(&mut self, what: &str, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+    async fn until(
+        &mut self,
+        what: &str,
+        within: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + within;
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "{what}: not within {within:?}; saw {seen:?}");
+            assert!(
+                !left.is_zero(),
+                "{what}: not within {within:?}; saw {seen:?}"
+            );
             let message = match tokio::time::timeout(left, self.next(left)).await {
                 Ok(Ok(m)) => m,
                 Ok(Err(closed)) => panic!("{what}: the socket closed: {closed:?}"),
@@ -70,10 +78,7 @@ impl Socket {
     }
 
     async fn send(&mut self, text: &str) {
-        self.0
-            .send(Message::Text(text.into()))
-            .await
-            .expect("send");
+        self.0.send(Message::Text(text.into())).await.expect("send");
     }
 
     /// The next raw text frame (`pong` is not JSON).
@@ -90,15 +95,35 @@ impl Socket {
 }
 
 fn live_url(app: &TestApp, issue: &str) -> String {
-    format!("{}/api/issues/{issue}/live", app.url.replacen("http", "ws", 1))
+    format!(
+        "{}/api/issues/{issue}/live",
+        app.url.replacen("http", "ws", 1)
+    )
 }
 
 /// Opens a socket on `issue` as client `ip`, from a page of `origin`.
-async fn open(app: &TestApp, issue: &str, ip: &str, origin: Option<&str>) -> Result<Socket, WsError> {
-    let mut request = live_url(app, issue)
-        .into_client_request()
-        .expect("request");
+async fn open(
+    app: &TestApp,
+    issue: &str,
+    ip: &str,
+    origin: Option<&str>,
+) -> Result<Socket, WsError> {
+    open_as(app, issue, ip, origin, None).await
+}
+
+/// [`open`] with an `X-Request-Id`.
+async fn open_as(
+    app: &TestApp,
+    issue: &str,
+    ip: &str,
+    origin: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<Socket, WsError> {
+    let mut request = live_url(app, issue).into_client_request().expect("request");
     let headers = request.headers_mut();
+    if let Some(id) = request_id {
+        headers.insert("X-Request-Id", id.parse().expect("id"));
+    }
     headers.insert(CLIENT_IP_HEADER, ip.parse().expect("ip"));
     if let Some(origin) = origin {
         headers.insert("Origin", origin.parse().expect("origin"));
@@ -113,24 +138,40 @@ async fn watch(app: &TestApp, issue: &str, ip: &str) -> (Socket, Value) {
     let mut socket = open(app, issue, ip, Some(ALLOWED_ORIGIN))
         .await
         .expect("a socket");
-    let snapshot = socket.next(Duration::from_secs(5)).await.expect("a snapshot");
+    let snapshot = socket
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a snapshot");
     assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
     (socket, snapshot)
 }
 
-/// The HTTP answer to a handshake that was refused before the upgrade.
-fn refused(result: Result<Socket, WsError>) -> (u16, Value) {
-    match result {
-        Err(WsError::Http(response)) => {
-            let body = response.body().clone().unwrap_or_default();
-            (
-                response.status().as_u16(),
-                serde_json::from_slice(&body).unwrap_or(Value::Null),
-            )
-        }
+/// A handshake refused before the upgrade: the status the WebSocket client
+/// saw, and the JSON error of the same handshake sent over plain HTTP (the
+/// WebSocket client keeps only what of the body came with the headers).
+async fn refused(app: &TestApp, issue: &str, ip: &str, origin: Option<&str>) -> (u16, Value) {
+    let status = match open(app, issue, ip, origin).await {
+        Err(WsError::Http(response)) => response.status().as_u16(),
         Err(e) => panic!("refused otherwise: {e}"),
         Ok(_) => panic!("the socket opened"),
+    };
+    let mut request = app
+        .get(&format!("/api/issues/{issue}/live"))
+        .header(CLIENT_IP_HEADER, ip)
+        .header("Upgrade", "websocket")
+        .header("Connection", "Upgrade")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    if let Some(origin) = origin {
+        request = request.header("Origin", origin);
     }
+    let response = request.send().await.expect("send");
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "the same answer over HTTP"
+    );
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -165,7 +206,12 @@ async fn snapshot_then_joins_leaves_and_posts(app: &TestApp) {
     assert_eq!(joined["watching"], 1);
 
     let leave = app
-        .call(Method::DELETE, &format!("/api/issues/{issue}/join"), Some(&cookie), None)
+        .call(
+            Method::DELETE,
+            &format!("/api/issues/{issue}/join"),
+            Some(&cookie),
+            None,
+        )
         .await;
     assert_eq!(leave.status, 200, "{}", leave.body);
     let left = socket
@@ -215,24 +261,46 @@ async fn watching_goes_up_and_down(app: &TestApp) {
 
 async fn guards_before_the_upgrade(app: &TestApp) {
     let issue = app.fresh_issue("Live guards").await;
-    let (status, body) = refused(open(app, &issue, "10.3.0.1", Some("https://evil.example")).await);
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("origin_refused")), "{body}");
+    let (status, body) = refused(app, &issue, "10.3.0.1", Some("https://evil.example")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("origin_refused")),
+        "{body}"
+    );
     // The Worker's own origin, and no origin at all (a bot, a server).
     open(app, &issue, "10.3.0.1", Some(&app.url))
         .await
         .expect("own origin");
-    let mut bot = open(app, &issue, "10.3.0.2", None).await.expect("no origin");
-    assert_eq!(bot.next(SECOND * 5).await.expect("snapshot")["type"], "snapshot");
+    let mut bot = open(app, &issue, "10.3.0.2", None)
+        .await
+        .expect("no origin");
+    assert_eq!(
+        bot.next(SECOND * 5).await.expect("snapshot")["type"],
+        "snapshot"
+    );
 
     let unknown = "00000000-0000-4000-8000-000000000000";
-    let (status, body) = refused(open(app, unknown, "10.3.0.3", Some(ALLOWED_ORIGIN)).await);
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
-    let (status, body) = refused(open(app, "not-a-uuid", "10.3.0.3", None).await);
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("validation_failed")), "{body}");
+    let (status, body) = refused(app, unknown, "10.3.0.3", Some(ALLOWED_ORIGIN)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) = refused(app, "not-a-uuid", "10.3.0.3", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("validation_failed")),
+        "{body}"
+    );
 
     // A plain request is told to upgrade.
     let plain = app
-        .call(Method::GET, &format!("/api/issues/{issue}/live"), None, None)
+        .call(
+            Method::GET,
+            &format!("/api/issues/{issue}/live"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(plain.status, 426, "{}", plain.body);
     assert_eq!(plain.body["error"]["code"], "upgrade_required");
@@ -257,17 +325,40 @@ async fn pings_are_answered_and_other_messages_close(app: &TestApp) {
     assert!(closed.1.contains("ping"), "{closed:?}");
 }
 
+/// A handshake reads the issue and its feed through the read cache: two
+/// round trips to the primary for the first socket of an issue, none for
+/// the next while the cache is fresh. Updates cost the primary nothing.
+async fn a_socket_costs_the_primary_only_cache_misses(app: &TestApp) {
+    let issue = app.fresh_issue("Live costs").await;
+    let pid = std::process::id();
+    let (first, second) = (format!("live-rt-1-{pid}"), format!("live-rt-2-{pid}"));
+    let mut a = open_as(app, &issue, "10.8.0.1", None, Some(&first))
+        .await
+        .expect("a socket");
+    a.next(SECOND * 5).await.expect("a snapshot");
+    assert_eq!(app.round_trips(&first).await, 2, "the detail and the feed");
+    let mut b = open_as(app, &issue, "10.8.0.2", None, Some(&second))
+        .await
+        .expect("a socket");
+    b.next(SECOND * 5).await.expect("a snapshot");
+    assert_eq!(app.round_trips(&second).await, 0, "both from the cache");
+}
+
 /// The test app's caps: 3 sockets per issue, 2 per client on an issue.
 async fn caps_close_with_their_codes(app: &TestApp) {
     let issue = app.fresh_issue("Live caps").await;
     let (_a, _) = watch(app, &issue, "10.5.0.1").await;
     let (_b, _) = watch(app, &issue, "10.5.0.1").await;
-    let mut third = open(app, &issue, "10.5.0.1", None).await.expect("handshake");
+    let mut third = open(app, &issue, "10.5.0.1", None)
+        .await
+        .expect("handshake");
     let closed = third.next(SECOND * 2).await.expect_err("refused");
     assert_eq!(closed.0, 4008, "{closed:?}");
     let (_c, snapshot) = watch(app, &issue, "10.5.0.2").await;
     assert_eq!(snapshot["watching"], 3, "refused sockets do not watch");
-    let mut full = open(app, &issue, "10.5.0.3", None).await.expect("handshake");
+    let mut full = open(app, &issue, "10.5.0.3", None)
+        .await
+        .expect("handshake");
     let closed = full.next(SECOND * 2).await.expect_err("refused");
     assert_eq!(closed.0, 4009, "{closed:?}");
     assert!(closed.1.contains("retry later"), "{closed:?}");
@@ -281,8 +372,12 @@ async fn new_sockets_are_rate_limited_per_client(app: &TestApp) {
         kept.push(watch(app, &issue, "10.6.0.1").await.0);
     }
     let issue = app.fresh_issue("Live rate, one too many").await;
-    let (status, body) = refused(open(app, &issue, "10.6.0.1", None).await);
-    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    let (status, body) = refused(app, &issue, "10.6.0.1", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
     watch(app, &issue, "10.6.0.2").await;
 }
 
@@ -290,18 +385,27 @@ async fn sockets_outlive_an_eviction(app: &TestApp) {
     let issue = app.fresh_issue("Live across an eviction").await;
     let (mut first, _) = watch(app, &issue, "10.7.0.1").await;
     let (mut second, _) = watch(app, &issue, "10.7.0.2").await;
-    first.until("the second watcher", SECOND, |m| m["watching"] == 2).await;
+    first
+        .until("the second watcher", SECOND, |m| m["watching"] == 2)
+        .await;
     app.evict_objects().await;
     // Keep-alives are answered by the runtime, object or not.
     first.send("ping").await;
     assert_eq!(first.next_text(SECOND * 2).await, "pong");
     let join = app
-        .call(Method::POST, &format!("/api/issues/{issue}/join"), None, None)
+        .call(
+            Method::POST,
+            &format!("/api/issues/{issue}/join"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(join.status, 200, "{}", join.body);
     for socket in [&mut first, &mut second] {
         let m = socket
-            .until("the join after the eviction", SECOND * 2, |m| m["rioter_count"] == 1)
+            .until("the join after the eviction", SECOND * 2, |m| {
+                m["rioter_count"] == 1
+            })
             .await;
         assert_eq!(m["watching"], 2);
     }
@@ -313,18 +417,46 @@ async fn live_sockets() {
         .vars(&[
             ("LIVE_MAX_PER_ISSUE", "3"),
             ("LIVE_MAX_PER_CLIENT", "2"),
-            ("RATE_LIMITS", "reads=100000/60,writes=100000/60,create=100000/60,live=6/60"),
+            (
+                "RATE_LIMITS",
+                "reads=100000/60,writes=100000/60,create=100000/60,live=6/60",
+            ),
         ])
         .start()
         .await;
     run_cases(vec![
-        ("snapshot_then_joins_leaves_and_posts", Box::pin(snapshot_then_joins_leaves_and_posts(&app))),
-        ("watching_goes_up_and_down", Box::pin(watching_goes_up_and_down(&app))),
-        ("guards_before_the_upgrade", Box::pin(guards_before_the_upgrade(&app))),
-        ("pings_are_answered_and_other_messages_close", Box::pin(pings_are_answered_and_other_messages_close(&app))),
-        ("caps_close_with_their_codes", Box::pin(caps_close_with_their_codes(&app))),
-        ("new_sockets_are_rate_limited_per_client", Box::pin(new_sockets_are_rate_limited_per_client(&app))),
-        ("sockets_outlive_an_eviction", Box::pin(sockets_outlive_an_eviction(&app))),
+        (
+            "snapshot_then_joins_leaves_and_posts",
+            Box::pin(snapshot_then_joins_leaves_and_posts(&app)),
+        ),
+        (
+            "watching_goes_up_and_down",
+            Box::pin(watching_goes_up_and_down(&app)),
+        ),
+        (
+            "guards_before_the_upgrade",
+            Box::pin(guards_before_the_upgrade(&app)),
+        ),
+        (
+            "pings_are_answered_and_other_messages_close",
+            Box::pin(pings_are_answered_and_other_messages_close(&app)),
+        ),
+        (
+            "a_socket_costs_the_primary_only_cache_misses",
+            Box::pin(a_socket_costs_the_primary_only_cache_misses(&app)),
+        ),
+        (
+            "caps_close_with_their_codes",
+            Box::pin(caps_close_with_their_codes(&app)),
+        ),
+        (
+            "new_sockets_are_rate_limited_per_client",
+            Box::pin(new_sockets_are_rate_limited_per_client(&app)),
+        ),
+        (
+            "sockets_outlive_an_eviction",
+            Box::pin(sockets_outlive_an_eviction(&app)),
+        ),
     ])
     .await;
 }

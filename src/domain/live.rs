@@ -139,9 +139,11 @@ pub fn is_upgrade(upgrade: Option<&str>) -> bool {
 /// The code to answer a peer's close with: its own when it may be sent
 /// back, else 1000 (1005 and 1006 are never sent on the wire).
 pub fn echo_code(code: usize) -> u16 {
-    match u16::try_from(code) {
-        Ok(c @ (1000..=1003 | 1007..=1014 | 3000..=4999)) => c,
-        _ => 1000,
+    let code = u16::try_from(code).unwrap_or(1000);
+    if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        code
+    } else {
+        1000
     }
 }
 
@@ -463,20 +465,26 @@ mod tests {
     #[test]
     fn posts_are_each_delivered_once_and_bounded() {
         let mut p = Pending::default();
-        assert_eq!(p.post(post("a", "2026-12-01T00:00:00.000Z"), true, 0), Some(0));
-        assert_eq!(p.post(post("a", "2026-12-01T00:00:00.000Z"), true, 0), Some(0));
-        let Some(Message::Update { posts, .. }) = p.take(0, vals(0)) else {
+        let t0 = 1_000_000;
+        let first = post("a", "2026-12-01T00:00:00.000Z");
+        assert_eq!(p.post(first.clone(), true, t0), Some(t0));
+        assert_eq!(p.post(first, true, t0), Some(t0));
+        let Some(Message::Update { posts, .. }) = p.take(t0, vals(0)) else {
             panic!("due");
         };
         assert_eq!(posts.len(), 1, "a repeated notice is one post");
         for i in 0..MAX_POSTS_PER_UPDATE + 3 {
-            p.post(post(&format!("p{i:02}"), "2026-12-01T00:00:01.000Z"), true, 100);
+            p.post(
+                post(&format!("p{i:02}"), "2026-12-01T00:00:01.000Z"),
+                true,
+                t0 + 100,
+            );
         }
         let Some(Message::Update {
             posts,
             posts_missed,
             ..
-        }) = p.take(PUSH_EVERY_MS, vals(0))
+        }) = p.take(t0 + PUSH_EVERY_MS, vals(0))
         else {
             panic!("due");
         };
@@ -484,7 +492,8 @@ mod tests {
         assert_eq!(posts_missed, 3);
         assert_eq!(posts[0].id, "p03", "the newest are kept, oldest first");
         // Unwatched: only remembered for the next snapshot.
-        assert_eq!(p.post(post("q", "2026-12-01T00:00:02.000Z"), false, 900), None);
+        let unwatched = post("q", "2026-12-01T00:00:02.000Z");
+        assert_eq!(p.post(unwatched, false, t0 + 900), None);
         assert!(!p.dirty);
         assert_eq!(p.recent[0].id, "q");
         assert!(p.recent.len() <= SNAPSHOT_POSTS);
@@ -589,7 +598,11 @@ mod tests {
         let allowed = vec!["https://quietriots.com".to_owned()];
         let own = "https://api.quietriots.com";
         assert!(origin_allowed(None, &allowed, own), "a bot or a server");
-        assert!(origin_allowed(Some("https://quietriots.com"), &allowed, own));
+        assert!(origin_allowed(
+            Some("https://quietriots.com"),
+            &allowed,
+            own
+        ));
         assert!(origin_allowed(Some(own), &allowed, own));
         assert!(!origin_allowed(Some("https://evil.example"), &allowed, own));
         assert!(!origin_allowed(Some("null"), &allowed, own));

@@ -140,8 +140,10 @@ pub const ROUTES: &[Entry] = &[
             id: p[0].to_owned(),
         }
     }),
-    ("GET", "/api/issues/:id/live", "issues.live", |p| Route::Live {
-        id: p[0].to_owned(),
+    ("GET", "/api/issues/:id/live", "issues.live", |p| {
+        Route::Live {
+            id: p[0].to_owned(),
+        }
     }),
     ("GET", "/api/me", "me", |_| Route::Me),
     ("POST", "/api/logout", "logout", |_| Route::Logout),

@@ -332,7 +332,11 @@ impl IssueCounter {
         if let Some(update) = update {
             let failed = live::send_all(&to, &update);
             if failed > 0 {
-                tracing::warn!(failed, sockets = to.len(), "issue counter: some updates not sent");
+                tracing::warn!(
+                    failed,
+                    sockets = to.len(),
+                    "issue counter: some updates not sent"
+                );
             }
         }
         self.save_pending()
@@ -760,7 +764,11 @@ impl DurableObject for IssueCounter {
     /// Anything a client sends but the `ping` the runtime answers: a
     /// `ping` that reached the object anyway is answered; anything else
     /// closes the socket with 1003 (it only pushes).
-    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
         let sent = match message {
             WebSocketIncomingMessage::String(text) if text == push::PING => {
                 ws.send_with_str(push::PONG)
@@ -776,9 +784,18 @@ impl DurableObject for IssueCounter {
         Ok(())
     }
 
-    async fn websocket_close(&self, ws: WebSocket, code: usize, _reason: String, _clean: bool) -> Result<()> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<()> {
         // Completes the closing handshake (a closed socket refuses; fine).
         let _ = ws.close(Some(push::echo_code(code)), Some("closed"));
+        if live::was_refused(&self.state, &ws) {
+            return Ok(());
+        }
         self.socket_gone(&ws).await
     }
 

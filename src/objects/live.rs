@@ -20,6 +20,10 @@ use crate::domain::live::{self, Caps, Message, Pending, Seed};
 /// The header the Worker passes a new socket's [`Seed`] in (JSON).
 pub const SEED_HEADER: &str = "X-Live-Seed";
 
+/// The tag of a socket refused by a cap: accepted only to be closed with
+/// its code, never counted as watching.
+pub const REFUSED: &str = "refused";
+
 /// `web_sys::WebSocket.OPEN`.
 const OPEN: u16 = 1;
 
@@ -54,31 +58,44 @@ pub fn answer_pings(state: &State) {
 /// the client) and sent its snapshot, made by `snapshot` from how many
 /// watch then; or, over a cap, accepted plainly and closed at once with
 /// the refusal's code and reason (a browser sees those, not an HTTP
-/// status). Returns the 101 and whether the socket now watches.
+/// status). A refused socket is hibernatable too (a plain one left the
+/// runtime an unhandled error when its client went), tagged [`REFUSED`]; it
+/// is closing, so it never counts as watching. Returns the 101 and whether
+/// the socket now watches.
 pub fn open(
     state: &State,
     seed: &Seed,
     caps: Caps,
     snapshot: impl FnOnce(usize) -> Message,
 ) -> Result<(Response, bool)> {
-    let open = state.get_websockets().len();
-    let mine = state.get_websockets_with_tag(&seed.client).len();
+    // Sockets closing (refused ones among them) are on their way out.
+    let open = watching(state, None);
+    let mine = state
+        .get_websockets_with_tag(&seed.client)
+        .iter()
+        .filter(|ws| is_open(ws))
+        .count();
     let pair = WebSocketPair::new()?;
     let watching = match live::admit(open, mine, caps) {
         Err(refusal) => {
-            // Not hibernatable: it never counts as watching.
-            pair.server.accept()?;
+            state.accept_websocket_with_tags(&pair.server, &[REFUSED]);
             let close = refusal.close();
             pair.server.close(Some(close.code), Some(close.reason))?;
             false
         }
         Ok(()) => {
             state.accept_websocket_with_tags(&pair.server, &[seed.client.as_str()]);
-            pair.server.send_with_str(snapshot(watching(state, None)).text())?;
+            pair.server
+                .send_with_str(snapshot(watching(state, None)).text())?;
             true
         }
     };
     Ok((Response::from_websocket(pair.client)?, watching))
+}
+
+/// Whether a socket was refused by a cap (and so never watched).
+pub fn was_refused(state: &State, ws: &WebSocket) -> bool {
+    state.get_tags(ws).iter().any(|t| t == REFUSED)
 }
 
 fn is_open(ws: &WebSocket) -> bool {

@@ -34,7 +34,10 @@
 //!
 //! **Cache.** After the commit the write invalidates the tags of the reads
 //! it changes (see [`Write::tags`]), so the writer's next `GET` misses and
-//! sees it. Times (`created_at`, `expires_at`, the `issue_daily` day) are
+//! sees it. A post is also passed on to the issue's counter object for its
+//! live sockets, after the response (`wait_until`); its author's name comes
+//! back in the write's check, so that costs no round trip, and a failure
+//! is logged, never the post's. Times (`created_at`, `expires_at`, the `issue_daily` day) are
 //! the Worker's clock, taken once per request.
 
 use crate::domain::time::iso;
@@ -1200,8 +1203,16 @@ mod tests {
             assert_eq!(live.author, None, "a new user has no name yet");
             assert_eq!((live.id.as_str(), live.content.as_str()), (row, "hi"));
             assert_eq!(live.created_at, "2026-11-24T23:15:58.123Z");
-            db.0.exec(&format!("UPDATE users SET display_name = 'Ann' WHERE id = '{USER}'"));
-            let p = plan(post, USER, &fresh("cccccccc-0000-4000-8000-00000000000a", 0), NOW, None);
+            db.0.exec(&format!(
+                "UPDATE users SET display_name = 'Ann' WHERE id = '{USER}'"
+            ));
+            let p = plan(
+                post,
+                USER,
+                &fresh("cccccccc-0000-4000-8000-00000000000a", 0),
+                NOW,
+                None,
+            );
             let written = db.transaction(p.queries).expect("post");
             let live = live_post(row, new_post, &written, NOW);
             assert_eq!(live.author.as_deref(), Some("Ann"));

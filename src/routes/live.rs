@@ -55,7 +55,12 @@ pub fn guard(ctx: &Ctx, req: &Request) -> AppResult<()> {
 /// it (404 for an unknown issue; usually no round trip to the primary), and
 /// its newest posts, go to the object as the socket's seed.
 pub async fn open(ctx: &Ctx, issue: &Id, client: &str) -> AppResult<Response> {
-    let detail = body(&cache::serve(ctx, &Read::Issue(issue.clone())).await?.entry.body)?;
+    let detail = body(
+        &cache::serve(ctx, &Read::Issue(issue.clone()))
+            .await?
+            .entry
+            .body,
+    )?;
     // The feed only adds post ids to the snapshot: without it the socket
     // still opens.
     let feed = match cache::serve(ctx, &Read::Feed(issue.clone(), Page::parse(&[])?)).await {
