@@ -266,7 +266,6 @@ impl IssueCounter {
 
     /// A new socket: its snapshot, and everyone else learns it watches.
     fn open_socket(&self, seed: &Seed) -> Result<Response> {
-        live::answer_pings(&self.state);
         let caps = self.config().map(|c| c.live_caps).unwrap_or_default();
         {
             let mut p = self.pending.borrow_mut();
