@@ -510,6 +510,15 @@ async fn every_get_route_costs_what_it_should(app: &TestApp) {
             miss: 0,
             hit: None,
         },
+        // A live socket's route: a plain request is told to upgrade before
+        // anything is read (tests/live.rs counts a handshake's round trips).
+        Cost {
+            pattern: "/api/issues/:id/live",
+            path: format!("/api/issues/{}/live", ids[9]),
+            headers: vec![],
+            miss: 0,
+            hit: None,
+        },
         Cost {
             pattern: "/__bench/constant",
             path: "/__bench/constant".to_owned(),

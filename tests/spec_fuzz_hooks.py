@@ -11,6 +11,9 @@ can say so, because they depend on data or on another parameter:
   issue;
 - a job's `batch_size` may be at most that job's own batch size (the spec
   can only give the largest, 500);
+- `GET /api/issues/{id}/live` is a WebSocket: schemathesis's plain HTTP
+  requests are answered 426 `upgrade_required` (tests/live.rs opens real
+  sockets);
 - an integer must be written as one: JSON Schema counts `480.0` as the
   integer 480, the server (serde_json's `as_i64`/`as_u64`, Rust's integer
   parsing of query values) refuses it. The spec says so in words.
@@ -72,11 +75,14 @@ def _integer_as_float(value):
 def _explained(case, response):
     """Which of the rules above a refusal of spec-valid data is, if any."""
     error = _error(response)
+    operation = f"{case.method.upper()} {case.operation.path}"
+    if operation == "GET /api/issues/{id}/live" and response.status_code == 426:
+        if error and error.get("code") == "upgrade_required":
+            return "live: a plain request is not a WebSocket handshake"
     if response.status_code != 400 or not error or error.get("code") != "validation_failed":
         return None
     details = error.get("details") or {}
     field = details.get("field")
-    operation = f"{case.method.upper()} {case.operation.path}"
     query = case.query or {}
     body = case.body if isinstance(case.body, dict) else {}
     if field and _integer_as_float(_sent(case, field)):

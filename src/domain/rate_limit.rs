@@ -100,6 +100,8 @@ pub struct Policies {
     pub bot: Policy,
     /// Per phone (E.164).
     pub otp: Policy,
+    /// New live sockets (`GET /api/issues/:id/live`), per IP.
+    pub live: Policy,
 }
 
 impl Default for Policies {
@@ -115,6 +117,7 @@ impl Default for Policies {
             create: p("create", 20, 60),
             bot: p("bot", 60, 60),
             otp: p("otp", 5, 3600),
+            live: p("live", 30, 60),
         }
     }
 }
@@ -123,13 +126,14 @@ const MAX_LIMIT: u64 = 100_000;
 const MAX_WINDOW_SECS: u64 = 86_400;
 
 impl Policies {
-    pub fn all(&self) -> [&Policy; 5] {
+    pub fn all(&self) -> [&Policy; 6] {
         [
             &self.reads,
             &self.writes,
             &self.create,
             &self.bot,
             &self.otp,
+            &self.live,
         ]
     }
 
@@ -140,6 +144,7 @@ impl Policies {
             "create" => Some(&mut self.create),
             "bot" => Some(&mut self.bot),
             "otp" => Some(&mut self.otp),
+            "live" => Some(&mut self.live),
             _ => None,
         }
     }
@@ -161,7 +166,7 @@ impl Policies {
             let (limit, window) = numbers.split_once('/').ok_or_else(shape)?;
             let name = name.trim();
             let policy = policies.by_name(name).ok_or_else(|| {
-                format!("unknown policy {name:?} (known: reads, writes, create, bot, otp)")
+                format!("unknown policy {name:?} (known: reads, writes, create, bot, otp, live)")
             })?;
             if seen.contains(&policy.name) {
                 return Err(format!("policy {name:?} is given twice"));
@@ -968,6 +973,8 @@ mod tests {
             (&p.writes, &p.create, &p.bot),
             (&d.writes, &d.create, &d.bot)
         );
+        let live = Policies::from_overrides(Some("live=5/60")).expect("live");
+        assert_eq!((live.live.name, live.live.limit), ("live", 5));
         let max = Policies::from_overrides(Some("bot=100000/86400")).expect("bounds");
         assert_eq!((max.bot.limit, max.bot.window_ms), (100_000, 86_400_000));
     }

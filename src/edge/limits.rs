@@ -19,6 +19,9 @@
 //!   [`rate_limit::Outages`]), so writes resume at a per-isolate limit
 //!   rather than stay refused for ever.
 //!
+//! - A new live socket (`GET /api/issues/:id/live`) pays `live` per IP,
+//!   one token from the object each time (exact); it fails open.
+//!
 //! Every call to the limiter is counted in the isolate's [`stats`]
 //! (failures, refusals and local admissions while it was down, bucket
 //! states it had to start afresh), which `GET /health` reports.
@@ -188,6 +191,30 @@ pub async fn read(ctx: &Ctx, subject: &str) -> AppResult<()> {
                     Ok(())
                 }
             }
+        }
+    }
+}
+
+/// A new live socket: one token of `live` from the object, exactly (a
+/// socket is opened once, then costs nothing per update); a refusal is
+/// remembered in the isolate until its `Retry-After`, as for writes. Fails
+/// open, like a read: a socket only shows what reads show.
+pub async fn connect(ctx: &Ctx, subject: &str) -> AppResult<()> {
+    let policy = ctx.config.rate_limits.live;
+    let key = rate_limit::object_name(&policy, subject);
+    let now = Date::now().as_millis();
+    if let Some(retry_after_ms) = GATE.with(|g| g.borrow_mut().denied(&key, now)) {
+        return Err(refused(ctx, &policy, retry_after_ms, retry_after_ms));
+    }
+    match take(ctx, &policy, subject, 1, false).await {
+        Ok(t) if t.granted > 0 => admitted(ctx, &policy, &t),
+        Ok(t) => {
+            GATE.with(|g| g.borrow_mut().deny(&key, now + t.retry_after_ms));
+            Err(refused(ctx, &policy, t.retry_after_ms, t.reset_ms))
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %ctx.request_id, details = ?e.details, "rate limiter failed; live socket let through");
+            Ok(())
         }
     }
 }

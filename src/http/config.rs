@@ -34,6 +34,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Rate-limit policies (`RATE_LIMITS` overrides, e.g. `reads=120/60`).
     pub rate_limits: crate::domain::rate_limit::Policies,
+    /// Most live sockets per issue (`LIVE_MAX_PER_ISSUE`) and per client on
+    /// one issue (`LIVE_MAX_PER_CLIENT`).
+    pub live_caps: crate::domain::live::Caps,
     /// How long writes are refused while the limiter fails for their
     /// bucket, before the isolate limits them itself
     /// (`LIMITER_FAIL_CLOSED_SECS`, default 30; see [`crate::edge::limits`]).
@@ -196,6 +199,14 @@ impl Config {
                 api_base: text_var("TELEGRAM_API_BASE", "https://api.telegram.org"),
             },
             rate_limits,
+            live_caps: {
+                let d = crate::domain::live::Caps::default();
+                crate::domain::live::Caps {
+                    // The platform's most hibernatable sockets per object.
+                    per_issue: number("LIVE_MAX_PER_ISSUE", d.per_issue as u64, 32_768)? as usize,
+                    per_client: number("LIVE_MAX_PER_CLIENT", d.per_client as u64, 1_000)? as usize,
+                }
+            },
             limiter_fail_closed: Duration::from_secs(number(
                 "LIMITER_FAIL_CLOSED_SECS",
                 crate::domain::rate_limit::FAIL_CLOSED_MS / 1000,
@@ -281,6 +292,21 @@ mod tests {
         assert_eq!(c.max_body_bytes, 65_536);
         assert_eq!(c.db_timeout, Duration::from_secs(3));
         assert_eq!(c.libsql_auth_token.as_deref(), Some("t"));
+        assert_eq!(c.live_caps, crate::domain::live::Caps::default());
+    }
+
+    #[test]
+    fn live_caps_are_configurable_within_the_platforms_limit() {
+        let vars = HashMap::from([
+            ("LIBSQL_URL", "http://x"),
+            ("LIVE_MAX_PER_ISSUE", "3"),
+            ("LIVE_MAX_PER_CLIENT", "2"),
+        ]);
+        let c = Config::from_source(&Map(vars, HashMap::new())).expect("config");
+        assert_eq!((c.live_caps.per_issue, c.live_caps.per_client), (3, 2));
+        let vars = HashMap::from([("LIBSQL_URL", "http://x"), ("LIVE_MAX_PER_ISSUE", "40000")]);
+        let e = Config::from_source(&Map(vars, HashMap::new())).unwrap_err();
+        assert!(e.contains("LIVE_MAX_PER_ISSUE"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ codes! {
     PayloadTooLarge => "payload_too_large",
     UnsupportedMediaType => "unsupported_media_type",
     CorsRefused => "cors_refused",
+    OriginRefused => "origin_refused",
+    UpgradeRequired => "upgrade_required",
     Forbidden => "forbidden",
     Unauthorized => "unauthorized",
     BadSecret => "bad_secret",

@@ -29,6 +29,7 @@ use crate::routes::admin;
 use crate::routes::bot;
 use crate::routes::health;
 use crate::routes::issue_writes;
+use crate::routes::live;
 use crate::routes::me;
 use crate::routes::membership;
 use crate::routes::phone_link;
@@ -208,6 +209,12 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             Err(e) => return (Err(e), "body"),
         }
     };
+    // A live socket's guards need only the request: before its rate limit.
+    if matches!(route, Route::Live { .. }) {
+        if let Err(e) = live::guard(ctx, &req) {
+            return (Err(e), name);
+        }
+    }
     let header = |name: &str| req.headers().get(name).ok().flatten();
     #[cfg(feature = "bench")]
     let limited = ctx.bench() != bench::Mode::NoLimit;
@@ -236,6 +243,13 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
                 Err(e) => Err(e),
             }
         }
+        Route::Live { ref id } => match Id::parse(id, "id") {
+            Ok(issue) => {
+                let ip = limits::client_ip(ctx, header);
+                live::open(ctx, &issue, &ip).await
+            }
+            Err(e) => Err(e),
+        },
         Route::Me => me::get(ctx, header("Cookie").as_deref()).await,
         Route::LinkPhone => {
             phone_link::request(ctx, body.as_ref(), header("Cookie").as_deref()).await
@@ -331,6 +345,7 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
         | Route::WhatsAppVerify
         | Route::WhatsAppWebhook
         | Route::TelegramWebhook => Ok(()),
+        Route::Live { .. } => limits::connect(ctx, &ip).await,
         _ if matches!(req.method(), Method::Get | Method::Head) => limits::read(ctx, &ip).await,
         Route::CreateIssue => {
             limits::write(ctx, &policies.writes, &ip).await?;
@@ -369,6 +384,7 @@ fn to_read(req: &Request, route: Route) -> AppResult<Read> {
         | Route::ListJobs
         | Route::Join { .. }
         | Route::Leave { .. }
+        | Route::Live { .. }
         | Route::Me
         | Route::Logout
         | Route::CreateIssue
@@ -550,6 +566,10 @@ fn error_response(e: &AppError, request_id: &str) -> worker::Result<Response> {
     }
     if let Some(allow) = &e.allow {
         headers.set("Allow", &allow.join(", "))?;
+    }
+    // A 426 names the protocol to upgrade to (RFC 9110).
+    if e.code == Code::UpgradeRequired {
+        headers.set("Upgrade", "websocket")?;
     }
     Ok(response)
 }

@@ -26,6 +26,10 @@ pub enum Route {
     Leave {
         id: String,
     },
+    /// A WebSocket of the issue's live updates.
+    Live {
+        id: String,
+    },
     Me,
     Logout,
     CreateIssue,
@@ -133,6 +137,11 @@ pub const ROUTES: &[Entry] = &[
     }),
     ("DELETE", "/api/issues/:id/join", "issues.leave", |p| {
         Route::Leave {
+            id: p[0].to_owned(),
+        }
+    }),
+    ("GET", "/api/issues/:id/live", "issues.live", |p| {
+        Route::Live {
             id: p[0].to_owned(),
         }
     }),
@@ -307,6 +316,14 @@ mod tests {
         assert_eq!(
             at("POST", "/api/issues/abc/actions"),
             found(Route::AddAction { id: "abc".into() })
+        );
+        assert_eq!(
+            at("GET", "/api/issues/abc/live"),
+            found(Route::Live { id: "abc".into() })
+        );
+        assert_eq!(
+            at("POST", "/api/issues/abc/live"),
+            Resolved::MethodNotAllowed(vec!["GET", "HEAD"])
         );
         assert_eq!(
             at("GET", "/api/issues/abc/synonyms"),

@@ -65,3 +65,35 @@ pub async fn call(
     let text = response.text().await?;
     Ok(Reply { status, text })
 }
+
+/// Forwards a WebSocket handshake to `path` of the object named `name` in
+/// `binding`, with `headers` (`Upgrade: websocket` among them), and returns
+/// the object's answer as it is: a 101 carries the socket's client end.
+pub async fn upgrade(
+    ctx: &Ctx,
+    binding: &str,
+    name: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> worker::Result<worker::Response> {
+    let stub = ctx
+        .env
+        .durable_object(binding)?
+        .id_from_name(name)?
+        .get_stub()?;
+    let sent = worker::Headers::new();
+    for (k, v) in headers {
+        sent.set(k, v)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(sent);
+    let url = format!(
+        "https://{}{path}",
+        binding.to_ascii_lowercase().replace('_', "-")
+    );
+    let request = Request::new_with_init(&url, &init)?;
+    let started = now_ms();
+    let result = stub.fetch_with_request(request).await;
+    ctx.add_do_ms(now_ms().saturating_sub(started));
+    result
+}

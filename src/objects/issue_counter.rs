@@ -9,6 +9,16 @@
 //! - `POST /recount` with a [`RecountAsk`]: take the count again from
 //!   `user_issues` now, with no change in flight, and answer [`Recount`]
 //!   (the reconcile_counts job);
+//! - `GET /live` with `Upgrade: websocket` and a [`Seed`] in
+//!   [`live::SEED_HEADER`]: a socket that gets a snapshot, then the
+//!   issue's updates ([`super::live`], [`crate::domain::live`]);
+//! - `POST /post` with a [`Post`]: a post was made on the issue (pushed to
+//!   the sockets with the next update).
+//!
+//! The object holds the issue's sockets because it sees every count change
+//! the moment it happens: an update costs no call between objects. Its one
+//! alarm serves both the flush to the primary and the next update, each
+//! when due.
 //!
 //! State (SQLite storage of the object, one row of table `counter`): the
 //! counts, whether they are trusted, and a version that moves with every
@@ -31,11 +41,16 @@ use futures::future::{select, Either};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use worker::{durable_object, Env, Method, Request, Response, Result, State};
+use worker::{
+    durable_object, Env, Method, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage,
+};
 
 use super::client;
+use super::live;
 use super::shape::{self, Shape};
 use crate::domain::counter::{self, Counts};
+use crate::domain::live::{self as push, Message, Pending, Post, Seed};
 use crate::domain::time::now_ms;
 use crate::http::config::Config;
 use crate::http::context::Ctx;
@@ -154,8 +169,12 @@ pub struct IssueCounter {
     trusted: Cell<bool>,
     queue: Queue,
     sending: Cell<bool>,
-    /// Counts moved since the alarm was last checked.
+    /// Counts moved (or an update is owed) since the alarm was last checked.
     alarm_due: Cell<bool>,
+    /// What the sockets are owed, saved in table `live`.
+    pending: RefCell<Pending>,
+    /// How many sockets watch, once counted since the object started.
+    watching: Cell<Option<usize>>,
 }
 
 impl IssueCounter {
@@ -163,6 +182,10 @@ impl IssueCounter {
         let sql = state.storage().sql();
         sql.exec(
             "CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
+            None,
+        )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS live (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL)",
             None,
         )?;
         #[derive(Deserialize)]
@@ -178,6 +201,146 @@ impl IssueCounter {
         })
     }
 
+    /// What the sockets are owed, as saved.
+    fn load_pending(state: &State) -> Result<Pending> {
+        #[derive(Deserialize)]
+        struct Row {
+            state: String,
+        }
+        let rows: Vec<Row> = state
+            .storage()
+            .sql()
+            .exec("SELECT state FROM live WHERE id = 1", None)?
+            .to_array()?;
+        Ok(match rows.first() {
+            Some(row) => live::pending_from(&row.state, &state.id().to_string()),
+            None => Pending::default(),
+        })
+    }
+
+    fn save_pending(&self) -> Result<()> {
+        let json = shape::encode(&*self.pending.borrow()).map_err(worker::Error::RustError)?;
+        self.state.storage().sql().exec(
+            "INSERT INTO live (id, state) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            vec![json.into()],
+        )?;
+        Ok(())
+    }
+
+    /// How many sockets watch (counted once per start of the object, then
+    /// kept up to date by opens, closes and pushes).
+    fn watching(&self) -> usize {
+        match self.watching.get() {
+            Some(n) => n,
+            None => {
+                let n = live::watching(&self.state, None);
+                self.watching.set(Some(n));
+                n
+            }
+        }
+    }
+
+    /// Something the sockets show changed: an update is owed, if anyone
+    /// watches.
+    fn changed(&self) -> Result<()> {
+        if self.watching() == 0 {
+            return Ok(());
+        }
+        self.pending.borrow_mut().changed(now_ms());
+        self.alarm_due.set(true);
+        self.save_pending()
+    }
+
+    /// The values a message carries now.
+    fn values(&self, watching: usize) -> push::Values {
+        let s = self.stored.borrow();
+        let p = self.pending.borrow();
+        push::values(
+            s.counted.then_some(&s.counts),
+            &p.known_organisations,
+            p.known_total,
+            watching,
+        )
+    }
+
+    /// A new socket: its snapshot, and everyone else learns it watches.
+    fn open_socket(&self, seed: &Seed) -> Result<Response> {
+        let caps = self.config().map(|c| c.live_caps).unwrap_or_default();
+        {
+            let mut p = self.pending.borrow_mut();
+            p.known_total = seed.rioter_count;
+            p.known_organisations = seed.organisations.clone();
+        }
+        let (response, watches) = live::open(&self.state, seed, caps, |watching| {
+            self.watching.set(Some(watching));
+            Message::Snapshot {
+                issue_id: seed.issue_id.clone(),
+                values: self.values(watching),
+                posts: push::newest_posts(&seed.posts, &self.pending.borrow().recent),
+            }
+        })?;
+        if watches && self.watching() > 1 {
+            self.changed()?;
+        } else {
+            self.save_pending()?;
+        }
+        Ok(response)
+    }
+
+    /// A post was made on the issue.
+    fn post(&self, post: Post) -> Result<()> {
+        let watched = self.watching() > 0;
+        if self
+            .pending
+            .borrow_mut()
+            .post(post, watched, now_ms())
+            .is_some()
+        {
+            self.alarm_due.set(true);
+        }
+        self.save_pending()
+    }
+
+    /// A socket closed or failed: one fewer watches.
+    async fn socket_gone(&self, ws: &WebSocket) -> Result<()> {
+        let n = live::watching(&self.state, Some(ws));
+        self.watching.set(Some(n));
+        if n == 0 {
+            self.pending.borrow_mut().forget();
+            self.save_pending()?;
+        } else {
+            self.changed()?;
+        }
+        self.schedule().await
+    }
+
+    /// Sends the update that is due, if one is.
+    fn push(&self, now: u64) -> Result<()> {
+        if self.pending.borrow().push_at(now).is_none_or(|at| at > now) {
+            return Ok(());
+        }
+        let to = live::watchers(&self.state, None);
+        self.watching.set(Some(to.len()));
+        if to.is_empty() {
+            self.pending.borrow_mut().forget();
+            return self.save_pending();
+        }
+        let values = self.values(to.len());
+        let update = self.pending.borrow_mut().take(now, values);
+        if let Some(update) = update {
+            let failed = live::send_all(&to, &update);
+            if failed > 0 {
+                tracing::warn!(
+                    failed,
+                    sockets = to.len(),
+                    "issue counter: some updates not sent"
+                );
+            }
+        }
+        self.save_pending()
+    }
+
     fn save(&self) -> Result<()> {
         let json = shape::encode(&*self.stored.borrow()).map_err(worker::Error::RustError)?;
         self.state.storage().sql().exec(
@@ -188,11 +351,29 @@ impl IssueCounter {
         Ok(())
     }
 
-    async fn ensure_alarm(&self) -> Result<()> {
+    /// When the alarm must next run: the next update owed to the sockets,
+    /// or the next flush the primary needs, whichever is first.
+    fn next_due(&self, now: u64) -> Option<u64> {
+        let flush = {
+            let s = self.stored.borrow();
+            (s.version != s.flushed_version).then(|| counter::next_flush_at(s.last_flush_ms, now))
+        };
+        let push = self.pending.borrow().push_at(now);
+        match (flush, push) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sets the alarm for [`Self::next_due`] unless it is set earlier.
+    async fn schedule(&self) -> Result<()> {
+        let now = now_ms();
+        let Some(at) = self.next_due(now) else {
+            return Ok(());
+        };
         let storage = self.state.storage();
-        if storage.get_alarm().await?.is_none() {
-            let now = now_ms();
-            let at = counter::next_flush_at(self.stored.borrow().last_flush_ms, now);
+        let set = storage.get_alarm().await?;
+        if set.is_none_or(|t| u64::try_from(t).unwrap_or(0) > at) {
             storage
                 .set_alarm(Duration::from_millis(at.saturating_sub(now)))
                 .await?;
@@ -292,16 +473,21 @@ impl IssueCounter {
             let mut s = self.stored.borrow_mut();
             let before = s.counted.then_some(s.counts.total);
             s.issue_id.get_or_insert_with(|| ask.issue_id.clone());
-            if !s.counted || s.counts != counts {
+            let moved = !s.counted || s.counts != counts;
+            if moved {
                 s.counts = counts;
                 s.counted = true;
                 s.version += 1;
             }
             s.doubtful = false;
-            before
+            (before, moved)
         };
+        let (before, moved) = before;
         self.trusted.set(true);
         self.save().map_err(AppError::from)?;
+        if moved {
+            self.changed().map_err(AppError::from)?;
+        }
         let s = self.stored.borrow();
         if s.version != s.flushed_version {
             self.alarm_due.set(true);
@@ -400,7 +586,7 @@ impl IssueCounter {
     /// Moves the stored counts by a committed group's outcomes, saves them
     /// and makes sure a flush is due.
     fn record(&self, changes: &[Change], outcomes: &[AppResult<Outcome>]) -> AppResult<()> {
-        {
+        let moved = {
             let mut s = self.stored.borrow_mut();
             let mut moved = false;
             for (change, outcome) in changes.iter().zip(outcomes) {
@@ -425,8 +611,12 @@ impl IssueCounter {
                 s.version += 1;
             }
             s.doubtful = !self.trusted.get();
-        }
+            moved
+        };
         self.save().map_err(AppError::from)?;
+        if moved {
+            self.changed().map_err(AppError::from)?;
+        }
         let dirty = {
             let s = self.stored.borrow();
             s.version != s.flushed_version
@@ -480,6 +670,14 @@ impl DurableObject for IssueCounter {
         };
         // A group whose outcome was never recorded may have committed.
         let trusted = stored.counted && !stored.doubtful;
+        let pending = Self::load_pending(&state).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "issue counter: cannot read its live state; pushing the current values");
+            Pending {
+                dirty: true,
+                ..Pending::default()
+            }
+        });
+        live::answer_pings(&state);
         IssueCounter {
             state,
             env,
@@ -488,6 +686,8 @@ impl DurableObject for IssueCounter {
             queue: RefCell::new(Vec::new()),
             sending: Cell::new(false),
             alarm_due: Cell::new(false),
+            pending: RefCell::new(pending),
+            watching: Cell::new(None),
         }
     }
 
@@ -500,7 +700,7 @@ impl DurableObject for IssueCounter {
                 };
                 let answer = self.change(change).await;
                 if self.alarm_due.replace(false) {
-                    self.ensure_alarm().await?;
+                    self.schedule().await?;
                 }
                 match answer {
                     Ok(answer) => Response::from_json(&answer),
@@ -523,34 +723,116 @@ impl DurableObject for IssueCounter {
                 };
                 let answer = self.recount(&ask).await;
                 if self.alarm_due.replace(false) {
-                    self.ensure_alarm().await?;
+                    self.schedule().await?;
                 }
                 match answer {
                     Ok(answer) => Response::from_json(&answer),
                     Err(e) => error_response(&e),
                 }
             }
+            (Method::Get, "/live") => {
+                let seed = req
+                    .headers()
+                    .get(live::SEED_HEADER)?
+                    .and_then(|text| serde_json::from_str::<Seed>(&text).ok());
+                let upgrade = req.headers().get("Upgrade")?;
+                let Some(seed) = seed.filter(|_| push::is_upgrade(upgrade.as_deref())) else {
+                    return Response::error("a socket needs Upgrade: websocket and its seed", 400);
+                };
+                let response = self.open_socket(&seed)?;
+                if self.alarm_due.replace(false) {
+                    self.schedule().await?;
+                }
+                Ok(response)
+            }
+            (Method::Post, "/post") => {
+                let post: Post = match super::body(&mut req).await {
+                    Ok(p) => p,
+                    Err(e) => return Response::error(format!("bad post: {e}"), 400),
+                };
+                self.post(post)?;
+                if self.alarm_due.replace(false) {
+                    self.schedule().await?;
+                }
+                Response::ok("noted")
+            }
             _ => super::not_found(),
         }
     }
 
+    /// Anything a client sends but the `ping` the runtime answers: a
+    /// `ping` that reached the object anyway is answered; anything else
+    /// closes the socket with 1003 (it only pushes).
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let sent = match message {
+            WebSocketIncomingMessage::String(text) if text == push::PING => {
+                ws.send_with_str(push::PONG)
+            }
+            _ => {
+                let close = push::UNSUPPORTED;
+                ws.close(Some(close.code), Some(close.reason))
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "issue counter: answering a socket failed");
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        // Completes the closing handshake (a closed socket refuses; fine).
+        let _ = ws.close(Some(push::echo_code(code)), Some("closed"));
+        if live::was_refused(&self.state, &ws) {
+            return Ok(());
+        }
+        self.socket_gone(&ws).await
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> Result<()> {
+        tracing::warn!(error = %error, "issue counter: a socket failed");
+        self.socket_gone(&ws).await
+    }
+
+    /// The update owed to the sockets, when due (first: it waits on
+    /// nothing), then the flush to the primary, when due; then the alarm
+    /// for whatever is left.
     async fn alarm(&self) -> Result<Response> {
-        if let Err(e) = self.flush().await {
-            tracing::warn!(code = %e.code, details = ?e.details, "issue counter: flush failed; retrying");
+        let now = now_ms();
+        self.push(now)?;
+        let flush_due = {
+            let s = self.stored.borrow();
+            s.version != s.flushed_version && counter::next_flush_at(s.last_flush_ms, now) <= now
+        };
+        let mut retry_at = None;
+        if flush_due {
+            if let Err(e) = self.flush().await {
+                tracing::warn!(code = %e.code, details = ?e.details, "issue counter: flush failed; retrying");
+                retry_at = Some(now_ms() + FLUSH_RETRY_MS);
+            }
+        }
+        // Computed after the flush: changes that came in meanwhile count.
+        let now = now_ms();
+        let next = match (retry_at, self.pending.borrow().push_at(now)) {
+            (Some(retry), push) => Some(push.map_or(retry, |p| p.min(retry))),
+            (None, _) => self.next_due(now),
+        };
+        if let Some(at) = next {
             self.state
                 .storage()
-                .set_alarm(Duration::from_millis(FLUSH_RETRY_MS))
+                .set_alarm(Duration::from_millis(at.saturating_sub(now)))
                 .await?;
-            return Response::ok("retry");
         }
-        let dirty = {
-            let s = self.stored.borrow();
-            s.version != s.flushed_version
-        };
-        if dirty {
-            self.ensure_alarm().await?;
-        }
-        Response::ok("flushed")
+        Response::ok("done")
     }
 }
 
@@ -569,6 +851,63 @@ pub async fn recount(ctx: &Ctx, issue_id: &str) -> AppResult<Recount> {
         request_id: ctx.request_id.clone(),
     };
     call(ctx, issue_id, "recount", &ask).await
+}
+
+/// Opens a live socket on the issue's object for `seed`: the object's 101
+/// (its socket's client end, in a response of our own so that the
+/// pipeline may add its headers). An object that cannot be reached, or
+/// that refuses, is 503.
+pub async fn open_live(ctx: &Ctx, seed: &Seed) -> AppResult<Response> {
+    let unavailable = |why: String| {
+        tracing::warn!(request_id = %ctx.request_id, error = %why, "issue counter: no live socket");
+        let mut err = AppError::new(
+            503,
+            Code::CounterUnavailable,
+            "live updates are unavailable; retry shortly",
+        );
+        err.retry_after = Some(5);
+        err
+    };
+    let seed_json = serde_json::to_string(seed).map_err(AppError::internal)?;
+    let answer = client::upgrade(
+        ctx,
+        "ISSUE_COUNTER",
+        &seed.issue_id,
+        "/live",
+        &[("Upgrade", "websocket"), (live::SEED_HEADER, &seed_json)],
+    )
+    .await
+    .map_err(|e| unavailable(e.to_string()))?;
+    let status = answer.status_code();
+    match answer.websocket() {
+        Some(ws) if status == 101 => Response::from_websocket(ws).map_err(AppError::from),
+        _ => Err(unavailable(format!("the object answered {status}"))),
+    }
+}
+
+/// Tells the issue's object about a committed post, for its sockets. Never
+/// fails the post: a failure is logged (the post is in the feed anyway).
+pub async fn notify_post(ctx: &Ctx, issue_id: &str, post: &Post) {
+    let sent = match serde_json::to_string(post) {
+        Ok(body) => client::call(
+            ctx,
+            "ISSUE_COUNTER",
+            issue_id,
+            Method::Post,
+            "/post",
+            Some(body),
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| match r.status {
+            200 => Ok(()),
+            s => Err(format!("answered {s}: {:.200}", r.text)),
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        tracing::warn!(request_id = %ctx.request_id, issue = %issue_id, error = %e, "issue counter: a post was not passed on to live sockets");
+    }
 }
 
 /// POSTs `body` to `/{path}` of the issue's object and reads its answer.

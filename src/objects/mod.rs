@@ -1,7 +1,8 @@
 //! The Durable Object classes (SQLite-backed, see wrangler.toml).
 //!
 //! `RateLimiter` (one object per policy and subject), `IssueCounter` (one
-//! per issue) and `Outbox` (one). Each saves its state in a versioned shape
+//! per issue; it also holds the issue's live sockets, [`live`]) and
+//! `Outbox` (one). Each saves its state in a versioned shape
 //! that later code still reads ([`shape`]). The Worker calls all three
 //! through one [`client`]. The Worker's `/health` proves the Durable Object
 //! round trip with a real rate-limiter take.
@@ -11,6 +12,7 @@ use worker::{Request, Response, Result};
 
 pub mod client;
 pub mod issue_counter;
+pub mod live;
 pub mod outbox;
 pub mod rate_limiter;
 pub mod shape;

@@ -34,7 +34,10 @@
 //!
 //! **Cache.** After the commit the write invalidates the tags of the reads
 //! it changes (see [`Write::tags`]), so the writer's next `GET` misses and
-//! sees it. Times (`created_at`, `expires_at`, the `issue_daily` day) are
+//! sees it. A post is also passed on to the issue's counter object for its
+//! live sockets, after the response (`wait_until`); its author's name comes
+//! back in the write's check, so that costs no round trip, and a failure
+//! is logged, never the post's. Times (`created_at`, `expires_at`, the `issue_daily` day) are
 //! the Worker's clock, taken once per request.
 
 use crate::domain::time::iso;
@@ -44,6 +47,7 @@ use serde_json::{json, Value};
 use worker::Response;
 
 use crate::domain::ids::Id;
+use crate::domain::live::Post as LivePost;
 use crate::domain::writes::{
     self, Fresh, Idempotency, NewAction, NewIssue, NewPost, NewSynonym, StoredWrite, WriteKind,
 };
@@ -54,6 +58,7 @@ use crate::edge::reads::{self, ISSUES_TAG, ORGANISATIONS_TAG};
 use crate::http::context::Ctx;
 use crate::http::error::{AppError, AppResult, Code};
 use crate::http::router::Route;
+use crate::objects::issue_counter;
 use crate::store::db::{Query, Record, Written};
 
 /// How long an idempotency record is replayed.
@@ -210,8 +215,8 @@ fn daily(column: &str, table: &str, issue: &Id, row: &str, day: &str) -> Query {
 }
 
 /// The last statement of every write: whether the row was written and, if
-/// not, why.
-fn check(write: &Write, row: &str) -> Query {
+/// not, why; for a post also its author's name (for the live sockets).
+fn check(write: &Write, row: &str, user_id: &str) -> Query {
     match write {
         Write::Issue(new) => Query::new(
             "SELECT EXISTS (SELECT 1 FROM issues WHERE id = ?1) AS written, \
@@ -222,7 +227,13 @@ fn check(write: &Write, row: &str) -> Query {
                 json_list(new.organisation_ids.iter().map(Id::as_str)),
             ],
         ),
-        Write::Post(issue, _) | Write::Synonym(issue, _) | Write::Action(issue, _) => Query::new(
+        Write::Post(issue, _) => Query::new(
+            "SELECT EXISTS (SELECT 1 FROM issues WHERE id = ?1) AS issue_exists, \
+             EXISTS (SELECT 1 FROM feed WHERE id = ?2) AS written, \
+             (SELECT display_name FROM users WHERE id = ?3) AS author",
+            vec![text(issue.as_str()), text(row), text(user_id)],
+        ),
+        Write::Synonym(issue, _) | Write::Action(issue, _) => Query::new(
             format!(
                 "SELECT EXISTS (SELECT 1 FROM issues WHERE id = ?1) AS issue_exists, \
                  {} AS written",
@@ -417,7 +428,7 @@ pub fn plan(
             ],
         ));
     }
-    queries.push(check(write, &fresh.row));
+    queries.push(check(write, &fresh.row, user_id));
     let location = write.location(&body);
     Plan {
         queries,
@@ -664,7 +675,12 @@ async fn apply(
     }
     let plan = plan(write, user_id, fresh, now, idempotency);
     match ctx.db().transaction(plan.queries).await {
-        Ok(written) => outcome(write, &written)?,
+        Ok(written) => {
+            outcome(write, &written)?;
+            if let Write::Post(issue, post) = write {
+                pass_on(ctx, issue, live_post(&fresh.row, post, &written, now));
+            }
+        }
         Err(e) => {
             let Some(i) = idempotency.filter(|_| is_key_conflict(&e)) else {
                 return Err(e);
@@ -681,6 +697,31 @@ async fn apply(
         tracing::warn!(request_id = %ctx.request_id, error = ?e, "cache invalidation after a write failed");
     }
     Ok((plan.reply, false))
+}
+
+/// A committed post as the live sockets get it; its author's name is in the
+/// write's check.
+fn live_post(row: &str, post: &NewPost, written: &[Written], now_ms: u64) -> LivePost {
+    let author = written
+        .last()
+        .and_then(|w| w.rows.first())
+        .and_then(|r| r.get("author"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    LivePost {
+        id: row.to_owned(),
+        author,
+        content: post.content.clone(),
+        created_at: iso(now_ms),
+    }
+}
+
+/// Tells the issue's object about a committed post after the response
+/// (a failure is logged; the post stands).
+fn pass_on(ctx: &Ctx, issue: &Id, post: LivePost) {
+    let detached = ctx.detached();
+    let issue = issue.as_str().to_owned();
+    ctx.wait_until(async move { issue_counter::notify_post(&detached, &issue, &post).await });
 }
 
 /// The response an earlier use of the key stored, if any (one round trip).
@@ -1146,6 +1187,35 @@ mod tests {
                 );
             }
             assert_eq!(db.count("SELECT count(*) FROM feed"), 2);
+        }
+
+        #[test]
+        fn a_posts_check_names_its_author_for_the_live_sockets() {
+            let mut db = Db::new();
+            let post = &every_write()[2];
+            let Write::Post(_, new_post) = post else {
+                panic!("a post");
+            };
+            let row = "cccccccc-0000-4000-8000-000000000009";
+            let p = plan(post, USER, &fresh(row, 0), NOW, None);
+            let written = db.transaction(p.queries).expect("post");
+            let live = live_post(row, new_post, &written, NOW);
+            assert_eq!(live.author, None, "a new user has no name yet");
+            assert_eq!((live.id.as_str(), live.content.as_str()), (row, "hi"));
+            assert_eq!(live.created_at, "2026-11-24T23:15:58.123Z");
+            db.0.exec(&format!(
+                "UPDATE users SET display_name = 'Ann' WHERE id = '{USER}'"
+            ));
+            let p = plan(
+                post,
+                USER,
+                &fresh("cccccccc-0000-4000-8000-00000000000a", 0),
+                NOW,
+                None,
+            );
+            let written = db.transaction(p.queries).expect("post");
+            let live = live_post(row, new_post, &written, NOW);
+            assert_eq!(live.author.as_deref(), Some("Ann"));
         }
 
         #[test]

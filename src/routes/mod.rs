@@ -5,6 +5,7 @@ pub mod admin;
 pub mod bot;
 pub mod health;
 pub mod issue_writes;
+pub mod live;
 pub mod me;
 pub mod membership;
 pub mod phone_link;

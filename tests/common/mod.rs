@@ -642,7 +642,7 @@ impl WorkerSpec {
 /// The test default of `RATE_LIMITS`: high enough not to get in other
 /// tests' way. A test app with a small policy of its own gives this plus
 /// that policy (`format!("{RATE_LIMITS},bot=20/60")`).
-pub const RATE_LIMITS: &str = "reads=100000/60,writes=100000/60,create=100000/60";
+pub const RATE_LIMITS: &str = "reads=100000/60,writes=100000/60,create=100000/60,live=100000/60";
 
 /// The test defaults for vars not given in `vars`, then `vars`, as
 /// `--var NAME:VALUE` arguments.

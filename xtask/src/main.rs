@@ -922,6 +922,11 @@ fn bench(quick: bool) -> Result {
         ),
         (
             "quiet-riots-edge",
+            "live",
+            "live sockets: fan-out to many watchers, push against polling",
+        ),
+        (
+            "quiet-riots-edge",
             "bundle",
             "the Worker bundle: size and cold start (QR_BUNDLES to compare builds)",
         ),
