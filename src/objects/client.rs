@@ -51,16 +51,7 @@ pub async fn call(
     if let Some(body) = body {
         init.with_body(Some(body.into()));
     }
-    // The host is never resolved: the stub routes the request.
-    let url = format!(
-        "https://{}{path}",
-        binding.to_ascii_lowercase().replace('_', "-")
-    );
-    let request = Request::new_with_init(&url, &init)?;
-    let started = now_ms();
-    let result = stub.fetch_with_request(request).await;
-    ctx.add_do_ms(now_ms().saturating_sub(started));
-    let mut response = result?;
+    let mut response = send(ctx, &stub, binding, path, &init).await?;
     let status = response.status_code();
     let text = response.text().await?;
     Ok(Reply { status, text })
@@ -76,22 +67,31 @@ pub async fn upgrade(
     path: &str,
     headers: &[(&str, &str)],
 ) -> worker::Result<worker::Response> {
-    let stub = ctx
-        .env
-        .durable_object(binding)?
-        .id_from_name(name)?
-        .get_stub()?;
+    let stub = stub(ctx, binding, name)?;
     let sent = worker::Headers::new();
     for (k, v) in headers {
         sent.set(k, v)?;
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(sent);
+    send(ctx, &stub, binding, path, &init).await
+}
+
+/// Sends one request to `path` of the object behind `stub`, counting the
+/// wait in the request's object time. The host is never resolved: the stub
+/// routes the request.
+async fn send(
+    ctx: &Ctx,
+    stub: &Stub,
+    binding: &str,
+    path: &str,
+    init: &RequestInit,
+) -> worker::Result<worker::Response> {
     let url = format!(
         "https://{}{path}",
         binding.to_ascii_lowercase().replace('_', "-")
     );
-    let request = Request::new_with_init(&url, &init)?;
+    let request = Request::new_with_init(&url, init)?;
     let started = now_ms();
     let result = stub.fetch_with_request(request).await;
     ctx.add_do_ms(now_ms().saturating_sub(started));
