@@ -358,6 +358,62 @@ async function main() {
     });
     await context.close();
 
+    await step('live: another browser sees a join, a post and a leave, with no request', async () => {
+      const browserAs = (client) =>
+        browser.newContext({ viewport: { width: 1280, height: 900 }, extraHTTPHeaders: { [IP_HEADER]: client } });
+      const contextA = await browserAs('browser-live-a');
+      const contextB = await browserAs('browser-live-b');
+      const a = await contextA.newPage();
+      const b = await contextB.newPage();
+      current = b;
+      const errorsB = watchErrors(b);
+      for (const p of [a, b]) {
+        await p.goto(`${WEB}/#/issues/${issueId}`);
+        await until('the socket open', () => p.getAttribute('#live-status', 'data-state'), (s) => s === 'live');
+      }
+      await until('both pages counted as watching', () => text(b, '#live-status'), (t) => t.includes(' 2 watching'));
+      const before = Number(await text(b, '#rioter-count'));
+      // Each page notes when its count changes: A from its join's answer, B from the socket.
+      const noteChanges = () => {
+        const count = document.getElementById('rioter-count');
+        window.__changes = [];
+        new MutationObserver(() => window.__changes.push({ at: Date.now(), count: count.textContent })).observe(
+          count,
+          { childList: true, characterData: true, subtree: true },
+        );
+      };
+      await a.evaluate(noteChanges);
+      await b.evaluate(noteChanges);
+      const requestsB = [];
+      b.on('request', (r) => requestsB.push(`${r.method()} ${r.url()}`));
+
+      await a.click('#membership');
+      const joined = String(before + 1);
+      const firstShown = async (p) => {
+        const changes = await until(`${p === a ? 'A' : 'B'} shows ${joined}`, () => p.evaluate(() => window.__changes), (c) =>
+          c.some((x) => x.count === joined),
+        );
+        return changes.find((x) => x.count === joined).at;
+      };
+      const lag = (await firstShown(b)) - (await firstShown(a));
+      process.stdout.write(`(B showed the join ${lag} ms after A got its answer) `);
+      check(lag <= 1000, `B showed the join ${lag} ms after A's answer; a person should see it within a second`);
+
+      const content = `Seen live from another browser (${tag}).`;
+      await a.fill('#post-content', content);
+      await a.click('#post-form button[type=submit]');
+      await until('B shows the post', () => text(b, '#feed li .content'), (t) => t === content);
+      await screenshot(b, 'live');
+      await a.click('#membership');
+      await until('B shows the leave', () => text(b, '#rioter-count'), (t) => t === String(before));
+      equal(requestsB.join('\n'), '', 'requests from the watching page');
+
+      await contextA.close();
+      await until('B sees A stop watching', () => text(b, '#live-status'), (t) => t.includes(' 1 watching'));
+      equal(errorsB.join('\n'), '', 'console and page errors on the watching page');
+      await contextB.close();
+    });
+
     await step('429: "too many requests" in words, with the wait', async () => {
       const flood = await browser.newContext({
         viewport: { width: 1280, height: 900 },

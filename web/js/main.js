@@ -32,9 +32,13 @@ function route(hash) {
 }
 
 let shown = 0;
+/** What the shown view asked to run when it is left (closing its live socket). */
+const leaving = [];
 
 async function render() {
   const seq = ++shown;
+  for (const leave of leaving.splice(0)) leave();
+  const page = { onLeave: (fn) => (seq === shown ? leaving.push(fn) : fn()) };
   const { view, params } = route(location.hash);
   clearAnnouncement();
   document.title = 'Quiet Riots';
@@ -49,7 +53,7 @@ async function render() {
   main.replaceChildren(into);
   main.setAttribute('aria-busy', 'true');
   try {
-    await view(into, params, session);
+    await view(into, params, session, page);
   } catch (e) {
     replace(into, failure('Something went wrong', String(e), render));
   } finally {

@@ -1,6 +1,6 @@
 //! `cargo xtask browser-test`: the web client in a real browser.
 //!
-//! First the client's API module under `node --test` (no browser), then
+//! First the client's modules under `node --test` (no browser), then
 //! Debian's Chromium (installed with apt-get when missing), driven by
 //! `playwright-core` from package-lock.json with its executable path set,
 //! so nothing is downloaded. It starts its own stack (a primary on a fresh
@@ -49,8 +49,12 @@ pub fn run_browser_tests() -> Result {
                 .to_owned(),
         );
     }
-    step("the web client's API module without a browser (node --test tests/browser/api.test.mjs)");
-    run(cmd("node").args(["--test", "tests/browser/api.test.mjs"]))?;
+    step("the web client's modules without a browser (node --test tests/browser/*.test.mjs)");
+    run(cmd("node").args([
+        "--test",
+        "tests/browser/api.test.mjs",
+        "tests/browser/live.test.mjs",
+    ]))?;
     build_primary(false)?;
     let dir = std::env::current_dir()
         .map_err(|e| format!("current dir: {e}"))?

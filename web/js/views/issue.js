@@ -1,13 +1,16 @@
 // One issue: what it is, who is held responsible, the actions, joining and
 // leaving (the count updates in place from the write's answer), and the
-// feed with posting and "older posts" paging.
+// feed with posting and "older posts" paging. While the page is open, the
+// issue's live socket moves the counts and adds other people's posts
+// (../live.js), with no requests from the page.
 
 import { api, ApiError } from '../api.js';
 import { announce, failure, h, replace, rioters, when } from '../dom.js';
+import { liveUrl, watch } from '../live.js';
 
 const NOT_FOUND = 'This issue does not exist. It may have been removed, or the link is wrong.';
 
-export async function issueView(main, { id }, session) {
+export async function issueView(main, { id }, session, page) {
   const [issue, actions, feed, me] = await Promise.allSettled([
     api.issue(id),
     api.actions(id),
@@ -18,7 +21,7 @@ export async function issueView(main, { id }, session) {
     const e = issue.reason;
     if (!(e instanceof ApiError)) throw e;
     const title = e.code === 'not_found' ? 'Issue not found' : 'This issue could not be loaded';
-    replace(main, failure(title, e.words(NOT_FOUND), () => issueView(main, { id }, session)));
+    replace(main, failure(title, e.words(NOT_FOUND), () => issueView(main, { id }, session, page)));
     return;
   }
   const it = issue.value;
@@ -26,22 +29,84 @@ export async function issueView(main, { id }, session) {
     me.status === 'fulfilled' && me.value.issues.some((i) => i.id === it.id);
   if (me.status === 'fulfilled') session.update(me.value);
   document.title = `${it.name} · Quiet Riots`;
+  const members = membership(it, member, session);
+  const orgs = organisations(it.organisations);
+  const posts = feedSection(it.id, feed, session);
   replace(
     main,
     h('p', { class: 'back' }, h('a', { href: '#/' }, '← All issues')),
     h('h1', { id: 'issue-name' }, it.name),
     h('p', { class: 'meta' }, it.category),
     it.description ? h('p', { class: 'description' }, it.description) : null,
-    membership(it, member, session),
-    organisations(it.organisations),
+    members.section,
+    orgs.section,
     actionsSection(actions),
-    feedSection(it.id, feed, session),
+    posts.section,
   );
+  const live = watch(liveUrl(it.id), {
+    onMessage(message) {
+      if (Number.isInteger(message.rioter_count)) members.setCount(message.rioter_count);
+      if (message.organisations && typeof message.organisations === 'object') {
+        orgs.setCounts(message.organisations);
+      }
+      if (Number.isInteger(message.watching)) members.setWatching(message.watching);
+      const list = Array.isArray(message.posts) ? message.posts : [];
+      if (message.type === 'snapshot') {
+        // Newest first, ids only: any before the newest post this page
+        // shows were made while it loaded (or while its socket was away).
+        const newer = list.findIndex((postId) => posts.has(postId));
+        if (newer !== 0 && list.length > 0) posts.catchUp();
+      } else if (message.type === 'update') {
+        posts.add(list.filter((p) => p && typeof p.id === 'string'));
+        if (message.posts_missed) posts.catchUp();
+      }
+    },
+    onState: members.setLive,
+    // Without a socket: the same reads the page made, revalidated.
+    async poll() {
+      const fresh = await api.issue(it.id);
+      members.setCount(fresh.rioter_count);
+      orgs.setCounts(Object.fromEntries(fresh.organisations.map((o) => [o.id, o.rioter_count])));
+      await posts.catchUp();
+    },
+  });
+  page.onLeave(() => live.stop());
+}
+
+/** What the live status line says for a state of the socket (live.js). */
+function liveWords(state, detail, watching) {
+  switch (state) {
+    case 'live':
+      return watching === null
+        ? 'Live: changes show as they happen.'
+        : `Live: changes show as they happen. ${watching.toLocaleString('en-GB')} watching.`;
+    case 'connecting':
+      return 'Connecting for live updates…';
+    case 'refused':
+      return `Live updates are not available${detail.reason ? ` (${detail.reason})` : ''}; this page refreshes every 30 seconds.`;
+    case 'polling':
+      return 'This browser cannot take live updates; this page refreshes every 30 seconds.';
+    default:
+      return 'Live updates paused; reconnecting. This page refreshes every 30 seconds meanwhile.';
+  }
 }
 
 function membership(issue, member, session) {
   const count = h('strong', { id: 'rioter-count' }, issue.rioter_count.toLocaleString('en-GB'));
   const unit = h('span', {}, issue.rioter_count === 1 ? ' rioter' : ' rioters');
+  const setCount = (n) => {
+    count.textContent = n.toLocaleString('en-GB');
+    unit.textContent = n === 1 ? ' rioter' : ' rioters';
+  };
+  // Not a live region: a busy issue's count would be read out all the time.
+  const status = h('p', { id: 'live-status', class: 'meta' });
+  let state = 'connecting';
+  let detail = {};
+  let watching = null;
+  const showLive = () => {
+    status.textContent = liveWords(state, detail, watching);
+    status.dataset.state = state;
+  };
   const button = h('button', { type: 'button', id: 'membership', class: 'primary' });
   const error = h('p', { id: 'membership-error', class: 'error', hidden: true });
   let joined = member;
@@ -61,8 +126,7 @@ function membership(issue, member, session) {
         announce('Saved. It will count as soon as Quiet Riots is back.');
       } else {
         joined = body.member;
-        count.textContent = body.rioter_count.toLocaleString('en-GB');
-        unit.textContent = body.rioter_count === 1 ? ' rioter' : ' rioters';
+        setCount(body.rioter_count);
         announce(
           `${joined ? 'You joined' : 'You left'} ${issue.name}. ${rioters(body.rioter_count)}.`,
         );
@@ -77,17 +141,32 @@ function membership(issue, member, session) {
       button.disabled = false;
     }
   });
-  return h(
-    'section',
-    { class: 'membership', 'aria-label': 'Membership' },
-    h('p', { class: 'count' }, count, unit),
-    button,
-    error,
-  );
+  showLive();
+  return {
+    section: h(
+      'section',
+      { class: 'membership', 'aria-label': 'Membership' },
+      h('p', { class: 'count' }, count, unit),
+      status,
+      button,
+      error,
+    ),
+    setCount,
+    setWatching(n) {
+      watching = n;
+      showLive();
+    },
+    setLive(next, nextDetail = {}) {
+      state = next;
+      detail = nextDetail;
+      showLive();
+    },
+  };
 }
 
 function organisations(list) {
-  return h(
+  const counts = new Map(); // organisation id -> its count's element
+  const section = h(
     'section',
     { 'aria-labelledby': 'organisations-h' },
     h('h2', { id: 'organisations-h' }, 'Held responsible'),
@@ -95,12 +174,23 @@ function organisations(list) {
       ? h(
           'ul',
           { class: 'organisations' },
-          list.map((o) =>
-            h('li', {}, h('span', { class: 'name' }, o.name), h('span', { class: 'meta' }, rioters(o.rioter_count))),
-          ),
+          list.map((o) => {
+            const count = h('span', { class: 'meta' }, rioters(o.rioter_count));
+            counts.set(o.id, count);
+            return h('li', {}, h('span', { class: 'name' }, o.name), count);
+          }),
         )
       : h('p', {}, 'No organisation is linked to this issue yet.'),
   );
+  return {
+    section,
+    /** `{organisation id: count}`; organisations this page does not show are left out. */
+    setCounts(byId) {
+      for (const [orgId, n] of Object.entries(byId)) {
+        if (Number.isInteger(n) && counts.has(orgId)) counts.get(orgId).textContent = rioters(n);
+      }
+    },
+  };
 }
 
 function actionsSection(result) {
@@ -136,24 +226,59 @@ function action(a) {
 function feedSection(issueId, result, session) {
   const list = h('ol', { class: 'feed', id: 'feed' });
   const more = h('div', { class: 'more' });
+  const shown = new Set(); // ids of the posts on the page
+  /** Puts posts made since the page loaded at the top (given oldest first), each once. */
+  const add = (oldestFirst, author) => {
+    for (const p of oldestFirst) {
+      if (shown.has(p.id)) continue;
+      shown.add(p.id);
+      list.querySelector('li.empty')?.remove();
+      list.prepend(post(p, author ?? p.author));
+    }
+  };
   const section = h(
     'section',
     { 'aria-labelledby': 'feed-h' },
     h('h2', { id: 'feed-h' }, 'Feed'),
-    postForm(issueId, list, session),
+    postForm(issueId, (p) => add([p], 'You'), session),
     list,
     more,
   );
-  if (result.status === 'rejected') {
-    list.replaceWith(loadError(result.reason));
-    return section;
-  }
-  showPosts(issueId, result.value, list, more);
-  return section;
+  const failed = result.status === 'rejected';
+  if (failed) list.replaceWith(loadError(result.reason));
+  else showPosts(issueId, result.value, list, more, shown);
+  let catching = null;
+  return {
+    section,
+    has: (postId) => shown.has(postId),
+    /** Posts from an update, oldest first. */
+    add: (oldestFirst) => {
+      if (!failed) add(oldestFirst);
+    },
+    /**
+     * Reads the feed's first page for posts the page missed, one read at a
+     * time. A failed read changes nothing (the next update or poll tries again).
+     */
+    catchUp() {
+      if (failed) return Promise.resolve();
+      catching ??= api
+        .feed(issueId)
+        .then((page) => add([...page.items].reverse()))
+        .catch(() => {})
+        .finally(() => {
+          catching = null;
+        });
+      return catching;
+    },
+  };
 }
 
-function showPosts(issueId, page, list, more) {
-  for (const p of page.items) list.append(post(p));
+function showPosts(issueId, page, list, more, shown) {
+  for (const p of page.items) {
+    if (shown.has(p.id)) continue;
+    shown.add(p.id);
+    list.append(post(p));
+  }
   if (!list.children.length) list.append(h('li', { class: 'empty' }, 'No posts yet. Be the first.'));
   replace(more);
   if (!page.next_cursor) return;
@@ -162,7 +287,7 @@ function showPosts(issueId, page, list, more) {
     button.disabled = true;
     try {
       const next = await api.feed(issueId, { cursor: page.next_cursor });
-      showPosts(issueId, next, list, more);
+      showPosts(issueId, next, list, more, shown);
       announce(`${next.items.length} older posts shown.`);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
@@ -182,7 +307,7 @@ function post(p, author = p.author) {
   );
 }
 
-function postForm(issueId, list, session) {
+function postForm(issueId, posted, session) {
   const text = h('textarea', {
     id: 'post-content',
     name: 'content',
@@ -222,8 +347,7 @@ function postForm(issueId, list, session) {
       if (status === 202) {
         announce('Saved. Your post will appear as soon as Quiet Riots is back.');
       } else {
-        list.querySelector('li.empty')?.remove();
-        list.prepend(post(body, 'You'));
+        posted(body);
         announce('Your post is on the feed.');
       }
       text.value = '';
