@@ -567,10 +567,6 @@ fn error_response(e: &AppError, request_id: &str) -> worker::Result<Response> {
     if let Some(allow) = &e.allow {
         headers.set("Allow", &allow.join(", "))?;
     }
-    // A 426 names the protocol to upgrade to (RFC 9110).
-    if e.code == Code::UpgradeRequired {
-        headers.set("Upgrade", "websocket")?;
-    }
     Ok(response)
 }
 
