@@ -510,7 +510,12 @@ async fn trigger(app: &TestApp, cron: &str, jobs: &[&str]) {
         .send()
         .await
         .expect("trigger");
-    assert!(r.status().is_success(), "{}", r.status());
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        r.text().await.unwrap_or_default()
+    );
     let count = |runs: &[(String, i64)], job: &str| {
         runs.iter().find(|(j, _)| j == job).map_or(0, |(_, n)| *n)
     };
@@ -612,7 +617,12 @@ async fn admin_json(app: &TestApp, path: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs() {
-    let app = TestApp::start().await;
+    // Cron triggers cannot be sent to a Worker with assets under wrangler
+    // dev; see `without_assets`.
+    let app = TestApp::builder()
+        .edit_config(common::without_assets)
+        .start()
+        .await;
     run_cases(vec![
         (
             "admin routes need the secret",
