@@ -68,14 +68,16 @@ async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let mut do_ms = None;
+            let mut seen = Seen::default();
             let answer = match request.send().await {
                 Ok(r) if r.status().is_success() => {
-                    do_ms = r
+                    if let Some(header) = r
                         .headers()
                         .get("server-timing")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(durable_object_ms);
+                    {
+                        seen = Seen::of(header);
+                    }
                     r.json::<serde_json::Value>()
                         .await
                         .ok()
@@ -91,7 +93,7 @@ async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
                 }
             };
             done.fetch_add(1, Ordering::Relaxed);
-            (t.elapsed(), answer, do_ms)
+            (t.elapsed(), answer, seen)
         }));
     }
     let send_secs = started.elapsed().as_secs_f64();
@@ -99,16 +101,15 @@ async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
         sent: total,
         secs: send_secs,
         latencies: Vec::new(),
-        do_waits: Vec::new(),
+        seen: Vec::new(),
         changed: 0,
         errors: 0,
     };
     for task in tasks {
         match task.await {
-            Ok((lat, Some(c), do_ms)) => {
+            Ok((lat, Some(c), seen)) => {
                 run.latencies.push(lat);
-                run.do_waits
-                    .push(Duration::from_millis(do_ms.unwrap_or_default()));
+                run.seen.push(seen);
                 run.changed += usize::from(c);
             }
             _ => run.errors += 1,
@@ -122,18 +123,55 @@ struct Run {
     sent: usize,
     secs: f64,
     latencies: Vec<Duration>,
-    /// Time the Worker waited for Durable Objects (`Server-Timing: do`).
-    do_waits: Vec<Duration>,
+    /// Each answered join's `Server-Timing`.
+    seen: Vec<Seen>,
     changed: usize,
     errors: usize,
 }
 
-/// `do;dur=N` of a `Server-Timing` header.
-fn durable_object_ms(header: &str) -> Option<u64> {
-    header
-        .split(',')
-        .find_map(|m| m.trim().strip_prefix("do;dur="))
-        .and_then(|ms| ms.trim().parse().ok())
+/// What an answered join's `Server-Timing` says: the Worker's time
+/// waiting for objects and on the primary, and the IssueCounter's phases
+/// (none on the naive path).
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    do_ms: u64,
+    db_ms: u64,
+    queued_ms: u64,
+    commit_ms: u64,
+    after_ms: u64,
+    group: u64,
+}
+
+impl Seen {
+    fn of(header: &str) -> Seen {
+        let metric = |name: &str| {
+            header.split(',').find_map(|m| {
+                let m = m.trim();
+                let rest = m.strip_prefix(name)?.strip_prefix(';')?;
+                let value = rest
+                    .strip_prefix("dur=")
+                    .or_else(|| rest.strip_prefix("desc="))?;
+                value.trim().parse::<u64>().ok()
+            })
+        };
+        Seen {
+            do_ms: metric("do").unwrap_or_default(),
+            db_ms: metric("db").unwrap_or_default(),
+            queued_ms: metric("counter-queue").unwrap_or_default(),
+            commit_ms: metric("counter-commit").unwrap_or_default(),
+            after_ms: metric("counter-after").unwrap_or_default(),
+            group: metric("counter-group").unwrap_or_default(),
+        }
+    }
+}
+
+impl Run {
+    /// The median of one of [`Seen`]'s figures over the answered joins.
+    fn median(&self, of: impl Fn(&Seen) -> u64) -> u64 {
+        let mut v: Vec<u64> = self.seen.iter().map(of).collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    }
 }
 
 /// A step holds when its p95 is under this...
@@ -269,13 +307,24 @@ async fn main() {
     }
 
     let mut table = String::from(
-        "| path | offered | joins sent | answered 200 | errors | join p50 | join p95 | join p99 | waiting for objects p50 | sustained |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| path | offered | joins sent | answered 200 | errors | join p50 | join p95 | join p99 | objects p50 | primary p50 | in the counter p50: queued / commit / after | group p50 | sustained |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for s in &sides {
         for (rate, run) in &s.steps {
+            let counter = if run.median(|s| s.group) > 0 {
+                format!(
+                    "{} / {} / {} ms | {}",
+                    run.median(|s| s.queued_ms),
+                    run.median(|s| s.commit_ms),
+                    run.median(|s| s.after_ms),
+                    run.median(|s| s.group)
+                )
+            } else {
+                "- | -".to_owned()
+            };
             table.push_str(&format!(
-                "| {} | {rate:.0}/s | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ms | {} |\n",
+                "| {} | {rate:.0}/s | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} ms | {} ms | {counter} | {} |\n",
                 s.name,
                 run.sent,
                 run.latencies.len(),
@@ -283,7 +332,8 @@ async fn main() {
                 support::pct_ms(&run.latencies, 0.5),
                 support::pct_ms(&run.latencies, 0.95),
                 support::pct_ms(&run.latencies, 0.99),
-                support::pct_ms(&run.do_waits, 0.5),
+                run.median(|s| s.do_ms),
+                run.median(|s| s.db_ms),
                 if holds(run, *rate) { "yes" } else { "no" },
             ));
         }
@@ -327,9 +377,14 @@ async fn main() {
          primary ran for the path's steps and the wait for its flush (`GET /stats`, `counter_updates`). *Count \
          exact*: `issues.rioter_count` equals the issue's `user_issues` rows after the flush. A join the Worker \
          answered 503 (its deadline for the primary, `DB_TIMEOUT_MS`, is 1.5 s in the test harness) may still \
-         have committed: the last column counts rows beyond the joins answered `changed: true`. *Waiting for \
-         objects*: the Worker's time waiting for Durable Objects per answered join (`Server-Timing: do`; the \
-         RateLimiter on both paths, the IssueCounter too on the object's). The naive path is the \
+         have committed: the last column counts rows beyond the joins answered `changed: true`. *Objects*: the \
+         Worker's time waiting for Durable Objects per answered join (`Server-Timing: do`; the RateLimiter on \
+         both paths, the IssueCounter too on the object's); *primary*: the Worker's own time on the primary \
+         (`db`: the new visitor's user and session, and on the naive path the join). *In the counter* \
+         (`counter-queue`, `counter-commit`, `counter-after`, `counter-group`, reported by the object): how \
+         long a join waited in the object's queue before its group went out, its group's transaction at the \
+         primary as the object waited for it, the time from there to the answer (saving the state, setting \
+         the alarm), and how many joins its group held. The naive path is the \
          development-only `/__bench/counter-update/...` switch (the same join transaction with the UPDATE in it, \
          without the object). Command: `cargo xtask bench`.\n\n{table}\n{totals}\n\
          The object path's highest sustained rate: {ratio}. Counter UPDATEs: **{}** through the object against \

@@ -315,6 +315,19 @@ async fn guards_before_the_upgrade(app: &TestApp) {
         .await
         .expect("send");
     assert_eq!(bad_origin.status(), 403, "the origin is checked first");
+    // A bad id is the request's fault before its missing upgrade.
+    let bad_id = app
+        .call(Method::GET, "/api/issues/not-a-uuid/live", None, None)
+        .await;
+    assert_eq!(
+        (
+            bad_id.status.as_u16(),
+            bad_id.body["error"]["code"].as_str()
+        ),
+        (400, Some("validation_failed")),
+        "{}",
+        bad_id.body
+    );
 }
 
 async fn pings_are_answered_and_other_messages_close(app: &TestApp) {

@@ -23,6 +23,7 @@ pub async fn apply(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
         rioter_count,
         as_of_ms: worker::Date::now().as_millis(),
         superseded: outcome.superseded,
+        phases: Default::default(),
     })
 }
 

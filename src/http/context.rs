@@ -30,6 +30,8 @@ pub struct Ctx {
     /// `Set-Cookie` headers that must reach the client even if the request
     /// fails (see [`Ctx::keep_cookies`]).
     kept_cookies: RefCell<Vec<String>>,
+    /// More `Server-Timing` metrics, as written (`name;dur=N`).
+    phases: RefCell<Vec<String>>,
 }
 
 impl Ctx {
@@ -85,6 +87,7 @@ impl Ctx {
             #[cfg(feature = "bench")]
             bench: Cell::new(crate::bench::Mode::Normal),
             kept_cookies: RefCell::new(Vec::new()),
+            phases: RefCell::new(Vec::new()),
         }
     }
 
@@ -138,6 +141,22 @@ impl Ctx {
 
     pub fn kept_cookies(&self) -> Vec<String> {
         self.kept_cookies.borrow().clone()
+    }
+
+    /// A `Server-Timing` metric of the request's own (a phase inside an
+    /// object that answered, say), after `kv`, `do` and `db`.
+    pub fn add_phase(&self, name: &str, ms: u64) {
+        self.phases.borrow_mut().push(format!("{name};dur={ms}"));
+    }
+
+    /// A `Server-Timing` metric that is a number but not a duration
+    /// (`name;desc=N`).
+    pub fn add_figure(&self, name: &str, n: u64) {
+        self.phases.borrow_mut().push(format!("{name};desc={n}"));
+    }
+
+    pub fn phases(&self) -> Vec<String> {
+        self.phases.borrow().clone()
     }
 
     /// One Durable Object call and the milliseconds it took.

@@ -77,17 +77,23 @@ pub async fn handle(
         Err(problem) => (
             Err(AppError::internal(format!("configuration: {problem}"))),
             "config",
-            (None, None, None, None),
+            (None, None, None, None, Vec::new()),
             Vec::new(),
         ),
         Ok(config) => {
             let ctx = Ctx::new(config, env, request_id.clone(), worker_ctx);
             let (outcome, route) = run(req, &ctx, &cors).await;
-            let seen = (ctx.kv_ms(), ctx.db_ms(), ctx.do_ms(), ctx.rate_limit());
+            let seen = (
+                ctx.kv_ms(),
+                ctx.db_ms(),
+                ctx.do_ms(),
+                ctx.rate_limit(),
+                ctx.phases(),
+            );
             (outcome, route, seen, ctx.kept_cookies())
         }
     };
-    let (kv_ms, db_ms, do_ms, rate_limit) = timings;
+    let (kv_ms, db_ms, do_ms, rate_limit, phases) = timings;
     let mut response = match outcome {
         Ok(r) => r,
         Err(e) => {
@@ -118,6 +124,7 @@ pub async fn handle(
             kv_ms,
             db_ms,
             do_ms,
+            phases,
             total_ms: elapsed,
         },
     );
@@ -210,8 +217,8 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         }
     };
     // A live socket's guards need only the request: before its rate limit.
-    if matches!(route, Route::Live { .. }) {
-        if let Err(e) = live::guard(ctx, &req) {
+    if let Route::Live { ref id } = route {
+        if let Err(e) = live::guard(ctx, &req, id) {
             return (Err(e), name);
         }
     }
@@ -584,6 +591,8 @@ struct Timings {
     kv_ms: Option<u64>,
     db_ms: Option<u64>,
     do_ms: Option<u64>,
+    /// The request's own metrics ([`Ctx::add_phase`]).
+    phases: Vec<String>,
     total_ms: u64,
 }
 
@@ -608,6 +617,7 @@ fn decorate(response: &mut Response, request_id: &str, cors: &Cors, t: Timings) 
             timing.push(format!("{name};dur={ms}"));
         }
     }
+    timing.extend(t.phases);
     timing.push(format!("total;dur={}", t.total_ms));
     // Where a cached read came from (`cached_response`) goes first.
     if let Some(cache) = headers.get("Server-Timing").ok().flatten() {

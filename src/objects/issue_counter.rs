@@ -112,6 +112,24 @@ pub struct Answer {
     /// first, so this one changed nothing ([`crate::store::membership`]).
     #[serde(default)]
     pub superseded: bool,
+    /// Where the change's time went inside the object.
+    #[serde(default)]
+    pub phases: Phases,
+}
+
+/// Where a change's time went inside the object, in milliseconds (the
+/// Worker passes them on in `Server-Timing`; the hot-issue benchmark reads
+/// them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phases {
+    /// From its arrival until its group went out.
+    pub queued_ms: u64,
+    /// Its group's transaction at the primary, as the object waited for it.
+    pub commit_ms: u64,
+    /// After the transaction: the saved state, the alarm.
+    pub after_ms: u64,
+    /// How many changes went in its group.
+    pub group: u32,
 }
 
 /// What the reconcile job asks of an issue's object.
@@ -140,7 +158,8 @@ enum Wake {
 /// told (no polling: a hot issue has hundreds waiting at once).
 type Waiter = mpsc::UnboundedSender<Wake>;
 
-type Queue = RefCell<Vec<(Change, Waiter)>>;
+/// Queued changes, each with its waiter and when it arrived (Unix ms).
+type Queue = RefCell<Vec<(Change, Waiter, u64)>>;
 
 /// Clears the "a transaction is in flight" flag however the sender ends
 /// (also if its request is cancelled), and wakes the first change still
@@ -153,7 +172,7 @@ struct Sending<'a> {
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
         self.flag.set(false);
-        if let Some((_, waiter)) = self.queue.borrow().iter().find(|(_, w)| !w.is_closed()) {
+        if let Some((_, waiter, _)) = self.queue.borrow().iter().find(|(_, w, _)| !w.is_closed()) {
             let _ = waiter.unbounded_send(Wake::Lead);
         }
     }
@@ -417,7 +436,7 @@ impl IssueCounter {
     /// join. Whoever finds no transaction in flight sends the queue.
     async fn change(&self, change: Change) -> AppResult<Answer> {
         let (waiter, mut told) = mpsc::unbounded();
-        self.queue.borrow_mut().push((change, waiter));
+        self.queue.borrow_mut().push((change, waiter, now_ms()));
         let mut deadline = Box::pin(worker::Delay::from(QUEUE_WAIT));
         loop {
             if !self.sending.get() {
@@ -503,21 +522,25 @@ impl IssueCounter {
     /// one would learn its outcome.
     async fn drain(&self) {
         loop {
-            let group: Vec<(Change, Waiter)> = {
+            let group: Vec<(Change, Waiter, u64)> = {
                 let mut queue = self.queue.borrow_mut();
-                queue.retain(|(_, w)| !w.is_closed());
+                queue.retain(|(_, w, _)| !w.is_closed());
                 let n = queue.len().min(GROUP_MAX);
                 queue.drain(..n).collect()
             };
             if group.is_empty() {
                 return;
             }
-            let changes: Vec<Change> = group.iter().map(|(c, _)| c.clone()).collect();
+            let changes: Vec<Change> = group.iter().map(|(c, _, _)| c.clone()).collect();
+            let sent_ms = now_ms();
             let answers = match self.apply_group(&changes).await {
                 Ok(answers) => answers,
                 Err(e) => changes.iter().map(|_| Err(e.clone())).collect(),
             };
-            for ((_, waiter), answer) in group.into_iter().zip(answers) {
+            for ((_, waiter, arrived_ms), mut answer) in group.into_iter().zip(answers) {
+                if let Ok(a) = &mut answer {
+                    a.phases.queued_ms = sent_ms.saturating_sub(arrived_ms);
+                }
                 let _ = waiter.unbounded_send(Wake::Done(answer));
             }
         }
@@ -543,7 +566,10 @@ impl IssueCounter {
             sizes.push(qs.len());
             statements.extend(qs);
         }
+        let commit_started = now_ms();
         let result = db.transaction(statements).await;
+        let commit_ended = now_ms();
+        let commit_ms = commit_ended.saturating_sub(commit_started);
         let mut written = match result {
             Ok(w) => w.into_iter(),
             Err(e) => {
@@ -569,6 +595,7 @@ impl IssueCounter {
         self.record(changes, &outcomes)?;
         let total = self.stored.borrow().counts.total;
         let as_of_ms = now_ms();
+        let group = u32::try_from(changes.len()).unwrap_or(u32::MAX);
         Ok(outcomes
             .into_iter()
             .map(|o| {
@@ -578,6 +605,12 @@ impl IssueCounter {
                     rioter_count: total,
                     as_of_ms,
                     superseded: o.superseded,
+                    phases: Phases {
+                        commit_ms,
+                        after_ms: as_of_ms.saturating_sub(commit_ended),
+                        group,
+                        ..Phases::default()
+                    },
                 })
             })
             .collect())
@@ -698,9 +731,13 @@ impl DurableObject for IssueCounter {
                     Ok(c) => c,
                     Err(e) => return Response::error(format!("bad change: {e}"), 400),
                 };
-                let answer = self.change(change).await;
+                let mut answer = self.change(change).await;
+                let after = now_ms();
                 if self.alarm_due.replace(false) {
                     self.schedule().await?;
+                }
+                if let Ok(a) = &mut answer {
+                    a.phases.after_ms += now_ms().saturating_sub(after);
                 }
                 match answer {
                     Ok(answer) => Response::from_json(&answer),

@@ -5,8 +5,8 @@
 //!
 //! Before the upgrade, in order: the `Origin` must be an allowed origin or
 //! the Worker's own (a request without one, a bot or a server, may open)
-//! else 403 `origin_refused`; the request must ask for a WebSocket, else
-//! 426 `upgrade_required`; the id must be a UUID (400); the `live` rate
+//! else 403 `origin_refused`; the id must be a UUID (400); the request
+//! must ask for a WebSocket, else 426 `upgrade_required`; the `live` rate
 //! limit per client IP (429); the issue must exist (404). The caps on open
 //! sockets are the object's: it can count them exactly.
 
@@ -23,8 +23,8 @@ use crate::http::error::{AppError, AppResult, Code};
 use crate::objects::issue_counter;
 
 /// The checks that need nothing but the request (before the rate limit):
-/// the `Origin`, then the upgrade.
-pub fn guard(ctx: &Ctx, req: &Request) -> AppResult<()> {
+/// the `Origin`, the issue's id in the path, then the upgrade.
+pub fn guard(ctx: &Ctx, req: &Request, id: &str) -> AppResult<()> {
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let own = req
         .url()
@@ -39,6 +39,7 @@ pub fn guard(ctx: &Ctx, req: &Request) -> AppResult<()> {
         )
         .with_details(serde_json::json!({ "origin": origin })));
     }
+    Id::parse(id, "id")?;
     if !live::is_upgrade(header("Upgrade").as_deref()) {
         let mut e = AppError::new(
             426,

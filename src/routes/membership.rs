@@ -62,6 +62,11 @@ fn new_change(ctx: &Ctx, op: Op, issue: &Id, user_id: &str, organisation: Option
 /// Sends a change to its issue's counter object (also the outbox's replay).
 pub async fn apply(ctx: &Ctx, change: &Change) -> AppResult<Answer> {
     let answer = issue_counter::send_change(ctx, change).await?;
+    let phases = answer.phases;
+    ctx.add_phase("counter-queue", phases.queued_ms);
+    ctx.add_phase("counter-commit", phases.commit_ms);
+    ctx.add_phase("counter-after", phases.after_ms);
+    ctx.add_figure("counter-group", u64::from(phases.group));
     let issue = change.issue_id.as_str();
     live_counts::remember(
         issue,
