@@ -47,6 +47,7 @@ async fn counts(app: &TestApp, issue: &str) -> (i64, i64) {
 /// Joins `path` at `rate` a second for `duration`, open loop.
 async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
     let total = (rate * duration.as_secs_f64()).round() as usize;
+    let cpu_before = Cpu::now(app);
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(total);
@@ -104,6 +105,7 @@ async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
         seen: Vec::new(),
         changed: 0,
         errors: 0,
+        cpu: Cpu::default(),
     };
     for task in tasks {
         match task.await {
@@ -115,6 +117,7 @@ async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
             _ => run.errors += 1,
         }
     }
+    run.cpu = Cpu::now(app).since(cpu_before);
     run
 }
 
@@ -127,6 +130,35 @@ struct Run {
     seen: Vec<Seen>,
     changed: usize,
     errors: usize,
+    /// CPU time (ms) workerd and the primary used during the step.
+    cpu: Cpu,
+}
+
+/// CPU time (ms) used by the stack's processes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    workerd: u64,
+    primary: u64,
+}
+
+impl Cpu {
+    fn now(app: &TestApp) -> Cpu {
+        let workerd = app
+            .worker
+            .as_ref()
+            .map_or(0, |w| support::group_cpu_ms(w.child.id(), "workerd"));
+        let primary = app.primary.as_ref().map_or(0, |p| {
+            support::group_cpu_ms(p.proc.child.id(), "qr-primary")
+        });
+        Cpu { workerd, primary }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            workerd: self.workerd.saturating_sub(before.workerd),
+            primary: self.primary.saturating_sub(before.primary),
+        }
+    }
 }
 
 /// What an answered join's `Server-Timing` says: the Worker's time
@@ -307,8 +339,8 @@ async fn main() {
     }
 
     let mut table = String::from(
-        "| path | offered | joins sent | answered 200 | errors | join p50 | join p95 | join p99 | objects p50 | primary p50 | in the counter p50: queued / commit / after | group p50 | sustained |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| path | offered | joins sent | answered 200 | errors | join p50 | join p95 | join p99 | objects p50 | primary p50 | in the counter p50: queued / commit / after | group p50 | CPU per join: workerd / primary | sustained |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for s in &sides {
         for (rate, run) in &s.steps {
@@ -324,7 +356,7 @@ async fn main() {
                 "- | -".to_owned()
             };
             table.push_str(&format!(
-                "| {} | {rate:.0}/s | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} ms | {} ms | {counter} | {} |\n",
+                "| {} | {rate:.0}/s | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} ms | {} ms | {counter} | {:.1} / {:.1} ms | {} |\n",
                 s.name,
                 run.sent,
                 run.latencies.len(),
@@ -334,6 +366,8 @@ async fn main() {
                 support::pct_ms(&run.latencies, 0.99),
                 run.median(|s| s.do_ms),
                 run.median(|s| s.db_ms),
+                run.cpu.workerd as f64 / run.sent.max(1) as f64,
+                run.cpu.primary as f64 / run.sent.max(1) as f64,
                 if holds(run, *rate) { "yes" } else { "no" },
             ));
         }
@@ -384,7 +418,9 @@ async fn main() {
          (`counter-queue`, `counter-commit`, `counter-after`, `counter-group`, reported by the object): how \
          long a join waited in the object's queue before its group went out, its group's transaction at the \
          primary as the object waited for it, the time from there to the answer (saving the state, setting \
-         the alarm), and how many joins its group held. The naive path is the \
+         the alarm), and how many joins its group held. *CPU per join*: the user and system CPU time of the \
+         `workerd` processes (the Worker and every object share them) and of the primary during the step \
+         (`/proc/PID/stat`), over the joins sent. The naive path is the \
          development-only `/__bench/counter-update/...` switch (the same join transaction with the UPDATE in it, \
          without the object). Command: `cargo xtask bench`.\n\n{table}\n{totals}\n\
          The object path's highest sustained rate: {ratio}. Counter UPDATEs: **{}** through the object against \

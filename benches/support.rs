@@ -123,3 +123,38 @@ pub const SEARCH_TERMS: &[&str] = &[
     "carlisle floods",
     "lincoln",
 ];
+
+/// CPU time (user + system, ms) used so far by the processes of the
+/// process group `leader` whose command name is `comm` (`workerd`, `node`,
+/// `qr-primary`). Read from `/proc/PID/stat` in clock ticks of 10 ms (the
+/// Linux default, `getconf CLK_TCK` = 100). Processes that ended are not
+/// counted, so take differences over a span in which none ends.
+pub fn group_cpu_ms(leader: u32, comm: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut ticks = 0;
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt
+        // cminflt majflt cmajflt utime stime ...
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if head.rsplit_once('(').map(|(_, c)| c) != Some(comm) {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        if field(2) != Some(u64::from(leader)) {
+            continue;
+        }
+        ticks += field(11).unwrap_or(0) + field(12).unwrap_or(0);
+    }
+    ticks * 10
+}

@@ -73,10 +73,10 @@ struct Stored {
     version: u64,
     flushed_version: u64,
     last_flush_ms: u64,
-    /// The count may have missed a committed change: a group is in flight
-    /// (saved before it goes out) or one's outcome is unknown. An object
-    /// that restarts (a deploy, an eviction) starts from this, so it does
-    /// not trust such a count; the next group takes it again.
+    /// The count may have missed a committed change: a group's outcome is
+    /// unknown. Kept for the saved shapes and for inspection; an object
+    /// that restarts trusts no saved count (a group may have been in
+    /// flight when it stopped), so its first group takes the count again.
     #[serde(default)]
     doubtful: bool,
     /// How many times the saved state was unreadable and started afresh.
@@ -194,6 +194,9 @@ pub struct IssueCounter {
     pending: RefCell<Pending>,
     /// How many sockets watch, once counted since the object started.
     watching: Cell<Option<usize>>,
+    /// The alarm as this instance last set or read it (Unix ms; outer
+    /// `None`: not read yet), so that a group does not read it again.
+    alarm_at: Cell<Option<Option<u64>>>,
 }
 
 impl IssueCounter {
@@ -391,11 +394,20 @@ impl IssueCounter {
             return Ok(());
         };
         let storage = self.state.storage();
-        let set = storage.get_alarm().await?;
-        if set.is_none_or(|t| u64::try_from(t).unwrap_or(0) > at) {
+        let set = match self.alarm_at.get() {
+            Some(known) => known,
+            None => storage
+                .get_alarm()
+                .await?
+                .map(|t| u64::try_from(t).unwrap_or(0)),
+        };
+        if set.is_none_or(|t| t > at) {
             storage
                 .set_alarm(Duration::from_millis(at.saturating_sub(now)))
                 .await?;
+            self.alarm_at.set(Some(Some(at)));
+        } else {
+            self.alarm_at.set(Some(set));
         }
         Ok(())
     }
@@ -554,10 +566,12 @@ impl IssueCounter {
         let count = !self.trusted.get();
         // Untrusted until the outcome is known: if this request is dropped
         // mid-flight (its caller went away), the next group counts again
-        // instead of missing a change that may have committed.
+        // instead of missing a change that may have committed. Nothing is
+        // saved first: a storage write here would hold the transaction's
+        // request behind the object's output gate until the write is
+        // durable, on every group. An object that restarts mid-flight
+        // distrusts its saved count anyway (`new`).
         self.trusted.set(false);
-        self.stored.borrow_mut().doubtful = true;
-        self.save().map_err(AppError::from)?;
         let mut statements = Vec::new();
         let mut sizes = Vec::with_capacity(changes.len());
         for (i, change) in changes.iter().enumerate() {
@@ -701,8 +715,11 @@ impl DurableObject for IssueCounter {
                 Stored::default()
             }
         };
-        // A group whose outcome was never recorded may have committed.
-        let trusted = stored.counted && !stored.doubtful;
+        // Never trusted at the start: a group in flight when the last
+        // instance stopped may have committed without being recorded (its
+        // state is not saved before a group goes out; see `apply_group`).
+        // The first group takes the count again in its transaction.
+        let trusted = false;
         let pending = Self::load_pending(&state).unwrap_or_else(|e| {
             tracing::error!(error = %e, "issue counter: cannot read its live state; pushing the current values");
             Pending {
@@ -721,6 +738,7 @@ impl DurableObject for IssueCounter {
             alarm_due: Cell::new(false),
             pending: RefCell::new(pending),
             watching: Cell::new(None),
+            alarm_at: Cell::new(None),
         }
     }
 
@@ -844,6 +862,8 @@ impl DurableObject for IssueCounter {
     /// nothing), then the flush to the primary, when due; then the alarm
     /// for whatever is left.
     async fn alarm(&self) -> Result<Response> {
+        // The alarm that woke it is spent.
+        self.alarm_at.set(Some(None));
         let now = now_ms();
         self.push(now)?;
         let flush_due = {
@@ -868,6 +888,7 @@ impl DurableObject for IssueCounter {
                 .storage()
                 .set_alarm(Duration::from_millis(at.saturating_sub(now)))
                 .await?;
+            self.alarm_at.set(Some(Some(at)));
         }
         Response::ok("done")
     }
