@@ -422,3 +422,44 @@ async fn every_object_goes_on_across_an_eviction_and_a_restart() {
     assert_eq!(health["rate_limiter"]["failures"], 0, "{health}");
     assert_eq!(health["rate_limiter"]["buckets_recovered"], 0, "{health}");
 }
+
+/// A counter object that starts again trusts no saved count: a group in
+/// flight when the last instance stopped may have committed without being
+/// recorded (nothing is saved before a group goes out). Here a membership
+/// the object never saw is written straight to the primary, workerd is
+/// killed and started again on its state, and the next join's count takes
+/// that membership in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_counter_counts_again() {
+    let mut app = TestApp::start().await;
+    let issue = app.fresh_issue("Counter started again").await;
+    for n in 31..=32u8 {
+        new_member(&app, n, &issue).await;
+    }
+    let unseen_user = uuid::Uuid::new_v4().to_string();
+    app.sql(
+        "INSERT INTO users (id) VALUES (?)",
+        vec![text(unseen_user.as_str())],
+    )
+    .await;
+    app.sql(
+        "INSERT INTO user_issues (id, user_id, issue_id) VALUES (?, ?, ?)",
+        vec![
+            text(uuid::Uuid::new_v4().to_string().as_str()),
+            text(unseen_user.as_str()),
+            text(issue.as_str()),
+        ],
+    )
+    .await;
+    // The running object does not know: it moves its own count.
+    let r = new_member(&app, 33, &issue).await;
+    assert_eq!(r.body["rioter_count"], 3, "{}", r.body);
+
+    app.restart_worker(true).await;
+    let r = new_member(&app, 34, &issue).await;
+    assert_eq!(
+        r.body["rioter_count"], 5,
+        "the first join after a start counts user_issues again: {}",
+        r.body
+    );
+}
