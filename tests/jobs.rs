@@ -82,26 +82,6 @@ async fn daily(app: &TestApp, issue: &str, days_ago: i64, counts: [i64; 4]) {
 
 /// `n` new users (with `country`, or none) who are members of `issue`,
 /// written straight to the primary (the counter object does not see them).
-async fn members(app: &TestApp, issue: &str, n: usize, country: Option<&str>) {
-    for _ in 0..n {
-        let user = uuid::Uuid::new_v4().to_string();
-        app.sql(
-            "INSERT INTO users (id, country) VALUES (?, ?)",
-            vec![text(user.as_str()), country.map_or(Hv::Null, text)],
-        )
-        .await;
-        app.sql(
-            "INSERT INTO user_issues (id, user_id, issue_id) VALUES (?, ?, ?)",
-            vec![
-                text(uuid::Uuid::new_v4().to_string()),
-                text(user.as_str()),
-                text(issue),
-            ],
-        )
-        .await;
-    }
-}
-
 async fn admin_routes_need_the_secret(app: &TestApp) {
     for token in [None, Some("wrong"), Some("")] {
         let mut post = app.request(reqwest::Method::POST, "/api/admin/jobs/trending");
@@ -160,7 +140,7 @@ async fn trending_is_this_weeks_joins_minus_last_weeks(app: &TestApp) {
 
 async fn health_scores_follow_the_formula(app: &TestApp) {
     let issue = app.fresh_issue("Healthy").await;
-    members(app, &issue, 10, None).await;
+    app.insert_members(&issue, 10, None).await;
     daily(app, &issue, 0, [3, 1, 5, 3]).await;
     daily(app, &issue, 27, [1, 0, 0, 0]).await;
     daily(app, &issue, 28, [50, 50, 50, 50]).await; // outside the window
@@ -186,9 +166,9 @@ async fn health_scores_follow_the_formula(app: &TestApp) {
 
 async fn countries_count_members_by_country(app: &TestApp) {
     let issue = app.fresh_issue("Countries").await;
-    members(app, &issue, 3, Some("GB")).await;
-    members(app, &issue, 1, Some("FR")).await;
-    members(app, &issue, 2, None).await;
+    app.insert_members(&issue, 3, Some("GB")).await;
+    app.insert_members(&issue, 1, Some("FR")).await;
+    app.insert_members(&issue, 2, None).await;
     app.sql(
         "INSERT INTO country_breakdown (id, issue_id, country_code, rioter_count) VALUES (?, ?, 'US', 9)",
         vec![text(uuid::Uuid::new_v4().to_string()), text(issue.as_str())],
@@ -256,7 +236,7 @@ async fn reconcile_repairs_drift_in_the_primary_and_the_counter(app: &TestApp) {
         vec![text(issue.as_str())],
     )
     .await;
-    members(app, &issue, 1, None).await;
+    app.insert_members(&issue, 1, None).await;
 
     let first = run_twice(app, "reconcile_counts").await;
     let corrections = first["details"]["corrections"]

@@ -436,21 +436,7 @@ async fn a_started_counter_counts_again() {
     for n in 31..=32u8 {
         new_member(&app, n, &issue).await;
     }
-    let unseen_user = uuid::Uuid::new_v4().to_string();
-    app.sql(
-        "INSERT INTO users (id) VALUES (?)",
-        vec![text(unseen_user.as_str())],
-    )
-    .await;
-    app.sql(
-        "INSERT INTO user_issues (id, user_id, issue_id) VALUES (?, ?, ?)",
-        vec![
-            text(uuid::Uuid::new_v4().to_string().as_str()),
-            text(unseen_user.as_str()),
-            text(issue.as_str()),
-        ],
-    )
-    .await;
+    app.insert_members(&issue, 1, None).await;
     // The running object does not know: it moves its own count.
     let r = new_member(&app, 33, &issue).await;
     assert_eq!(r.body["rioter_count"], 3, "{}", r.body);

@@ -582,6 +582,29 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
+
+    /// Adds `n` members of `issue` straight to the primary (new users, of
+    /// `country` if given), behind the issue's counter object's back.
+    pub async fn insert_members(&self, issue: &str, n: usize, country: Option<&str>) {
+        use qr_primary::client::{text, Value};
+        for _ in 0..n {
+            let user = uuid::Uuid::new_v4().to_string();
+            self.sql(
+                "INSERT INTO users (id, country) VALUES (?, ?)",
+                vec![text(user.as_str()), country.map_or(Value::Null, text)],
+            )
+            .await;
+            self.sql(
+                "INSERT INTO user_issues (id, user_id, issue_id) VALUES (?, ?, ?)",
+                vec![
+                    text(uuid::Uuid::new_v4().to_string()),
+                    text(user.as_str()),
+                    text(issue),
+                ],
+            )
+            .await;
+        }
+    }
 }
 
 /// How long an idle Durable Object is left alone to be evicted (local
