@@ -47,7 +47,7 @@ async fn counts(app: &TestApp, issue: &str) -> (i64, i64) {
 /// Joins `path` at `rate` a second for `duration`, open loop.
 async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
     let total = (rate * duration.as_secs_f64()).round() as usize;
-    let cpu_before = Cpu::now(app);
+    let cpu_before = support::Cpu::now(app.pids());
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(total);
@@ -105,7 +105,7 @@ async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
         seen: Vec::new(),
         changed: 0,
         errors: 0,
-        cpu: Cpu::default(),
+        cpu: support::Cpu::default(),
     };
     for task in tasks {
         match task.await {
@@ -117,7 +117,7 @@ async fn run(app: &TestApp, path: &str, rate: f64, duration: Duration) -> Run {
             _ => run.errors += 1,
         }
     }
-    run.cpu = Cpu::now(app).since(cpu_before);
+    run.cpu = support::Cpu::now(app.pids()).since(cpu_before);
     run
 }
 
@@ -131,34 +131,7 @@ struct Run {
     changed: usize,
     errors: usize,
     /// CPU time (ms) workerd and the primary used during the step.
-    cpu: Cpu,
-}
-
-/// CPU time (ms) used by the stack's processes.
-#[derive(Debug, Clone, Copy, Default)]
-struct Cpu {
-    workerd: u64,
-    primary: u64,
-}
-
-impl Cpu {
-    fn now(app: &TestApp) -> Cpu {
-        let workerd = app
-            .worker
-            .as_ref()
-            .map_or(0, |w| support::group_cpu_ms(w.child.id(), "workerd"));
-        let primary = app.primary.as_ref().map_or(0, |p| {
-            support::group_cpu_ms(p.proc.child.id(), "qr-primary")
-        });
-        Cpu { workerd, primary }
-    }
-
-    fn since(self, before: Cpu) -> Cpu {
-        Cpu {
-            workerd: self.workerd.saturating_sub(before.workerd),
-            primary: self.primary.saturating_sub(before.primary),
-        }
-    }
+    cpu: support::Cpu,
 }
 
 /// What an answered join's `Server-Timing` says: the Worker's time
@@ -256,19 +229,10 @@ async fn settle(app: &TestApp, issue: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
-#[tokio::main]
-async fn main() {
-    let args = support::args();
-    // Full: 8 s per step, from 50 joins/s up by a quarter, at most 9 steps
-    // (about 300/s); quick: 1 s steps, two of them.
-    let (step, max_steps, start_rate) = if args.quick {
-        (Duration::from_secs(1), 2, 50.0)
-    } else {
-        (Duration::from_secs(8), 9, 50.0)
-    };
-
-    eprintln!("starting the stack ...");
-    let app = TestApp::builder().cache_fresh_secs(30).start().await;
+/// Steps both paths up from `start_rate` on `app` (taking turns at each
+/// rate) until each misses a step, then waits for the counters' flush and
+/// reads each issue's count and members.
+async fn climb(app: &TestApp, start_rate: f64, max_steps: usize, step: Duration) -> Vec<Side> {
     let mut sides = Vec::new();
     for (name, prefix) in [
         ("IssueCounter object", ""),
@@ -295,13 +259,13 @@ async fn main() {
             break;
         }
         for side in sides.iter_mut().filter(|s| s.climbing) {
-            let updates_before = counter_updates(&app).await;
+            let updates_before = counter_updates(app).await;
             eprintln!(
                 "{}: {rate:.0} joins/s for {:.0} s ...",
                 side.name,
                 step.as_secs_f64()
             );
-            let run = run(&app, &side.path, rate, step).await;
+            let run = run(app, &side.path, rate, step).await;
             let held = holds(&run, rate);
             eprintln!(
                 "  p50 {:.1} ms, p95 {:.1} ms, {} answered, {} errors: {}",
@@ -314,29 +278,63 @@ async fn main() {
             side.changed += run.changed;
             side.climbing = held;
             side.steps.push((rate, run));
-            settle(&app, &side.issue).await;
-            side.counter_updates += counter_updates(&app).await - updates_before;
+            settle(app, &side.issue).await;
+            side.counter_updates += counter_updates(app).await - updates_before;
         }
         rate = (rate * 1.25).round();
     }
     // Until each flush has written the final count (the naive side has it
     // at once), then one flush interval more for any late alarm.
     for side in &mut sides {
-        let updates_before = counter_updates(&app).await;
+        let updates_before = counter_updates(app).await;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let (count, members) = counts(&app, &side.issue).await;
+            let (count, members) = counts(app, &side.issue).await;
             if count == members || Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let (rioter_count, members) = counts(&app, &side.issue).await;
+        let (rioter_count, members) = counts(app, &side.issue).await;
         side.rioter_count = rioter_count;
         side.members = members;
-        side.counter_updates += counter_updates(&app).await - updates_before;
+        side.counter_updates += counter_updates(app).await - updates_before;
     }
+
+    sides
+}
+
+#[tokio::main]
+async fn main() {
+    let args = support::args();
+    // Full: 8 s per step, from 50 joins/s up by a quarter, at most 9 steps
+    // (about 300/s); quick: 1 s steps, two of them.
+    let (step, max_steps, start_rate) = if args.quick {
+        (Duration::from_secs(1), 2, 50.0)
+    } else {
+        (Duration::from_secs(8), 9, 50.0)
+    };
+
+    let before = match support::before() {
+        Some(b) => {
+            eprintln!("starting the stack with the bundle of {} ...", b.label);
+            let app = TestApp::builder()
+                .cache_fresh_secs(30)
+                .bundle(b.build.clone())
+                .var("RATE_LIMITS", support::Before::RATE_LIMITS)
+                .start()
+                .await;
+            let sides = climb(&app, start_rate, max_steps, step).await;
+            drop(app);
+            Some((b.label, sides))
+        }
+        None => None,
+    };
+    eprintln!("starting the stack ...");
+    let app = TestApp::builder().cache_fresh_secs(30).start().await;
+    let sides = climb(&app, start_rate, max_steps, step).await;
+    drop(app);
 
     let mut table = String::from(
         "| path | offered | joins sent | answered 200 | errors | join p50 | join p95 | join p99 | objects p50 | primary p50 | in the counter p50: queued / commit / after | group p50 | CPU per join: workerd / primary | sustained |\n\
@@ -438,5 +436,80 @@ async fn main() {
         },
     );
     support::publish("hot-issue", &body, args.write.as_deref());
-    drop(app);
+    if let Some((label, before)) = before {
+        support::publish(
+            "hot-issue-before-after",
+            &before_after(&label, &before, &sides),
+            args.write.as_deref(),
+        );
+    }
+}
+
+/// The two builds' sides, side by side: each path's highest sustained rate
+/// and its p50/p95 at each rate both builds ran.
+fn before_after(label: &str, before: &[Side], after: &[Side]) -> String {
+    let rate = |s: &Side| {
+        s.sustained()
+            .map_or("none".to_owned(), |r| format!("{r:.0} joins/s"))
+    };
+    let mut t = format!(
+        "## Hot issue, before and after\n\n\
+         The benchmark above run on the Worker of {label} (*before*, built by that commit's own `cargo xtask \
+         build-worker`) and then on this checkout's (*after*), one after the other in one run \
+         (`cargo xtask bench --before {label}`), each on a fresh stack. p50 / p95 of the joins at each rate.\n\n\
+         | path | build | highest sustained | counter UPDATEs | count exact |"
+    );
+    let mut rates: Vec<f64> = after
+        .iter()
+        .chain(before)
+        .flat_map(|s| s.steps.iter().map(|(r, _)| *r))
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    for r in &rates {
+        t += &format!(" {r:.0}/s |");
+    }
+    t += &format!("\n|---|---|---:|---:|---|{}\n", "---:|".repeat(rates.len()));
+    for (i, side) in after.iter().enumerate() {
+        for (build, s) in [("before", before.get(i)), ("after", Some(side))] {
+            let Some(s) = s else { continue };
+            t += &format!(
+                "| {} | {build} | {} | {} | {} |",
+                s.name,
+                rate(s),
+                s.counter_updates,
+                if s.rioter_count == s.members {
+                    "yes"
+                } else {
+                    "**no**"
+                }
+            );
+            for r in &rates {
+                match s.steps.iter().find(|(sr, _)| sr == r) {
+                    Some((_, run)) => {
+                        t += &format!(
+                            " {:.0} / {:.0} ms |",
+                            support::pct_ms(&run.latencies, 0.5),
+                            support::pct_ms(&run.latencies, 0.95)
+                        )
+                    }
+                    None => t += " - |",
+                }
+            }
+            t += "\n";
+        }
+    }
+    let ratio = |sides: &[Side]| match (
+        sides.first().and_then(Side::sustained),
+        sides.get(1).and_then(Side::sustained),
+    ) {
+        (Some(o), Some(n)) => format!("{:.2}x", o / n),
+        _ => "not comparable".to_owned(),
+    };
+    t += &format!(
+        "\nThe object path's highest sustained rate against the naive path's: before **{}**, after **{}**.\n",
+        ratio(before),
+        ratio(after)
+    );
+    t
 }

@@ -89,12 +89,40 @@ struct Answer {
     status: u16,
     /// `X-Cache: HIT`.
     hit: bool,
+    /// `X-Cache: STALE`.
+    stale: bool,
+    /// `X-Cache: MISS`.
+    miss: bool,
+    /// Where a cached read's entry came from (`Server-Timing:
+    /// cache;desc=memory|kv|primary`).
+    from: Option<From>,
     /// The Worker's `Server-Timing`, ms: KV, Durable Objects, the primary,
     /// and its total.
     kv: Option<u32>,
     dobj: Option<u32>,
     db: Option<u32>,
     total: Option<u32>,
+}
+
+/// Where a cached read's entry came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum From {
+    Memory,
+    Kv,
+    Primary,
+}
+
+impl From {
+    fn of(server_timing: &str) -> Option<From> {
+        server_timing.split(',').find_map(|part| {
+            match part.trim().strip_prefix("cache;desc=")?.trim_matches('"') {
+                "memory" => Some(From::Memory),
+                "kv" => Some(From::Kv),
+                "primary" => Some(From::Primary),
+                _ => None,
+            }
+        })
+    }
 }
 
 /// `name;dur=N` of a `Server-Timing` header.
@@ -133,6 +161,9 @@ async fn send(http: &reqwest::Client, base: &str, req: Req) -> (Answer, Option<S
             let answer = Answer {
                 status: r.status().as_u16(),
                 hit: h.get("x-cache").is_some_and(|v| v == "HIT"),
+                stale: h.get("x-cache").is_some_and(|v| v == "STALE"),
+                miss: h.get("x-cache").is_some_and(|v| v == "MISS"),
+                from: From::of(st),
                 kv: timing(st, "kv"),
                 dobj: timing(st, "do"),
                 db: timing(st, "db"),
@@ -394,6 +425,73 @@ struct Step {
     rate: f64,
     stats: Stats,
     passed: bool,
+    /// CPU time workerd and the primary used during the step.
+    cpu: support::Cpu,
+    /// How the answers were served: X-Cache and the entry's source.
+    cache: CacheMix,
+}
+
+/// How a set of reads was served, in counts.
+#[derive(Default)]
+struct CacheMix {
+    hit: usize,
+    stale: usize,
+    miss: usize,
+    memory: usize,
+    kv: usize,
+    primary: usize,
+    /// Answers that read KV before they went out (a tag's generation, an
+    /// entry); writes behind the response are not counted.
+    read_kv: usize,
+}
+
+impl CacheMix {
+    fn of(samples: &[Sample]) -> CacheMix {
+        let mut m = CacheMix::default();
+        for a in samples.iter().map(|s| s.answer).filter(|a| a.status == 200) {
+            m.hit += usize::from(a.hit);
+            m.stale += usize::from(a.stale);
+            m.miss += usize::from(a.miss);
+            if (a.hit || a.stale || a.miss) && a.kv.is_some() {
+                m.read_kv += 1;
+            }
+            match a.from {
+                Some(From::Memory) => m.memory += 1,
+                Some(From::Kv) => m.kv += 1,
+                Some(From::Primary) => m.primary += 1,
+                None => {}
+            }
+        }
+        m
+    }
+
+    /// `| HIT / STALE / MISS | memory / KV / primary | read KV |` cells, in
+    /// percent of the cached reads; dashes for a route that is not cached.
+    fn cells(&self) -> String {
+        let n = self.hit + self.stale + self.miss;
+        if n == 0 {
+            return "- | - | -".to_owned();
+        }
+        let pc = |v: usize| 100.0 * v as f64 / n as f64;
+        // Builds before `cache;desc` do not say where an entry came from.
+        let sources = if self.memory + self.kv + self.primary == 0 {
+            "-".to_owned()
+        } else {
+            format!(
+                "{:.0} / {:.0} / {:.0}%",
+                pc(self.memory),
+                pc(self.kv),
+                pc(self.primary)
+            )
+        };
+        format!(
+            "{:.0} / {:.0} / {:.0}% | {sources} | {:.0}%",
+            pc(self.hit),
+            pc(self.stale),
+            pc(self.miss),
+            pc(self.read_kv)
+        )
+    }
 }
 
 /// Steps the rate up by a quarter from `start` until a step misses p95 <
@@ -410,9 +508,12 @@ async fn highest_rate(
     let mut rate = start;
     for _ in 0..steps {
         eprintln!("  {what}: {rate:.0} requests/s for {step_secs} s ...");
+        let cpu_before = support::Cpu::now(app.pids());
         let (samples, secs) =
             open_loop(app, what, rate, Duration::from_secs(step_secs), &mut next).await;
+        let cpu = support::Cpu::now(app.pids()).since(cpu_before);
         let stats = Stats::of(&samples, secs);
+        let cache = CacheMix::of(&samples);
         let passed = stats.p95 < P95_TARGET_MS
             && stats.error_rate() < 0.01
             && stats.throughput() >= 0.95 * rate;
@@ -427,6 +528,8 @@ async fn highest_rate(
             rate,
             stats,
             passed,
+            cpu,
+            cache,
         });
         if !passed {
             break;
@@ -460,7 +563,17 @@ struct Scale {
     abuse_secs: u64,
 }
 
-async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
+/// The reads scenario's headline figures, for the before/after table.
+struct ReadFigures {
+    /// The Zipf mix at the fixed rate.
+    mix: Stats,
+    /// Its cached reads answered HIT or STALE, of those answered.
+    hit_ratio: f64,
+    bare_best: Option<f64>,
+    mix_best: Option<f64>,
+}
+
+async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> (String, ReadFigures) {
     let load_at_start = loadavg();
     settle(app).await;
     eprintln!(
@@ -561,16 +674,25 @@ async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
     t += &format!(
         "\n**Highest rate with p95 under {P95_TARGET_MS:.0} ms** (steps of {} s, each a quarter above the last, from {STEP_START:.0}/s; \
          a step is sustained when p95 < {P95_TARGET_MS:.0} ms, errors < 1% and at least 95% of the offered rate answered OK; \
-         the search stops at the first step that is not; the cache is warm from the run above):\n\n\
-         | route | offered | {STATS_HEAD} | sustained |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         the search stops at the first step that is not; the cache is warm from the run above). *Served*: of the \
+         cached reads, `X-Cache` HIT / STALE / MISS and where the entry came from (memory / KV / primary, \
+         `Server-Timing: cache;desc=`); *read KV*: the cached reads that waited for Workers KV before they were \
+         answered (a tag's generation not read in the last 5 s, or an entry not in memory); *CPU per request*: the user and system CPU time of the `workerd` processes (the \
+         Worker, its objects and the local KV) and of the primary during the step, over the requests sent:\n\n\
+         | route | offered | {STATS_HEAD} | served: HIT / STALE / MISS | from memory / KV / primary | read KV | CPU per request: workerd / primary | sustained |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         s.step_secs
     );
     for (name, steps) in [("bare route", &base_steps), ("Zipf mix", &mix_steps)] {
         for st in steps {
+            let per = |ms: u64| ms as f64 / st.stats.sent.max(1) as f64;
             t += &format!(
-                "| {name} | {:.0}/s | {} | {} |\n",
+                "| {name} | {:.0}/s | {} | {} | {:.2} / {:.2} ms | {} |\n",
                 st.rate,
                 st.stats.cells(),
+                st.cache.cells(),
+                per(st.cpu.workerd),
+                per(st.cpu.primary),
                 if st.passed { "yes" } else { "no" }
             );
         }
@@ -588,6 +710,44 @@ async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
     t += &settle_note();
     if s.quick {
         t += "\n(quick mode: figures only show the code runs)\n";
+    }
+    let mix_cache = CacheMix::of(&mix);
+    let figures = ReadFigures {
+        hit_ratio: (mix_cache.hit + mix_cache.stale) as f64
+            / (mix_cache.hit + mix_cache.stale + mix_cache.miss).max(1) as f64,
+        mix: all,
+        bare_best: best(&base_steps),
+        mix_best: best(&mix_steps),
+    };
+    (t, figures)
+}
+
+/// The reads scenario's figures for two builds side by side.
+fn reads_before_after(label: &str, before: &ReadFigures, after: &ReadFigures) -> String {
+    let mut t = format!(
+        "## Reads, before and after\n\n\
+         The reads scenario above run on the Worker of {label} (*before*, built by that commit's own `cargo xtask \
+         build-worker`) and then on this checkout's (*after*), one after the other in one run \
+         (`cargo xtask bench --before {label}`), each on a fresh stack with the same data and draws.\n\n\
+         | build | Zipf mix at {READ_RATE:.0}/s: p50 | p95 | p99 | answered from the cache (HIT or STALE) | \
+         highest sustained: bare route | Zipf mix | Zipf / bare |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    let rate = |r: Option<f64>| r.map_or("none".to_owned(), |r| format!("{r:.0}/s"));
+    for (build, f) in [("before", before), ("after", after)] {
+        t += &format!(
+            "| {build} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}% | {} | {} | {} |\n",
+            f.mix.p50,
+            f.mix.p95,
+            f.mix.p99,
+            f.hit_ratio * 100.0,
+            rate(f.bare_best),
+            rate(f.mix_best),
+            match (f.mix_best, f.bare_best) {
+                (Some(m), Some(b)) => format!("**{:.2}x**", m / b),
+                _ => "-".to_owned(),
+            }
+        );
     }
     t
 }
@@ -1076,6 +1236,28 @@ async fn main() {
     };
     let write = args.write.as_deref();
 
+    // The build to compare with goes first, on a stack of its own.
+    let before = match support::before() {
+        Some(b) => {
+            eprintln!(
+                "starting the stack with {} synthetic issues and the bundle of {} ...",
+                s.issues, b.label
+            );
+            let app = TestApp::builder()
+                .seed(Seed::Synthetic { issues: s.issues })
+                .cache_fresh_secs(30)
+                .bundle(b.build.clone())
+                .var("RATE_LIMITS", support::Before::RATE_LIMITS)
+                .start()
+                .await;
+            let data = Arc::new(load_data(&app).await);
+            let (_, figures) = reads(&app, &data, &s).await;
+            drop(app);
+            Some((b.label, figures))
+        }
+        None => None,
+    };
+
     support::publish("load-machine", &machine(), write);
 
     eprintln!(
@@ -1088,8 +1270,15 @@ async fn main() {
         .start()
         .await;
     let data = Arc::new(load_data(&app).await);
-    let section = reads(&app, &data, &s).await;
+    let (section, after) = reads(&app, &data, &s).await;
     support::publish("load-reads", &section, write);
+    if let Some((label, before)) = &before {
+        support::publish(
+            "load-reads-before-after",
+            &reads_before_after(label, before, &after),
+            write,
+        );
+    }
     let section = mixed(&app, &data, &s).await;
     support::publish("load-mixed", &section, write);
     drop(app);

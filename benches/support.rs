@@ -159,6 +159,55 @@ pub fn group_cpu_ms(leader: u32, comm: &str) -> u64 {
     ticks * 10
 }
 
+/// The build a benchmark compares this checkout's with, run beside it in
+/// the same run: `QR_BEFORE_BUNDLE` (a `build/` directory another commit's
+/// `cargo xtask build-worker` left) and `QR_BEFORE_LABEL` (what to call it,
+/// say the commit). `cargo xtask bench --before COMMIT` sets both.
+pub struct Before {
+    pub label: String,
+    pub build: std::path::PathBuf,
+}
+
+impl Before {
+    /// `RATE_LIMITS` for the earlier build: the test default's policies
+    /// that builds before the live sockets know (they refuse a
+    /// configuration naming a policy they do not).
+    pub const RATE_LIMITS: &'static str = "reads=100000/60,writes=100000/60,create=100000/60";
+}
+
+pub fn before() -> Option<Before> {
+    let build = std::path::PathBuf::from(std::env::var_os("QR_BEFORE_BUNDLE")?);
+    let label = std::env::var("QR_BEFORE_LABEL").unwrap_or_else(|_| build.display().to_string());
+    Some(Before { label, build })
+}
+
+/// CPU time (ms) used by the stack's processes: every `workerd` of the
+/// Worker's process group (the Worker, its objects and the local KV) and
+/// the primary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub workerd: u64,
+    pub primary: u64,
+}
+
+impl Cpu {
+    /// So far, for the process groups led by `wrangler dev` and the
+    /// primary (`TestApp::pids`).
+    pub fn now((worker, primary): (Option<u32>, Option<u32>)) -> Cpu {
+        Cpu {
+            workerd: worker.map_or(0, |pid| group_cpu_ms(pid, "workerd")),
+            primary: primary.map_or(0, |pid| group_cpu_ms(pid, "qr-primary")),
+        }
+    }
+
+    pub fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            workerd: self.workerd.saturating_sub(before.workerd),
+            primary: self.primary.saturating_sub(before.primary),
+        }
+    }
+}
+
 /// Today's date (UTC) as `YYYY-MM-DD`, for a section's heading.
 pub fn today() -> String {
     let secs = std::time::SystemTime::now()

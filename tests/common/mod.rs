@@ -182,6 +182,7 @@ pub struct Builder {
     cache_fresh_secs: u64,
     vars: Vec<(String, String)>,
     edit: Box<dyn FnOnce(String) -> String>,
+    bundle: Option<PathBuf>,
 }
 
 #[allow(dead_code)]
@@ -221,12 +222,29 @@ impl Builder {
         self
     }
 
+    /// Runs the Worker bundle of another build directory (a `build/` left
+    /// by `cargo xtask build-worker` at another commit, for a before/after
+    /// benchmark) instead of this checkout's.
+    pub fn bundle(mut self, build_dir: PathBuf) -> Builder {
+        self.bundle = Some(build_dir);
+        self
+    }
+
     pub async fn start(self) -> TestApp {
         TestApp::start_with(self).await
     }
 }
 
 impl TestApp {
+    /// The process ids of `wrangler dev` and of the primary (each leads its
+    /// process group), while they run.
+    pub fn pids(&self) -> (Option<u32>, Option<u32>) {
+        (
+            self.worker.as_ref().map(|w| w.child.id()),
+            self.primary.as_ref().map(|p| p.proc.child.id()),
+        )
+    }
+
     /// The stack as most tests want it: [`TestApp::builder`] as it comes.
     pub async fn start() -> TestApp {
         Self::builder().start().await
@@ -238,6 +256,7 @@ impl TestApp {
             cache_fresh_secs: CACHE_FRESH_SECS,
             vars: Vec::new(),
             edit: Box::new(|toml| toml),
+            bundle: None,
         }
     }
 
@@ -247,11 +266,12 @@ impl TestApp {
             cache_fresh_secs,
             vars,
             edit,
+            bundle,
         } = builder;
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let vars = &vars[..];
         let dir = tempfile::tempdir().expect("temp dir");
-        let shim = copy_bundle(dir.path());
+        let shim = copy_bundle(dir.path(), bundle);
         let db = dir.path().join("primary.db");
         let primary = start_primary(&db, 0);
         let bin = primary_bin();
@@ -800,9 +820,10 @@ pub fn session_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
 /// into `dir` (holding xtask's build lock shared, so no build from this
 /// checkout is half way through), and returns the copy's `shim.mjs`: a
 /// build started while the tests run cannot change what they run.
-fn copy_bundle(dir: &Path) -> PathBuf {
-    // The bundle benchmark runs other builds (QR_BUNDLE_DIR: a build/ dir).
-    let chosen = std::env::var_os("QR_BUNDLE_DIR").map(PathBuf::from);
+fn copy_bundle(dir: &Path, chosen: Option<PathBuf>) -> PathBuf {
+    // Benchmarks run other builds (Builder::bundle, or for the bundle
+    // benchmark QR_BUNDLE_DIR: a build/ dir).
+    let chosen = chosen.or_else(|| std::env::var_os("QR_BUNDLE_DIR").map(PathBuf::from));
     let build = chosen.clone().unwrap_or_else(|| root().join("build"));
     let shim = build.join("worker/shim.mjs");
     assert!(

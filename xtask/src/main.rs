@@ -84,6 +84,16 @@ enum Task {
         /// are printed but not written to BENCHMARKS.md.
         #[arg(long)]
         quick: bool,
+        /// A commit to compare with: its Worker is built by its own
+        /// `cargo xtask build-worker` in a worktree under target/before/,
+        /// and the hot-issue and load benchmarks run it beside this
+        /// checkout's in the same run (before/after tables).
+        #[arg(long, value_name = "COMMIT")]
+        before: Option<String>,
+        /// Only these benchmarks (their file names in benches/, comma
+        /// separated: `--only hot_issue,load`).
+        #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -123,7 +133,11 @@ fn main() -> ExitCode {
         Task::Test { fast: true } => test_fast(),
         Task::Test { fast: false } => test(),
         Task::BrowserTest => browser::run_browser_tests(),
-        Task::Bench { quick } => bench(quick),
+        Task::Bench {
+            quick,
+            before,
+            only,
+        } => bench(quick, before.as_deref(), &only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -886,10 +900,56 @@ fn test() -> Result {
         .args(["--test", "tests/node/"])
         .env("QR_PRIMARY_BIN", primary_bin(false)))?;
     browser::run_browser_tests()?;
-    bench(true)
+    bench(true, None, &[])
 }
 
-fn bench(quick: bool) -> Result {
+/// Builds the Worker of `commit` with that commit's own xtask, in a git
+/// worktree of its own (target/before/COMMIT, with its own target dir and
+/// node_modules), and returns its label and the `build/` directory it left.
+fn build_before(commit: &str) -> Result<(String, PathBuf)> {
+    let out = cmd("git")
+        .args(["rev-parse", "--short", &format!("{commit}^{{commit}}")])
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{commit:?} is not a commit of this repository: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let label = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let tree = root().join("target/before").join(&label);
+    if !tree.join("Cargo.toml").exists() {
+        step(&format!("checking out {label} in {}", tree.display()));
+        run(cmd("git")
+            .args(["worktree", "add", "--force", "--detach"])
+            .arg(&tree)
+            .arg(&label))?;
+    }
+    // Older commits build the benchmark switches in always; newer ones
+    // only with --bench.
+    let source = std::fs::read_to_string(tree.join("xtask/src/main.rs"))
+        .map_err(|e| format!("{}: {e}", tree.display()))?;
+    let mut c = cmd("cargo");
+    c.args(["xtask", "build-worker"]).current_dir(&tree);
+    if source.contains("Bundle::Development") {
+        c.arg("--bench");
+    }
+    step(&format!(
+        "building the Worker of {label} with its own xtask (a cold build takes minutes)"
+    ));
+    run(&mut c)?;
+    let build = tree.join("build");
+    if !build.join("worker/shim.mjs").exists() {
+        return Err(format!(
+            "the build of {label} left no {}",
+            build.join("worker/shim.mjs").display()
+        ));
+    }
+    Ok((label, build))
+}
+
+fn bench(quick: bool, before: Option<&str>, only: &[String]) -> Result {
     // (package, bench, what)
     let benches = [
         ("qr-primary", "protocol", "primary protocol overhead"),
@@ -931,11 +991,24 @@ fn bench(quick: bool) -> Result {
             "the Worker bundle: size and cold start (QR_BUNDLES to compare builds)",
         ),
     ];
+    if let Some(unknown) = only
+        .iter()
+        .find(|o| !benches.iter().any(|(_, b, _)| b == o))
+    {
+        return Err(format!(
+            "no benchmark is called {unknown:?}; they are: {}",
+            benches.map(|(_, b, _)| b).join(", ")
+        ));
+    }
+    let benches = benches
+        .into_iter()
+        .filter(|(_, b, _)| only.is_empty() || only.iter().any(|o| o == b));
     if !quick {
         // The Worker benchmarks run the Worker bundle and the primary binary.
         build_primary(false)?;
         build_worker()?;
     }
+    let before = before.map(build_before).transpose()?;
     for (package, bench, what) in benches {
         step(&format!(
             "benchmark: {what}{}",
@@ -943,6 +1016,10 @@ fn bench(quick: bool) -> Result {
         ));
         let mut c = cmd("cargo");
         c.args(["bench", "-p", package, "--bench", bench, "--"]);
+        if let Some((label, build)) = &before {
+            c.env("QR_BEFORE_LABEL", label)
+                .env("QR_BEFORE_BUNDLE", build);
+        }
         if quick {
             c.arg("--quick");
         } else {
