@@ -11,7 +11,15 @@
 //! answered). Then the flush is awaited and each issue's `rioter_count` is
 //! compared with its `user_issues` rows. The primary counts the `UPDATE
 //! issues SET rioter_count ...` statements it runs (`GET /stats`).
-//! `--quick`: two 1 s steps.
+//! With `QR_BEFORE_BUNDLE` (`cargo xtask bench --before COMMIT`), the same
+//! climb runs first on that build's Worker, and a before/after table
+//! follows.
+//!
+//! Then *placement*: what a join costs from a far edge with the issue's
+//! object near the person, near the primary (the location hint) or far
+//! from both, the hops' distances modelled with `BENCH_HOP_DELAYS`, at a
+//! quiet and a busy rate, against the naive path from the same edge.
+//! `--quick`: two 1 s steps, one 1 s placement run each.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -26,6 +34,9 @@ use common::{int, TestApp, CLIENT_IP_HEADER};
 use qr_primary::client::text;
 
 const CLIENT_IPS: usize = 100;
+/// Each path's warm-up before its first step (not counted).
+const WARM_RATE: f64 = 25.0;
+const WARM_SECS: u64 = 2;
 
 async fn counter_updates(app: &TestApp) -> u64 {
     app.primary_stats().await["counter_updates"]
@@ -251,6 +262,19 @@ async fn climb(app: &TestApp, start_rate: f64, max_steps: usize, step: Duration)
             changed: 0,
         });
     }
+    // Each path's code and the stack warm up on an issue of their own
+    // first (not counted), so the first step is not the one that pays for
+    // compiling and starting.
+    for side in &sides {
+        let warm = app.fresh_issue(&format!("warm-up: {}", side.name)).await;
+        let path = side.path.replace(&side.issue, &warm);
+        eprintln!(
+            "{}: warming up, {WARM_RATE:.0} joins/s for {WARM_SECS} s ...",
+            side.name
+        );
+        run(app, &path, WARM_RATE, Duration::from_secs(WARM_SECS)).await;
+        settle(app, &warm).await;
+    }
     // The sides take turns at each rate, so a slower minute of this shared
     // machine falls on both.
     let mut rate: f64 = start_rate;
@@ -403,8 +427,8 @@ async fn main() {
          `wrangler dev` with the local primary (no added delay). Each path joins its own fresh issue open-loop, \
          stepped from {start_rate:.0} joins/s up by a quarter, {:.0} s a step, the two paths taking turns at each \
          rate; a path stops at its first step that does not hold (p95 < {P95_TARGET_MS:.0} ms, errors < 1%, at \
-         least 95% of the offered rate answered). Every join is by a new visitor (no cookie: a new user row and \
-         session), from {CLIENT_IPS} client IPs in turn; the load generator shares the machine's 2 cores with \
+         least 95% of the offered rate answered). Each path is first warmed up for {WARM_SECS} s at {WARM_RATE:.0} joins/s on an issue of its own (not \
+         counted). Every join is by a new visitor (no cookie: a new user row and session), from {CLIENT_IPS} client IPs in turn; the load generator shares the machine's 2 cores with \
          workerd and the primary. *Counter UPDATEs* are the `UPDATE issues SET rioter_count ...` statements the \
          primary ran for the path's steps and the wait for its flush (`GET /stats`, `counter_updates`). *Count \
          exact*: `issues.rioter_count` equals the issue's `user_issues` rows after the flush. A join the Worker \
@@ -436,6 +460,8 @@ async fn main() {
         },
     );
     support::publish("hot-issue", &body, args.write.as_deref());
+    let section = placement(args.quick).await;
+    support::publish("hot-issue-placement", &section, args.write.as_deref());
     if let Some((label, before)) = before {
         support::publish(
             "hot-issue-before-after",
@@ -443,6 +469,145 @@ async fn main() {
             args.write.as_deref(),
         );
     }
+}
+
+/// A long hop's modelled round trip in the placement runs: a far edge to
+/// the primary's region (Sydney to western Europe is about twice this, the
+/// US east coast to western Europe about half).
+const FAR_MS: u64 = 150;
+/// A hop within one region.
+const NEAR_MS: u64 = 2;
+
+/// One placement of the issue's object, as modelled hop delays.
+struct Placement {
+    name: &'static str,
+    /// Worker to object, object to primary, Worker to primary (ms).
+    hops: (u64, u64, u64),
+    /// The naive path runs on this placement's stack too.
+    with_naive: bool,
+}
+
+const PLACEMENTS: [Placement; 3] = [
+    Placement {
+        name: "the object where its first join came from: this far edge (no location hint)",
+        hops: (NEAR_MS, FAR_MS, FAR_MS),
+        with_naive: true,
+    },
+    Placement {
+        name: "the object near the primary (location hint)",
+        hops: (FAR_MS, NEAR_MS, FAR_MS),
+        with_naive: false,
+    },
+    Placement {
+        name: "the object on a third continent (first used from there, no hint)",
+        hops: (FAR_MS, FAR_MS, FAR_MS),
+        with_naive: false,
+    },
+];
+
+/// What a join costs from a far edge with the issue's object placed here
+/// or there: the hops' distances modelled with `BENCH_HOP_DELAYS`, new
+/// visitors joining one fresh issue per placement at a quiet and a busy
+/// rate, open loop.
+async fn placement(quick: bool) -> String {
+    let (rates, step): (&[f64], Duration) = if quick {
+        (&[10.0], Duration::from_secs(1))
+    } else {
+        (&[10.0, 50.0], Duration::from_secs(8))
+    };
+    let mut rows = String::new();
+    let mut p50_at = Vec::new();
+    for place in &PLACEMENTS {
+        let (wo, op, wp) = place.hops;
+        let delays = format!("worker-object={wo},object-primary={op},worker-primary={wp}");
+        eprintln!("placement: {} ({delays}) ...", place.name);
+        let app = TestApp::builder()
+            .cache_fresh_secs(30)
+            .var("BENCH_HOP_DELAYS", &delays)
+            .start()
+            .await;
+        let mut paths = vec![(place.name, "")];
+        if place.with_naive {
+            paths.push((
+                "naive UPDATE per join (no object)",
+                "/__bench/counter-update",
+            ));
+        }
+        for (name, prefix) in paths {
+            for &rate in rates {
+                let issue = app.fresh_issue(&format!("placement: {name} {rate}")).await;
+                let path = format!("{prefix}/api/issues/{issue}/join");
+                eprintln!(
+                    "  {name}: {rate:.0} joins/s for {:.0} s ...",
+                    step.as_secs_f64()
+                );
+                let run = run(&app, &path, rate, step).await;
+                settle(&app, &issue).await;
+                let hops = if prefix.is_empty() {
+                    format!("{wo} / {op} ms")
+                } else {
+                    format!("- / - ({wp} ms)")
+                };
+                let counter = if prefix.is_empty() {
+                    format!(
+                        "{} / {} ms | {}",
+                        run.median(|s| s.queued_ms),
+                        run.median(|s| s.commit_ms),
+                        run.median(|s| s.group)
+                    )
+                } else {
+                    "- | -".to_owned()
+                };
+                let p50 = support::pct_ms(&run.latencies, 0.5);
+                rows += &format!(
+                    "| {name} | {hops} | {rate:.0}/s | {} | {p50:.0} ms | {:.0} ms | {:.0} ms | {} ms | {counter} |\n",
+                    run.errors,
+                    support::pct_ms(&run.latencies, 0.95),
+                    support::pct_ms(&run.latencies, 0.99),
+                    run.median(|s| s.do_ms),
+                );
+                p50_at.push((name, rate, p50));
+            }
+        }
+        drop(app);
+    }
+    let p50 = |name: &str, rate: f64| {
+        p50_at
+            .iter()
+            .find(|(n, r, _)| *n == name && *r == rate)
+            .map(|(_, _, p)| *p)
+    };
+    let busy = *rates.last().unwrap_or(&10.0);
+    let mut summary = String::new();
+    if let (Some(hint), Some(edge), Some(third), Some(naive)) = (
+        p50(PLACEMENTS[1].name, busy),
+        p50(PLACEMENTS[0].name, busy),
+        p50(PLACEMENTS[2].name, busy),
+        p50("naive UPDATE per join (no object)", busy),
+    ) {
+        summary = format!(
+            "At {busy:.0} joins/s, join p50: the object near the primary **{hint:.0} ms**; where its first join came \
+             from {edge:.0} ms ({:.2}x); on a third continent {third:.0} ms ({:.2}x); the naive path {naive:.0} ms \
+             ({:.2}x).\n",
+            edge / hint.max(1e-9),
+            third / hint.max(1e-9),
+            naive / hint.max(1e-9),
+        );
+    }
+    format!(
+        "## Hot issue: where the object lives, from a far edge\n\n\
+         The hops of a join given modelled distances (`BENCH_HOP_DELAYS`, development builds only: each request on \
+         a hop waits that long before it is sent): the Worker is at a far edge, the primary {FAR_MS} ms away, and \
+         the issue's IssueCounter object is near the Worker (where an object is created when its first request came \
+         from there), near the primary (`PRIMARY_LOCATION`, the location hint), or far from both; a hop within one \
+         region is {NEAR_MS} ms. New visitors join a fresh issue open loop at each rate for {:.0} s. The RateLimiter \
+         (near the client in production) gets no delay. *Objects p50*: the Worker's wait for its objects, the \
+         modelled hop included; *in the counter*: queued / the group's transaction, and the group's size. \
+         Command: `cargo xtask bench`.\n\n\
+         | path | hops: Worker→object / object→primary | offered | errors | join p50 | p95 | p99 | objects p50 | in the counter p50: queued / commit | group p50 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}\n{summary}",
+        step.as_secs_f64()
+    )
 }
 
 /// The two builds' sides, side by side: each path's highest sustained rate

@@ -14,6 +14,10 @@
 //!   object, with the seed's `UPDATE issues SET rioter_count =
 //!   rioter_count + 1` in its transaction.
 //! - `no-limit`: the request pays no rate limit.
+//!
+//! And one setting, `BENCH_HOP_DELAYS` ([`HopDelays`]): a modelled network
+//! distance on each hop of a join, so one machine can stand for a far edge,
+//! an IssueCounter placed here or there, and the primary's region.
 
 pub mod client_pattern;
 pub mod constant;
@@ -110,6 +114,60 @@ pub fn split(path: &str) -> Split<'_> {
     Split::Switch(mode, inner)
 }
 
+/// Round trips added to the hops a request travels (`BENCH_HOP_DELAYS`,
+/// e.g. `worker-object=150,object-primary=0,worker-primary=150`; hops not
+/// named add nothing): each request on a hop waits that long before it is
+/// sent, standing for the distance between the two places. The Worker is
+/// where the person is; the IssueCounter object wherever it was created;
+/// the primary in its region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HopDelays {
+    /// The Worker's requests to an issue's IssueCounter.
+    pub worker_object_ms: u64,
+    /// The IssueCounter's requests to the primary.
+    pub object_primary_ms: u64,
+    /// The Worker's own requests to the primary.
+    pub worker_primary_ms: u64,
+}
+
+/// The hops [`HopDelays::parse`] knows.
+const HOPS: &str = "worker-object, object-primary, worker-primary";
+
+impl HopDelays {
+    /// The most a hop may be given: a round trip around the world and more.
+    const MAX_MS: u64 = 2_000;
+
+    pub fn parse(text: &str) -> Result<HopDelays, String> {
+        let mut delays = HopDelays::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (hop, ms) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not HOP=MS"))?;
+            let ms: u64 = ms
+                .trim()
+                .parse()
+                .ok()
+                .filter(|ms| *ms <= Self::MAX_MS)
+                .ok_or_else(|| format!("{part:?}: the delay must be 0 to {} ms", Self::MAX_MS))?;
+            let slot = match hop.trim() {
+                "worker-object" => &mut delays.worker_object_ms,
+                "object-primary" => &mut delays.object_primary_ms,
+                "worker-primary" => &mut delays.worker_primary_ms,
+                other => return Err(format!("unknown hop {other:?} (known: {HOPS})")),
+            };
+            *slot = ms;
+        }
+        Ok(delays)
+    }
+}
+
+/// Waits out a hop's modelled round trip.
+pub async fn hop(ms: u64) {
+    if ms > 0 {
+        worker::Delay::from(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 /// Whether benchmark routes exist in this environment.
 pub fn allowed(environment: &str) -> bool {
     environment == "development"
@@ -118,6 +176,34 @@ pub fn allowed(environment: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_delays_name_their_hops() {
+        assert_eq!(
+            HopDelays::parse("worker-object=150, object-primary=0,worker-primary=150"),
+            Ok(HopDelays {
+                worker_object_ms: 150,
+                object_primary_ms: 0,
+                worker_primary_ms: 150,
+            })
+        );
+        assert_eq!(HopDelays::parse(""), Ok(HopDelays::default()));
+        assert_eq!(
+            HopDelays::parse("object-primary=80"),
+            Ok(HopDelays {
+                object_primary_ms: 80,
+                ..HopDelays::default()
+            })
+        );
+        for bad in [
+            "worker-object",
+            "browser-worker=10",
+            "worker-object=-1",
+            "worker-object=5000",
+        ] {
+            assert!(HopDelays::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn switches_wrap_api_paths_only() {

@@ -55,6 +55,10 @@ pub struct Config {
     /// (`PRIMARY_LOCATION`, e.g. `weur`): the objects that talk to the
     /// primary are created near it ([`crate::objects::client`]).
     pub primary_location: Option<String>,
+    /// Modelled distances between the Worker, the objects and the primary
+    /// (`BENCH_HOP_DELAYS`; benchmark builds, development only).
+    #[cfg(feature = "bench")]
+    pub hop_delays: crate::bench::HopDelays,
 }
 
 /// The location hints Durable Objects take (Cloudflare's list).
@@ -106,12 +110,15 @@ impl Config {
     /// A client of the primary as configured; `request_id` goes along with
     /// every call.
     pub fn db(&self, request_id: &str) -> Db {
-        Db::new(
+        let db = Db::new(
             &self.libsql_url,
             self.libsql_auth_token.as_deref(),
             self.db_timeout,
             request_id,
-        )
+        );
+        #[cfg(feature = "bench")]
+        let db = db.with_hop_delay(self.hop_delays.worker_primary_ms);
+        db
     }
 
     pub fn from_source(source: &impl Source) -> Result<Config, String> {
@@ -238,6 +245,14 @@ impl Config {
                 .collect(),
             max_body_bytes: number("MAX_BODY_BYTES", 64 * 1024, 10 * 1024 * 1024)? as usize,
             db_timeout: Duration::from_millis(number("DB_TIMEOUT_MS", 3_000, 60_000)?),
+            #[cfg(feature = "bench")]
+            hop_delays: match source.var("BENCH_HOP_DELAYS") {
+                Some(v) if crate::bench::allowed(&environment) => {
+                    crate::bench::HopDelays::parse(&v)
+                        .map_err(|e| format!("BENCH_HOP_DELAYS: {e}"))?
+                }
+                _ => crate::bench::HopDelays::default(),
+            },
             environment,
         })
     }

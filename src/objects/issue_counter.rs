@@ -414,7 +414,11 @@ impl IssueCounter {
 
     /// The primary; `request_id` goes along with every call.
     fn db(&self, request_id: &str) -> AppResult<Db> {
-        Ok(self.config()?.db(request_id))
+        let config = self.config()?;
+        let db = config.db(request_id);
+        #[cfg(feature = "bench")]
+        let db = db.with_hop_delay(config.hop_delays.object_primary_ms);
+        Ok(db)
     }
 
     fn config(&self) -> AppResult<Config> {
@@ -986,6 +990,12 @@ async fn call<T: Serialize, A: serde::de::DeserializeOwned>(
         err
     };
     let body = serde_json::to_string(body).map_err(AppError::internal)?;
+    #[cfg(feature = "bench")]
+    {
+        let ms = ctx.config.hop_delays.worker_object_ms;
+        crate::bench::hop(ms).await;
+        ctx.add_do_ms(ms);
+    }
     let reply = client::call(
         ctx,
         "ISSUE_COUNTER",

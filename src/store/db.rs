@@ -78,6 +78,10 @@ pub struct Db {
     base_url: String,
     #[cfg(feature = "bench")]
     token: Option<String>,
+    /// Benchmark builds only: a modelled round trip before each request
+    /// ([`crate::bench::HopDelays`]).
+    #[cfg(feature = "bench")]
+    hop_delay_ms: u64,
     auth: Option<String>,
     timeout: Duration,
     request_id: String,
@@ -286,6 +290,8 @@ impl Db {
             base_url: url.to_owned(),
             #[cfg(feature = "bench")]
             token: token.map(str::to_owned),
+            #[cfg(feature = "bench")]
+            hop_delay_ms: 0,
             auth: token.map(|t| format!("Bearer {t}")),
             timeout,
             request_id: request_id.to_owned(),
@@ -298,6 +304,14 @@ impl Db {
     #[cfg(feature = "bench")]
     pub fn with_baseline(mut self, baseline: Option<&'static dyn Baseline>) -> Db {
         self.baseline = baseline;
+        self
+    }
+
+    /// This client, waiting `ms` before each request (benchmark builds
+    /// only): the modelled distance to the primary.
+    #[cfg(feature = "bench")]
+    pub fn with_hop_delay(mut self, ms: u64) -> Db {
+        self.hop_delay_ms = ms;
         self
     }
 
@@ -381,6 +395,8 @@ impl Db {
 
         let started = worker::Date::now().as_millis();
         let work = Box::pin(async {
+            #[cfg(feature = "bench")]
+            crate::bench::hop(self.hop_delay_ms).await;
             let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
             let status = response.status_code();
             let text = response.text().await?;
