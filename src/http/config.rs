@@ -311,6 +311,27 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "bench")]
+    fn hop_delays_apply_in_development_only() {
+        let vars = HashMap::from([
+            ("LIBSQL_URL", "http://x"),
+            ("BENCH_HOP_DELAYS", "worker-object=150,object-primary=2"),
+        ]);
+        let c = Config::from_source(&Map(vars.clone(), HashMap::new())).expect("config");
+        assert_eq!(c.hop_delays.worker_object_ms, 150);
+        assert_eq!(c.hop_delays.object_primary_ms, 2);
+        assert_eq!(c.hop_delays.worker_primary_ms, 0);
+        let mut staging = vars;
+        staging.insert("ENVIRONMENT", "staging");
+        let secrets = HashMap::from([("SESSION_SECRET", "s".repeat(32).leak() as &str)]);
+        let c = Config::from_source(&Map(staging, secrets)).expect("config");
+        assert_eq!(c.hop_delays, crate::bench::HopDelays::default());
+        let vars = HashMap::from([("LIBSQL_URL", "http://x"), ("BENCH_HOP_DELAYS", "edge=5")]);
+        let e = Config::from_source(&Map(vars, HashMap::new())).unwrap_err();
+        assert!(e.contains("BENCH_HOP_DELAYS"), "{e}");
+    }
+
+    #[test]
     fn live_caps_are_configurable_within_the_platforms_limit() {
         let vars = HashMap::from([
             ("LIBSQL_URL", "http://x"),
