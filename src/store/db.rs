@@ -79,7 +79,7 @@ pub struct Db {
     #[cfg(feature = "bench")]
     token: Option<String>,
     /// Benchmark builds only: a modelled round trip before each request
-    /// ([`crate::bench::HopDelays`]).
+    /// (`BENCH_HOP_DELAYS`).
     #[cfg(feature = "bench")]
     hop_delay_ms: u64,
     auth: Option<String>,
@@ -396,7 +396,9 @@ impl Db {
         let started = worker::Date::now().as_millis();
         let work = Box::pin(async {
             #[cfg(feature = "bench")]
-            crate::bench::hop(self.hop_delay_ms).await;
+            if self.hop_delay_ms > 0 {
+                worker::Delay::from(Duration::from_millis(self.hop_delay_ms)).await;
+            }
             let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
             let status = response.status_code();
             let text = response.text().await?;
