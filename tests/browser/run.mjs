@@ -436,7 +436,9 @@ async function main() {
         () => text(p, '#membership-error'),
         (t) => /^Too many requests, try again in \d+ seconds?\.$/.test(t),
       );
-      check((await text(p, '#status')) === said, 'announced in the live region');
+      // The live region is cleared, then set on the next frame (so that a
+      // repeated message is announced again): wait for it.
+      await until('announced in the live region', () => text(p, '#status'), (t) => t === said);
       equal(await text(p, '#rioter-count'), '0', 'the count is unchanged');
       await screenshot(p, 'rate-limited');
       await flood.close();
