@@ -477,6 +477,8 @@ async fn main() {
 const FAR_MS: u64 = 150;
 /// A hop within one region.
 const NEAR_MS: u64 = 2;
+/// The naive path's row in the placement table.
+const NAIVE: &str = "naive UPDATE per join (no object)";
 
 /// One placement of the issue's object, as modelled hop delays.
 struct Placement {
@@ -528,10 +530,7 @@ async fn placement(quick: bool) -> String {
             .await;
         let mut paths = vec![(place.name, "")];
         if place.with_naive {
-            paths.push((
-                "naive UPDATE per join (no object)",
-                "/__bench/counter-update",
-            ));
+            paths.push((NAIVE, "/__bench/counter-update"));
         }
         for (name, prefix) in paths {
             for &rate in rates {
@@ -543,20 +542,18 @@ async fn placement(quick: bool) -> String {
                 );
                 let run = run(&app, &path, rate, step).await;
                 settle(&app, &issue).await;
-                let hops = if prefix.is_empty() {
-                    format!("{wo} / {op} ms")
-                } else {
-                    format!("- / - ({wp} ms)")
-                };
-                let counter = if prefix.is_empty() {
-                    format!(
-                        "{} / {} ms | {}",
-                        run.median(|s| s.queued_ms),
-                        run.median(|s| s.commit_ms),
-                        run.median(|s| s.group)
+                let (hops, counter) = if prefix.is_empty() {
+                    (
+                        format!("{wo} / {op} ms"),
+                        format!(
+                            "{} / {} ms | {}",
+                            run.median(|s| s.queued_ms),
+                            run.median(|s| s.commit_ms),
+                            run.median(|s| s.group)
+                        ),
                     )
                 } else {
-                    "- | -".to_owned()
+                    (format!("- / - ({wp} ms)"), "- | -".to_owned())
                 };
                 let p50 = support::pct_ms(&run.latencies, 0.5);
                 rows += &format!(
@@ -583,7 +580,7 @@ async fn placement(quick: bool) -> String {
         p50(PLACEMENTS[1].name, busy),
         p50(PLACEMENTS[0].name, busy),
         p50(PLACEMENTS[2].name, busy),
-        p50("naive UPDATE per join (no object)", busy),
+        p50(NAIVE, busy),
     ) {
         summary = format!(
             "At {busy:.0} joins/s, join p50: the object near the primary **{hint:.0} ms**; where its first join came \

@@ -87,12 +87,8 @@ struct Sample {
 struct Answer {
     /// HTTP status; 0 when no answer came (connection error, timeout).
     status: u16,
-    /// `X-Cache: HIT`.
-    hit: bool,
-    /// `X-Cache: STALE`.
-    stale: bool,
-    /// `X-Cache: MISS`.
-    miss: bool,
+    /// `X-Cache`, on a cached read.
+    x_cache: Option<XCache>,
     /// Where a cached read's entry came from (`Server-Timing:
     /// cache;desc=memory|kv|primary`).
     from: Option<From>,
@@ -102,6 +98,25 @@ struct Answer {
     dobj: Option<u32>,
     db: Option<u32>,
     total: Option<u32>,
+}
+
+/// A cached read's `X-Cache`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum XCache {
+    Hit,
+    Stale,
+    Miss,
+}
+
+impl XCache {
+    fn of(value: &[u8]) -> Option<XCache> {
+        match value {
+            b"HIT" => Some(XCache::Hit),
+            b"STALE" => Some(XCache::Stale),
+            b"MISS" => Some(XCache::Miss),
+            _ => None,
+        }
+    }
 }
 
 /// Where a cached read's entry came from.
@@ -160,9 +175,7 @@ async fn send(http: &reqwest::Client, base: &str, req: Req) -> (Answer, Option<S
                 .unwrap_or_default();
             let answer = Answer {
                 status: r.status().as_u16(),
-                hit: h.get("x-cache").is_some_and(|v| v == "HIT"),
-                stale: h.get("x-cache").is_some_and(|v| v == "STALE"),
-                miss: h.get("x-cache").is_some_and(|v| v == "MISS"),
+                x_cache: h.get("x-cache").and_then(|v| XCache::of(v.as_bytes())),
                 from: From::of(st),
                 kv: timing(st, "kv"),
                 dobj: timing(st, "do"),
@@ -258,7 +271,10 @@ fn time_table(groups: Vec<(String, Vec<&Sample>)>) -> String {
         t += &format!(
             "| {name} | {} | {:.0}% | {latency:.1} ms | {total:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |\n",
             answered.len(),
-            100.0 * answered.iter().filter(|s| s.answer.hit).count() as f64 / n,
+            100.0 * answered
+                .iter()
+                .filter(|s| s.answer.x_cache == Some(XCache::Hit))
+                .count() as f64 / n,
             mean(&|s| ms(s.answer.db)),
             mean(&|s| ms(s.answer.dobj)),
             mean(&|s| ms(s.answer.kv)),
@@ -368,6 +384,19 @@ struct Data {
     terms: Zipf,
 }
 
+/// Anonymous reads of the mix, drawn from `seed`, from `clients` client
+/// IPs `{subnet}.N` in turn: request `n` of an open loop.
+fn reads_from(
+    data: &Arc<Data>,
+    seed: u64,
+    subnet: &'static str,
+    clients: usize,
+) -> impl FnMut(usize) -> Req {
+    let mut rng = Rng::new(seed);
+    let data = data.clone();
+    move |n| data.read(&mut rng, format!("{subnet}.{}", n % clients), None)
+}
+
 impl Data {
     /// A read: an issue's detail or a search, both Zipf(1.0).
     fn read(&self, rng: &mut Rng, ip: String, cookie: Option<String>) -> Req {
@@ -449,12 +478,13 @@ impl CacheMix {
     fn of(samples: &[Sample]) -> CacheMix {
         let mut m = CacheMix::default();
         for a in samples.iter().map(|s| s.answer).filter(|a| a.status == 200) {
-            m.hit += usize::from(a.hit);
-            m.stale += usize::from(a.stale);
-            m.miss += usize::from(a.miss);
-            if (a.hit || a.stale || a.miss) && a.kv.is_some() {
-                m.read_kv += 1;
+            match a.x_cache {
+                Some(XCache::Hit) => m.hit += 1,
+                Some(XCache::Stale) => m.stale += 1,
+                Some(XCache::Miss) => m.miss += 1,
+                None => continue,
             }
+            m.read_kv += usize::from(a.kv.is_some());
             match a.from {
                 Some(From::Memory) => m.memory += 1,
                 Some(From::Kv) => m.kv += 1,
@@ -596,14 +626,12 @@ async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> (String, ReadFigur
         "reads: Zipf mix at {READ_RATE:.0}/s for {} s (cold cache) ...",
         s.read_secs
     );
-    let mut rng = Rng::new(9);
-    let d = data.clone();
     let (mix, mix_secs) = open_loop(
         app,
         "reads",
         READ_RATE,
         Duration::from_secs(s.read_secs),
-        |n| d.read(&mut rng, format!("10.0.1.{}", n % 100), None),
+        reads_from(data, 9, "10.0.1", 100),
     )
     .await;
     let all = Stats::of(&mix, mix_secs);
@@ -624,23 +652,24 @@ async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> (String, ReadFigur
         "reads: warming the cache again, {STEP_START:.0}/s for {} s (not counted) ...",
         s.warm_secs
     );
-    let mut rng = Rng::new(11);
-    let d = data.clone();
     open_loop(
         app,
         "warm-up",
         STEP_START,
         Duration::from_secs(s.warm_secs),
-        |n| d.read(&mut rng, format!("10.0.4.{}", n % 100), None),
+        reads_from(data, 11, "10.0.4", 100),
     )
     .await;
     settle(app).await;
     eprintln!("reads: the highest rate with p95 < {P95_TARGET_MS} ms, Zipf mix ...");
-    let mut rng = Rng::new(10);
-    let d = data.clone();
-    let mix_steps = highest_rate(app, "reads", STEP_START, s.steps, s.step_secs, |n| {
-        d.read(&mut rng, format!("10.0.3.{}", n % 100), None)
-    })
+    let mix_steps = highest_rate(
+        app,
+        "reads",
+        STEP_START,
+        s.steps,
+        s.step_secs,
+        reads_from(data, 10, "10.0.3", 100),
+    )
     .await;
 
     let mut t = format!(
@@ -1055,11 +1084,13 @@ async fn abuse(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
         "abuse: {BROWSERS} browsers alone for {} s ...",
         s.abuse_secs
     );
-    let mut rng = Rng::new(20);
-    let d = data.clone();
-    let (alone_samples, alone_secs) = open_loop(app, "browsers alone", rate, dur, |n| {
-        d.read(&mut rng, format!("10.2.0.{}", n % BROWSERS), None)
-    })
+    let (alone_samples, alone_secs) = open_loop(
+        app,
+        "browsers alone",
+        rate,
+        dur,
+        reads_from(data, 20, "10.2.0", BROWSERS),
+    )
     .await;
     let alone = Stats::of(&alone_samples, alone_secs);
     settle(app).await;
@@ -1067,14 +1098,16 @@ async fn abuse(app: &TestApp, data: &Arc<Data>, s: &Scale) -> String {
         "abuse: {BROWSERS} browsers and one flooder for {} s ...",
         s.abuse_secs
     );
-    let mut rng = Rng::new(21);
-    let d = data.clone();
     let flood_started = Instant::now();
     let end = flood_started + dur;
     let (browsers, flooded) = tokio::join!(
-        open_loop(app, "browsers with the flooder", rate, dur, |n| {
-            d.read(&mut rng, format!("10.3.0.{}", n % BROWSERS), None)
-        }),
+        open_loop(
+            app,
+            "browsers with the flooder",
+            rate,
+            dur,
+            reads_from(data, 21, "10.3.0", BROWSERS),
+        ),
         flood(app, data, end),
     );
     let flood_secs = flood_started.elapsed().as_secs_f64();

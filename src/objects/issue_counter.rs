@@ -719,11 +719,6 @@ impl DurableObject for IssueCounter {
                 Stored::default()
             }
         };
-        // Never trusted at the start: a group in flight when the last
-        // instance stopped may have committed without being recorded (its
-        // state is not saved before a group goes out; see `apply_group`).
-        // The first group takes the count again in its transaction.
-        let trusted = false;
         let pending = Self::load_pending(&state).unwrap_or_else(|e| {
             tracing::error!(error = %e, "issue counter: cannot read its live state; pushing the current values");
             Pending {
@@ -736,7 +731,12 @@ impl DurableObject for IssueCounter {
             state,
             env,
             stored: RefCell::new(stored),
-            trusted: Cell::new(trusted),
+            // Never trusted at the start: a group in flight when the last
+            // instance stopped may have committed without being recorded
+            // (its state is not saved before a group goes out; see
+            // `apply_group`). The first group takes the count again in its
+            // transaction.
+            trusted: Cell::new(false),
             queue: RefCell::new(Vec::new()),
             sending: Cell::new(false),
             alarm_due: Cell::new(false),
