@@ -33,7 +33,7 @@ use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledE
 pub use domain::search;
 pub use http::router::ROUTES;
 pub use jobs::SCHEDULE;
-pub use objects::{IssueCounter, Outbox, RateLimiter};
+pub use objects::{InvalidationLog, IssueCounter, Outbox, RateLimiter};
 
 #[event(start)]
 fn start() {

@@ -8,13 +8,14 @@ use common::{int, run_cases, Case, TestApp};
 use qr_primary::client::text;
 use reqwest::Method;
 
-const SWITCHES: [(&str, &str); 6] = [
+const SWITCHES: [(&str, &str); 7] = [
     ("GET", "/__bench/constant"),
     ("GET", "/__bench/per-statement/api/issues"),
     ("GET", "/__bench/libsql-client/api/issues"),
     ("GET", "/__bench/no-limit/api/issues"),
     ("POST", "/__bench/counter-update/api/issues/{id}/join"),
     ("POST", "/__bench/per-statement/api/issues/{id}/join"),
+    ("POST", "/__bench/elsewhere/api/admin/cache/invalidate"),
 ];
 
 async fn some_issue(app: &TestApp) -> String {

@@ -163,7 +163,7 @@ fn pinned_settings_and_durable_object_migrations() {
             );
         }
     }
-    for class in ["RateLimiter", "IssueCounter", "Outbox"] {
+    for class in ["RateLimiter", "IssueCounter", "Outbox", "InvalidationLog"] {
         assert!(migrated.contains(class), "{class} needs a migration");
     }
 }

@@ -695,3 +695,98 @@ async fn the_read_path() {
     ])
     .await;
 }
+
+/// One read of `path`: its `X-Cache`, `Server-Timing` and body.
+async fn read_once(app: &TestApp, path: &str) -> (String, String, Value) {
+    let r = app.get(path).send().await.expect("read");
+    assert_eq!(r.status(), StatusCode::OK);
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (cache, timing) = (header("x-cache"), header("server-timing"));
+    (cache, timing, r.json().await.expect("json"))
+}
+
+async fn admin_invalidate(app: &TestApp, prefix: &str, tags: Value) {
+    let r = app
+        .request(
+            Method::POST,
+            &format!("{prefix}/api/admin/cache/invalidate"),
+        )
+        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .json(&json!({ "tags": tags }))
+        .send()
+        .await
+        .expect("invalidate");
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// An isolate keeps the generations of the tags it has seen current from
+/// the log of recent invalidations: a read answered from memory reads no
+/// KV however long ago its tag was first read (each tag's own key was
+/// read again every 5 s before), and an invalidation made by another
+/// isolate (the `elsewhere` switch: not noted in this one) reaches it
+/// through the log, not through the tag's own key.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_of_invalidations_keeps_isolates_current() {
+    // Entries stay fresh through the test: only an invalidation moves them.
+    let app = TestApp::builder().cache_fresh_secs(60).start().await;
+    let ids = issue_ids(&app).await;
+    let (id, other) = (&ids[3], &ids[4]);
+    // A first invalidation starts the log.
+    admin_invalidate(&app, "", json!([format!("issue:{other}")])).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let path = format!("/api/issues/{id}");
+    let (cache, _, first) = read_once(&app, &path).await;
+    assert_eq!(cache, "MISS");
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(8) {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let (cache, timing, _) = read_once(&app, &path).await;
+        assert_eq!(cache, "HIT", "{timing}");
+        assert!(
+            timing.starts_with("cache;desc=memory, ") && !timing.contains("kv;"),
+            "{:?} after the first read, a hit from memory read KV: {timing}",
+            started.elapsed()
+        );
+    }
+
+    app.sql(
+        "UPDATE issues SET name = 'Renamed by another isolate' WHERE id = ?",
+        vec![text(id.as_str())],
+    )
+    .await;
+    admin_invalidate(&app, "/__bench/elsewhere", json!([format!("issue:{id}")])).await;
+    let changed = std::time::Instant::now();
+    let renamed = common::eventually(
+        "the other isolate's invalidation",
+        std::time::Duration::from_secs(8),
+        || async {
+            let (cache, timing, body) = read_once(&app, &path).await;
+            if body["name"] == "Renamed by another isolate" {
+                return Ok((cache, timing));
+            }
+            // Until the log brings it, the old entry from memory, and no
+            // read of the tag's own key.
+            assert_eq!(body["name"], first["name"]);
+            assert!(
+                cache == "HIT"
+                    && timing.starts_with("cache;desc=memory, ")
+                    && !timing.contains("kv;"),
+                "{cache} {timing}"
+            );
+            Err(format!("{cache}: still the old name"))
+        },
+    )
+    .await;
+    assert_eq!(renamed.0, "MISS", "{}", renamed.1);
+    eprintln!(
+        "another isolate's invalidation arrived after {:?}",
+        changed.elapsed()
+    );
+}

@@ -14,6 +14,10 @@
 //!   object, with the seed's `UPDATE issues SET rioter_count =
 //!   rioter_count + 1` in its transaction.
 //! - `no-limit`: the request pays no rate limit.
+//! - `elsewhere`: the request's cache invalidations are not noted in this
+//!   isolate, as another isolate's would not be; they reach it through the
+//!   log of invalidations like any other isolate's (the tests of that way
+//!   run on one isolate).
 //!
 //! And one setting, `BENCH_HOP_DELAYS` ([`HopDelays`]): a modelled network
 //! distance on each hop of a join, so one machine can stand for a far edge,
@@ -37,6 +41,7 @@ pub enum Mode {
     LibsqlClient,
     CounterUpdate,
     NoLimit,
+    Elsewhere,
 }
 
 impl Mode {
@@ -45,7 +50,7 @@ impl Mode {
         match self {
             Mode::PerStatement => Some(&ClientPattern { via_client: false }),
             Mode::LibsqlClient => Some(&ClientPattern { via_client: true }),
-            Mode::Normal | Mode::CounterUpdate | Mode::NoLimit => None,
+            Mode::Normal | Mode::CounterUpdate | Mode::NoLimit | Mode::Elsewhere => None,
         }
     }
 }
@@ -109,6 +114,7 @@ pub fn split(path: &str) -> Split<'_> {
         "libsql-client" => Mode::LibsqlClient,
         "counter-update" => Mode::CounterUpdate,
         "no-limit" => Mode::NoLimit,
+        "elsewhere" => Mode::Elsewhere,
         _ => return Split::Unknown,
     };
     Split::Switch(mode, inner)
@@ -223,6 +229,10 @@ mod tests {
         assert_eq!(
             split("/__bench/no-limit/api/issues"),
             Split::Switch(Mode::NoLimit, "/api/issues")
+        );
+        assert_eq!(
+            split("/__bench/elsewhere/api/admin/cache/invalidate"),
+            Split::Switch(Mode::Elsewhere, "/api/admin/cache/invalidate")
         );
         assert_eq!(
             split("/__bench/libsql-client/api/issues"),

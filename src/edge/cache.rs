@@ -19,14 +19,21 @@
 //! second per tag and isolate, as KV allows about one write per second per
 //! key).
 //!
+//! **Knowing the generations.** An isolate learns a tag's generation once
+//! (a KV read of `gen:<tag>`) and then keeps it current from the log of
+//! recent invalidations, one KV key it reads every few seconds
+//! ([`crate::edge::generations`]); the one `InvalidationLog` object writes
+//! it. So a read answered from memory reads no KV at all, however long the
+//! tail of tags it is one of.
+//!
 //! **Staleness bound.** The isolate that handles a write sees it at once.
-//! Other isolates read a tag's generation at most [`GENERATION_SECS`] (5 s)
-//! after they last did, and KV shows a new value in the same location at
-//! once and in other locations within its propagation time (up to about
-//! 60 s). So after a write, everyone sees it within the fresh TTL plus those
-//! bounds (about 30 + 5 + 60 s at worst, a few seconds in the writer's
-//! location), and nobody ever sees data older than the fresh TTL except
-//! while the primary is unavailable.
+//! The log publishes a recorded invalidation within a second; other
+//! isolates read the log at most [`TRUST_MS`](crate::edge::generations::TRUST_MS) (5 s) after they last did,
+//! and KV shows a new value in the same location at once and in other
+//! locations within its propagation time (up to about 60 s). So after a
+//! write, everyone sees it within those bounds (about 1 + 5 + 60 s at
+//! worst, a few seconds in the writer's location); if the log cannot be
+//! reached, within the fresh TTL, when the entries they hold go stale.
 //!
 //! **Hot path.** A hit in the isolate's memory costs no KV read and no
 //! Durable Object call; concurrent misses of one key in one isolate share
@@ -41,21 +48,21 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::cursor::CursorCodec;
 use crate::domain::time::now_ms;
+use crate::edge::generations::{Generations, Log, LogDue, LOG_KEY};
 use crate::edge::reads::Read;
 use crate::http::config::Config;
 use crate::http::context::Ctx;
 use crate::http::error::{AppError, AppResult, Code};
+use crate::objects::invalidation_log;
 
-/// How long an isolate trusts the generation it read for a tag.
-pub const GENERATION_SECS: u64 = 5;
 /// What an isolate's memory of entries may hold, counted by [`cost`]: keys,
 /// bodies and ETags with their bookkeeping (an isolate has 128 MB in all).
 /// Sized in bytes, not entries: a detail is about a kilobyte and a list page
 /// ten, so a count would either waste memory or drop popular entries.
 pub const MEMORY_BYTES: usize = 24 * 1024 * 1024;
-/// Tags whose generation an isolate remembers before it forgets the ones it
-/// no longer trusts anyway (older than [`GENERATION_SECS`]).
-const GENERATIONS_KEPT: usize = 4096;
+/// Tags whose last invalidation by this isolate it remembers before it
+/// forgets those past the one-write-a-second window.
+const INVALIDATIONS_KEPT: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -204,8 +211,7 @@ impl Memory {
 
 struct Isolate {
     entries: Memory,
-    /// tag -> (generation, read at ms)
-    generations: HashMap<String, (String, u64)>,
+    generations: Generations,
     /// tag -> ms of this isolate's last invalidation write
     invalidated_at: HashMap<String, u64>,
     /// Keys being loaded from the primary by some request of this isolate.
@@ -216,27 +222,9 @@ impl Default for Isolate {
     fn default() -> Isolate {
         Isolate {
             entries: Memory::new(MEMORY_BYTES),
-            generations: HashMap::new(),
+            generations: Generations::default(),
             invalidated_at: HashMap::new(),
             in_flight: HashSet::new(),
-        }
-    }
-}
-
-impl Isolate {
-    /// Notes a tag's generation read at `now`. Past [`GENERATIONS_KEPT`]
-    /// tags, forgets those no longer trusted (they would be read again) and
-    /// invalidation times past the one-write-a-second window (a new
-    /// generation is the clock's time, later than any forgotten one).
-    fn note_generation(&mut self, tag: &str, value: String, now: u64) {
-        self.generations.insert(tag.to_owned(), (value, now));
-        if self.generations.len() > GENERATIONS_KEPT {
-            self.generations
-                .retain(|_, (_, read_at)| now.saturating_sub(*read_at) < GENERATION_SECS * 1000);
-        }
-        if self.invalidated_at.len() > GENERATIONS_KEPT {
-            self.invalidated_at
-                .retain(|_, at| now.saturating_sub(*at) < 1000);
         }
     }
 }
@@ -254,14 +242,47 @@ fn remember(key: &str, entry: &Entry) {
     with_isolate(|iso| iso.entries.insert(key, entry.clone()));
 }
 
-/// A tag's current generation: from the isolate if read recently, else KV.
-async fn generation(ctx: &Ctx, tag: &str) -> String {
-    let now = now_ms();
-    let known = with_isolate(|iso| iso.generations.get(tag).cloned());
-    if let Some((value, read_at)) = known {
-        if now.saturating_sub(read_at) < GENERATION_SECS * 1000 {
-            return value;
+/// Reads the log of recent invalidations if it is due: before answering
+/// when the isolate has none it can trust, else behind the response.
+async fn follow_log(ctx: &Ctx) {
+    let due = with_isolate(|iso| iso.generations.log_due(now_ms()));
+    match due {
+        LogDue::No => {}
+        LogDue::Now => {
+            let started = now_ms();
+            read_log(ctx).await;
+            ctx.add_kv_ms(now_ms().saturating_sub(started));
         }
+        LogDue::Behind => {
+            let detached = ctx.detached();
+            ctx.wait_until(async move { read_log(&detached).await });
+        }
+    }
+}
+
+async fn read_log(ctx: &Ctx) {
+    let read = match ctx.kv() {
+        Ok(kv) => kv.get(LOG_KEY).text().await.map_err(|e| format!("{e:?}")),
+        Err(e) => Err(e.message),
+    };
+    match read {
+        Ok(Some(text)) => match serde_json::from_str::<Log>(&text) {
+            Ok(log) => with_isolate(|iso| iso.generations.apply(&log, now_ms())),
+            Err(e) => tracing::error!(error = %e, "the invalidation log is unreadable"),
+        },
+        // None yet (nothing was invalidated since the log began): ask for
+        // one; until then each tag's own key is read.
+        Ok(None) => invalidation_log::ask_to_publish(ctx).await,
+        Err(e) => tracing::warn!(error = %e, "cannot read the invalidation log"),
+    }
+    with_isolate(|iso| iso.generations.log_read());
+}
+
+/// A tag's current generation: known to the isolate, else read from KV.
+async fn generation(ctx: &Ctx, tag: &str) -> String {
+    let known = with_isolate(|iso| iso.generations.get(tag, now_ms()).map(str::to_owned));
+    if let Some(value) = known {
+        return value;
     }
     let value = match ctx.kv() {
         Ok(kv) => {
@@ -278,8 +299,13 @@ async fn generation(ctx: &Ctx, tag: &str) -> String {
         }
         Err(_) => "0".to_owned(),
     };
-    with_isolate(|iso| iso.note_generation(tag, value.clone(), now_ms()));
-    value
+    with_isolate(|iso| {
+        iso.generations.note(tag, value, now_ms());
+        iso.generations
+            .get(tag, now_ms())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    })
 }
 
 /// Makes every cached read under `tags` miss from now on (see the module
@@ -287,20 +313,32 @@ async fn generation(ctx: &Ctx, tag: &str) -> String {
 pub async fn invalidate(ctx: &Ctx, tags: &[String]) -> AppResult<()> {
     let kv = ctx.kv()?;
     let now = now_ms();
+    // Development only: as if another isolate made the write (the tests
+    // of the log's way to other isolates run on one isolate).
+    #[cfg(feature = "bench")]
+    let here = ctx.bench() != crate::bench::Mode::Elsewhere;
+    #[cfg(not(feature = "bench"))]
+    let here = true;
+    let mut recorded = HashMap::new();
     for tag in tags {
-        let recent = with_isolate(|iso| {
+        let (recent, value) = with_isolate(|iso| {
             let last = iso.invalidated_at.get(tag).copied().unwrap_or(0);
             // The new generation must differ from every earlier one.
             let value = now.max(last + 1);
-            iso.note_generation(tag, value.to_string(), now);
-            let recent = now.saturating_sub(last) < 1000;
-            iso.invalidated_at.insert(tag.clone(), value);
-            (recent, value)
+            if here {
+                iso.generations.note(tag, value.to_string(), now);
+                iso.invalidated_at.insert(tag.clone(), value);
+            }
+            if iso.invalidated_at.len() > INVALIDATIONS_KEPT {
+                iso.invalidated_at
+                    .retain(|_, at| now.saturating_sub(*at) < 1000);
+            }
+            (now.saturating_sub(last) < 1000, value)
         });
-        let (recent, value) = recent;
+        recorded.insert(tag.clone(), value.to_string());
         if recent {
-            // KV takes about one write per second per key; this isolate
-            // already moved on, others catch up within the bound.
+            // KV takes about one write per second per key; the log carries
+            // the newer generation to the other isolates.
             continue;
         }
         let started = now_ms();
@@ -313,6 +351,10 @@ pub async fn invalidate(ctx: &Ctx, tags: &[String]) -> AppResult<()> {
         if let Err(e) = put {
             tracing::warn!(tag, error = ?e, "cannot write a cache generation");
         }
+    }
+    if !recorded.is_empty() {
+        let detached = ctx.detached();
+        ctx.wait_until(async move { invalidation_log::record(&detached, recorded).await });
     }
     Ok(())
 }
@@ -465,6 +507,7 @@ fn entry_ttl(config: &Config) -> u64 {
 
 /// Answers a read from memory, KV or the primary, in that order.
 pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
+    follow_log(ctx).await;
     let mut generations = Vec::new();
     for tag in read.tags() {
         generations.push(generation(ctx, &tag).await);
@@ -608,17 +651,6 @@ mod tests {
         m.insert("huge", entry(1 << 19, 3));
         assert!(m.get("huge").is_none(), "over a quarter of the budget");
         assert_eq!(m.len(), 1);
-    }
-
-    #[test]
-    fn untrusted_generations_are_forgotten_past_the_limit() {
-        let mut iso = Isolate::default();
-        for i in 0..GENERATIONS_KEPT {
-            iso.note_generation(&format!("issue:{i}"), "1".into(), 0);
-        }
-        iso.note_generation("issue:recent", "2".into(), 10_000);
-        assert_eq!(iso.generations.len(), 1, "all but the trusted one went");
-        assert_eq!(iso.generations["issue:recent"], ("2".to_owned(), 10_000));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! away.
 
 pub mod cache;
+pub mod generations;
 pub mod identity;
 pub mod limits;
 pub mod live_counts;

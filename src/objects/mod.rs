@@ -1,22 +1,24 @@
 //! The Durable Object classes (SQLite-backed, see wrangler.toml).
 //!
 //! `RateLimiter` (one object per policy and subject), `IssueCounter` (one
-//! per issue; it also holds the issue's live sockets, [`live`]) and
-//! `Outbox` (one). Each saves its state in a versioned shape
-//! that later code still reads ([`shape`]). The Worker calls all three
-//! through one [`client`]. The Worker's `/health` proves the Durable Object
+//! per issue; it also holds the issue's live sockets, [`live`]), `Outbox`
+//! (one) and `InvalidationLog` (one). Each saves its state in a versioned
+//! shape or a table layout that later code still reads ([`shape`]). The
+//! Worker calls them all through one [`client`]. The Worker's `/health` proves the Durable Object
 //! round trip with a real rate-limiter take.
 
 use serde::de::DeserializeOwned;
 use worker::{Request, Response, Result};
 
 pub mod client;
+pub mod invalidation_log;
 pub mod issue_counter;
 pub mod live;
 pub mod outbox;
 pub mod rate_limiter;
 pub mod shape;
 
+pub use invalidation_log::InvalidationLog;
 pub use issue_counter::IssueCounter;
 pub use outbox::Outbox;
 pub use rate_limiter::RateLimiter;
