@@ -223,9 +223,25 @@ async fn main() {
     let (zipf_load, cold_set) = zipf_run(11).await;
     eprintln!("Zipf(1.0) again, on the warm cache ...");
     let (warm_load, warm_set) = zipf_run(12).await;
+    // The steady state of a cache that has served this traffic for some
+    // minutes: three more runs (not counted), then one measured. With 20,000
+    // draws over 10,000 issues the warm run above still meets issues for
+    // the first time; by now few are.
+    let mut seen: HashSet<String> = cold_set.union(&warm_set).cloned().collect();
+    for seed in 13..16 {
+        eprintln!("Zipf(1.0), settling the cache ({} of 3) ...", seed - 12);
+        let (_, set) = zipf_run(seed).await;
+        seen.extend(set);
+    }
+    // The two runs above and these three.
+    let settled_draws = zipf_requests * 5;
+    eprintln!("Zipf(1.0) on the settled cache ...");
+    let (steady_load, steady_set) = zipf_run(16).await;
+    let first_seen_steady = steady_set.difference(&seen).count();
     let ratio = |l: &Load| (l.hits + l.stale) as f64 / l.latencies.len().max(1) as f64;
     let hit_ratio = ratio(&zipf_load);
     let warm_ratio = ratio(&warm_load);
+    let steady_ratio = ratio(&steady_load);
     let (distinct, warm_distinct) = (cold_set.len(), warm_set.len());
     // The most any cache could answer: every first request of an issue
     // (in the cold run; in the warm run, of an issue the cold run did not
@@ -253,18 +269,21 @@ async fn main() {
         )
     };
     let table = format!(
-        "| scenario | requests/s | p50 | p95 | p99 | errors |\n|---|---:|---:|---:|---:|---:|\n{}{}{}{}\n\
+        "| scenario | requests/s | p50 | p95 | p99 | errors |\n|---|---:|---:|---:|---:|---:|\n{}{}{}{}{}\n\
          Cached detail against the bare route: **{:.2}x** the throughput. \
          Zipf hit ratio (answered from the cache, `X-Cache: HIT` or `STALE`): from a cold cache **{:.1}%** \
          ({} HIT + {} STALE of {} requests; {} distinct issues requested, each first request a MISS; \
          the most any cache could answer: {:.1}%); \
          on the warm cache **{:.1}%** ({} HIT + {} STALE of {}; {} distinct issues, {} of them not asked for in \
-         the cold run; the most any cache could answer: {:.1}%).\n\n\
-         Where the Zipf answers' entries came from (`Server-Timing: cache;desc=`): cold {}; warm {}.\n",
+         the cold run; the most any cache could answer: {:.1}%); on the settled cache (after {} draws) \
+         **{:.1}%** ({} HIT + {} STALE of {}; {} issues asked for the first time; the most any cache could \
+         answer: {:.1}%).\n\n\
+         Where the Zipf answers' entries came from (`Server-Timing: cache;desc=`): cold {}; warm {}; settled {}.\n",
         row("bare route (`/__bench/constant`)", &bare),
         row("cached `GET /api/issues/:id` (one hot id)", &cached),
         row(&format!("Zipf(1.0) `GET /api/issues/:id` over {} issues, cold cache", ids.len()), &zipf_load),
         row(&format!("Zipf(1.0) `GET /api/issues/:id` over {} issues, warm cache", ids.len()), &warm_load),
+        row(&format!("Zipf(1.0) `GET /api/issues/:id` over {} issues, settled cache", ids.len()), &steady_load),
         cached.rate() / bare.rate(),
         hit_ratio * 100.0,
         zipf_load.hits,
@@ -279,14 +298,22 @@ async fn main() {
         warm_distinct,
         first_seen_warm,
         ceiling(first_seen_warm),
+        settled_draws,
+        steady_ratio * 100.0,
+        steady_load.hits,
+        steady_load.stale,
+        steady_load.latencies.len(),
+        first_seen_steady,
+        ceiling(first_seen_steady),
         sources(&zipf_load),
         sources(&warm_load),
+        sources(&steady_load),
     );
     let section = format!(
         "{START}\n## Edge: cached reads in wrangler dev\n\n\
          `wrangler dev` (workerd) with the local primary and {} synthetic issues; {clients} concurrent clients in the \
          benchmark process on 127.0.0.1 (sharing the machine's cores with workerd and the primary); {secs} s per timed \
-         scenario; each Zipf run is {zipf_requests} requests with the default fresh TTL (30 s), the first from a cold cache, the second right after it. Command: `cargo xtask bench`.\n\n{table}{END}\n",
+         scenario; each Zipf run is {zipf_requests} requests (each its own draws) with the default fresh TTL (30 s): the first from a cold cache, the second right after it, the last after three more (not counted). Command: `cargo xtask bench`.\n\n{table}{END}\n",
         ids.len()
     );
     println!("{section}");
