@@ -727,7 +727,7 @@ async fn reads(app: &TestApp, data: &Arc<Data>, s: &Scale) -> (String, ReadFigur
          at the first step's rate just before the first step, not counted). *Served*: of the \
          cached reads, `X-Cache` HIT / STALE / MISS and where the entry came from (memory / KV / primary, \
          `Server-Timing: cache;desc=`); *read KV*: the cached reads that waited for Workers KV before they were \
-         answered (a tag's generation not read in the last 5 s, or an entry not in memory); *CPU per request*: the user and system CPU time of the `workerd` processes (the \
+         answered (a tag's generation the isolate did not know, or no log of invalidations read in the last 5 s, or an entry not in memory); *CPU per request*: the user and system CPU time of the `workerd` processes (the \
          Worker, its objects and the local KV) and of the primary during the step, over the requests sent:\n\n\
          | route | offered | {STATS_HEAD} | served: HIT / STALE / MISS | from memory / KV / primary | read KV | CPU per request: workerd / primary | sustained |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",

@@ -271,8 +271,11 @@ async fn read_log(ctx: &Ctx) {
             Err(e) => tracing::error!(error = %e, "the invalidation log is unreadable"),
         },
         // None yet (nothing was invalidated since the log began): ask for
-        // one; until then each tag's own key is read.
-        Ok(None) => invalidation_log::ask_to_publish(ctx).await,
+        // one, behind the response; until then each tag's own key is read.
+        Ok(None) => {
+            let detached = ctx.detached();
+            ctx.wait_until(async move { invalidation_log::ask_to_publish(&detached).await });
+        }
         Err(e) => tracing::warn!(error = %e, "cannot read the invalidation log"),
     }
     with_isolate(|iso| iso.generations.log_read());

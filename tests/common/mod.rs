@@ -271,6 +271,12 @@ impl TestApp {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let vars = &vars[..];
         let dir = tempfile::tempdir().expect("temp dir");
+        // Another build runs with its own checkout's wrangler.toml: its
+        // bindings are those its bundle exports.
+        let checkout = bundle
+            .as_ref()
+            .and_then(|b| b.parent())
+            .map_or_else(root, Path::to_path_buf);
         let shim = copy_bundle(dir.path(), bundle);
         let db = dir.path().join("primary.db");
         let primary = start_primary(&db, 0);
@@ -304,10 +310,10 @@ impl TestApp {
             );
         }
 
-        // The repo's wrangler.toml without its [build] step: the bundle is
-        // built once, before the tests.
+        // The checkout's wrangler.toml without its [build] step: the bundle
+        // is built once, before the tests.
         let config = dir.path().join("wrangler.toml");
-        let toml = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
+        let toml = std::fs::read_to_string(checkout.join("wrangler.toml")).expect("wrangler.toml");
         std::fs::write(&config, edit(test_config(&toml, &shim))).expect("write test config");
 
         let spec = WorkerSpec {
