@@ -730,7 +730,9 @@ async fn admin_invalidate(app: &TestApp, prefix: &str, tags: Value) {
 /// KV however long ago its tag was first read (each tag's own key was
 /// read again every 5 s before), and an invalidation made by another
 /// isolate (the `elsewhere` switch: not noted in this one) reaches it
-/// through the log, not through the tag's own key.
+/// through the log, not through the tag's own key. The log object evicted
+/// and loaded again still vouches for what the isolate knew (what it holds
+/// is in its storage, also when it began).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_log_of_invalidations_keeps_isolates_current() {
     // Entries stay fresh through the test: only an invalidation moves them.
@@ -744,6 +746,8 @@ async fn the_log_of_invalidations_keeps_isolates_current() {
     let path = format!("/api/issues/{id}");
     let (cache, _, first) = read_once(&app, &path).await;
     assert_eq!(cache, "MISS");
+    let known = format!("/api/issues/{}", ids[5]);
+    assert_eq!(read_once(&app, &known).await.0, "MISS");
     let started = std::time::Instant::now();
     while started.elapsed() < std::time::Duration::from_secs(8) {
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
@@ -755,6 +759,11 @@ async fn the_log_of_invalidations_keeps_isolates_current() {
             started.elapsed()
         );
     }
+
+    // The log object is evicted (nothing is sent for a while); the next
+    // read waits for the log, which is now old, and is not checked.
+    app.evict_objects().await;
+    read_once(&app, &path).await;
 
     app.sql(
         "UPDATE issues SET name = 'Renamed by another isolate' WHERE id = ?",
@@ -785,6 +794,13 @@ async fn the_log_of_invalidations_keeps_isolates_current() {
     )
     .await;
     assert_eq!(renamed.0, "MISS", "{}", renamed.1);
+    // The log the object published after it was loaded again still covers
+    // what the isolate learned before: no tag is read again.
+    let (cache, timing, _) = read_once(&app, &known).await;
+    assert!(
+        cache == "HIT" && timing.starts_with("cache;desc=memory, ") && !timing.contains("kv;"),
+        "after the log object's eviction: {cache} {timing}"
+    );
     eprintln!(
         "another isolate's invalidation arrived after {:?}",
         changed.elapsed()

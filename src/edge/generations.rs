@@ -73,6 +73,20 @@ pub fn newer<'a>(a: &'a str, b: &'a str) -> &'a str {
     }
 }
 
+/// The generation the log keeps when `recorded` arrives for a tag it holds
+/// at `held`: always a move on (the larger of the writer's value and the
+/// held one plus one), whatever order records arrive in and whatever the
+/// writers' clocks say. A writer whose clock is behind would otherwise
+/// record a generation some isolates already hold, and they would not see
+/// its write.
+pub fn next_generation(held: Option<&str>, recorded: &str) -> String {
+    match (held.map(str::parse::<u64>), recorded.parse::<u64>()) {
+        (Some(Ok(h)), Ok(r)) => r.max(h + 1).to_string(),
+        (Some(Ok(h)), Err(_)) => (h + 1).to_string(),
+        _ => recorded.to_owned(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Known {
     value: String,
@@ -321,6 +335,20 @@ mod tests {
         assert_eq!(g.log_due(6_000), LogDue::Behind);
         g.log_read();
         assert_eq!(g.log_due(11_000), LogDue::Now, "too old to answer without");
+    }
+
+    #[test]
+    fn a_record_always_moves_the_generation_on() {
+        assert_eq!(next_generation(None, "1000"), "1000");
+        assert_eq!(next_generation(Some("900"), "1000"), "1000");
+        assert_eq!(
+            next_generation(Some("1000"), "999"),
+            "1001",
+            "a writer whose clock is behind"
+        );
+        assert_eq!(next_generation(Some("1000"), "1000"), "1001");
+        assert_eq!(next_generation(Some("1000"), "x"), "1001");
+        assert_eq!(next_generation(Some("x"), "5"), "5");
     }
 
     #[test]

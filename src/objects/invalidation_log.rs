@@ -4,9 +4,9 @@
 //! [`crate::edge::generations`] for why that is exact).
 //!
 //! Requests (from the Worker only):
-//! - `POST /record` with `{"tags": {"<tag>": "<generation>", ...}}`: keeps
-//!   each tag's newest generation with the time it was recorded (the answer
-//!   comes after the storage write), and publishes;
+//! - `POST /record` with `{"tags": {"<tag>": "<generation>", ...}}`: moves
+//!   each tag's generation on ([`next_generation`]) and notes when (the
+//!   answer comes after the storage write), and publishes;
 //! - `POST /publish`: publishes (an isolate that found no log asks for one).
 //!
 //! Publishing writes [`LOG_KEY`] at most once a second (KV takes about one
@@ -28,7 +28,7 @@ use worker::{durable_object, Env, Method, Request, Response, Result, State};
 
 use super::client;
 use crate::domain::time::now_ms;
-use crate::edge::generations::{Log, LOG_KEY, LOG_WINDOW_MS};
+use crate::edge::generations::{next_generation, Log, LOG_KEY, LOG_WINDOW_MS};
 use crate::http::context::Ctx;
 
 /// The one object's name.
@@ -46,6 +46,11 @@ struct Record {
 #[derive(Deserialize)]
 struct Meta {
     value: i64,
+}
+
+#[derive(Deserialize)]
+struct Held {
+    generation: String,
 }
 
 #[derive(Deserialize)]
@@ -93,17 +98,19 @@ impl InvalidationLog {
     fn record(&self, record: &Record) -> Result<()> {
         let sql = self.state.storage().sql();
         let now = now_ms() as i64;
-        for (tag, generation) in &record.tags {
-            // Every record moves the generation on, whatever order records
-            // arrive in and whatever the writers' clocks say: a writer
-            // whose clock is behind would otherwise record a generation
-            // some isolates already hold, and they would not see its write.
+        for (tag, recorded) in &record.tags {
+            let held: Vec<Held> = sql
+                .exec(
+                    "SELECT generation FROM recent WHERE tag = ?",
+                    vec![tag.as_str().into()],
+                )?
+                .to_array()?;
+            let generation = next_generation(held.first().map(|h| h.generation.as_str()), recorded);
             sql.exec(
                 "INSERT INTO recent (tag, generation, at_ms) VALUES (?, ?, ?) \
-                 ON CONFLICT(tag) DO UPDATE SET at_ms = excluded.at_ms, generation = \
-                   CAST(max(CAST(generation AS INTEGER) + 1, \
-                            CAST(excluded.generation AS INTEGER)) AS TEXT)",
-                vec![tag.as_str().into(), generation.as_str().into(), now.into()],
+                 ON CONFLICT(tag) DO UPDATE SET generation = excluded.generation, \
+                   at_ms = excluded.at_ms",
+                vec![tag.as_str().into(), generation.into(), now.into()],
             )?;
         }
         Ok(())
