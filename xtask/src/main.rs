@@ -977,6 +977,11 @@ fn bench(quick: bool, before: Option<&str>, only: &[String]) -> Result {
         ),
         (
             "quiet-riots-edge",
+            "reads_ab",
+            "reads: this build against --before's, in alternating rounds",
+        ),
+        (
+            "quiet-riots-edge",
             "faults",
             "faults under load: the primary and workerd killed",
         ),
