@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::{int, session_cookie, Seed, TestApp, CLIENT_IP_HEADER};
 use qr_primary::seed::{Rng, Zipf};
-use support::{pct_ms, SEARCH_TERMS};
+use support::{pct_ms, timing, SEARCH_TERMS};
 
 /// The fixed rate of the reads scenario.
 const READ_RATE: f64 = 200.0;
@@ -138,15 +138,6 @@ impl From {
             }
         })
     }
-}
-
-/// `name;dur=N` of a `Server-Timing` header.
-fn timing(header: &str, name: &str) -> Option<u32> {
-    header.split(',').find_map(|part| {
-        let part = part.trim();
-        let rest = part.strip_prefix(name)?.strip_prefix(";dur=")?;
-        rest.trim().parse::<f64>().ok().map(|v| v.round() as u32)
-    })
 }
 
 impl Sample {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{Seed, TestApp, CLIENT_IP_HEADER};
 use qr_primary::seed::{Rng, Zipf};
-use support::{pct_ms, Cpu, SEARCH_TERMS};
+use support::{pct_ms, timing, Cpu, SEARCH_TERMS};
 
 /// One answer: its latency (from its scheduled time), `X-Cache` and
 /// `Server-Timing`.
@@ -145,12 +145,24 @@ async fn measure(
     let share =
         |f: &dyn Fn(&Answer) -> bool| 100.0 * answers.iter().filter(|a| f(a)).count() as f64 / n;
     let latencies: Vec<Duration> = answers.iter().map(|a| a.latency).collect();
+    let in_worker: Vec<Duration> = answers
+        .iter()
+        .filter_map(|a| timing(&a.timing, "total"))
+        .map(|ms| Duration::from_millis(u64::from(ms)))
+        .collect();
+    let mean = |d: &[Duration]| {
+        d.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / d.len().max(1) as f64
+    };
     format!(
-        "| {label} | {round} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} / {:.0} / {:.0}% | {:.0}% | {:.0}% | {:.2} / {:.2} ms | {:.1}% |\n",
+        "| {label} | {round} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.0} ms | {:.0} / {:.0} / {:.0}% | {:.0}% | {:.0}% | {:.2} / {:.2} ms | {:.1}% |\n",
         answers.len(),
         pct_ms(&latencies, 0.5),
         pct_ms(&latencies, 0.95),
         pct_ms(&latencies, 0.99),
+        mean(&latencies),
+        mean(&in_worker),
+        pct_ms(&in_worker, 0.95),
+        pct_ms(&in_worker, 0.99),
         share(&|a| a.cache == "HIT"),
         share(&|a| a.cache == "STALE"),
         share(&|a| a.cache == "MISS"),
@@ -211,11 +223,11 @@ async fn main() {
          (*after*), a fresh stack of each per round, taking turns (the build that goes first alternates): each warmed up for {} s at {WARM_RATE:.0}/s, then \
          {} s at {RATE:.0}/s measured, open loop from 100 client IPs, cache fresh TTL 30 s. *Read KV*: the answers \
          that waited for Workers KV (`Server-Timing: kv`); *called an object*: that waited for a Durable Object (the \
-         rate limiter); *CPU per request*: of the `workerd` processes (the Worker, its objects and the local KV \
+         rate limiter); *in the Worker*: `Server-Timing: total`, from the request's arrival in the Worker to its answer (the rest of the latency is outside it: queues in workerd and the network); *CPU per request*: of the `workerd` processes (the Worker, its objects and the local KV \
          simulation) and of the primary over the measured requests. Command: `cargo xtask bench --before COMMIT \
          --only reads_ab`.\n\n\
-         | build | round | requests | p50 | p95 | p99 | HIT / STALE / MISS | read KV | called an object | CPU per request: workerd / primary | errors |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}",
+         | build | round | requests | p50 | p95 | p99 | mean: latency / in the Worker | in the Worker: p95 / p99 | HIT / STALE / MISS | read KV | called an object | CPU per request: workerd / primary | errors |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}",
         support::today(),
         s.issues,
         SEARCH_TERMS.len(),

@@ -217,3 +217,12 @@ pub fn today() -> String {
     date.truncate("YYYY-MM-DD".len());
     date
 }
+
+/// `name;dur=N` of a `Server-Timing` header, in whole ms.
+pub fn timing(header: &str, name: &str) -> Option<u32> {
+    header.split(',').find_map(|part| {
+        let part = part.trim();
+        let rest = part.strip_prefix(name)?.strip_prefix(";dur=")?;
+        rest.trim().parse::<f64>().ok().map(|v| v.round() as u32)
+    })
+}
