@@ -19,9 +19,8 @@
 //! `meta` (`since_ms`: when `recent` was made; `published_ms`). These are
 //! the tables' first layout; a change adds columns with defaults.
 
-use std::time::Duration;
-
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, Env, Method, Request, Response, Result, State};
@@ -218,14 +217,28 @@ impl DurableObject for InvalidationLog {
 /// Records invalidations (tag -> new generation) in the log. A failure is
 /// logged: the writer's own isolate already moved on, and other isolates
 /// then see the write when their entries' fresh time runs out.
+/// More tags than one record takes (a phone link that merged a user of many
+/// issues) go in several.
 pub async fn record(ctx: &Ctx, tags: HashMap<String, String>) {
-    let sent = match serde_json::to_string(&Record { tags }) {
-        Ok(body) => send(ctx, "/record", Some(body)).await,
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = sent {
-        tracing::warn!(request_id = %ctx.request_id, error = %e, "invalidation log: an invalidation was not recorded");
+    for record in records(tags) {
+        let sent = match serde_json::to_string(&record) {
+            Ok(body) => send(ctx, "/record", Some(body)).await,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(request_id = %ctx.request_id, error = %e, tags = record.tags.len(), "invalidation log: invalidations were not recorded");
+        }
     }
+}
+
+/// `tags` in records of at most [`MAX_TAGS`].
+fn records(tags: HashMap<String, String>) -> Vec<Record> {
+    let tags: Vec<(String, String)> = tags.into_iter().collect();
+    tags.chunks(MAX_TAGS)
+        .map(|chunk| Record {
+            tags: chunk.iter().cloned().collect(),
+        })
+        .collect()
 }
 
 /// Asks the log to publish (an isolate found none).
@@ -242,5 +255,25 @@ async fn send(ctx: &Ctx, path: &str, body: Option<String>) -> std::result::Resul
     match reply.status {
         204 => Ok(()),
         s => Err(format!("answered {s}: {:.200}", reply.text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_tags_go_in_several_records_none_lost() {
+        let tags: HashMap<String, String> = (0..(MAX_TAGS * 2 + 1))
+            .map(|i| (format!("issue:{i}"), i.to_string()))
+            .collect();
+        let records = records(tags.clone());
+        assert_eq!(records.len(), 3);
+        assert!(records
+            .iter()
+            .all(|r| (1..=MAX_TAGS).contains(&r.tags.len())));
+        let back: HashMap<String, String> = records.into_iter().flat_map(|r| r.tags).collect();
+        assert_eq!(back, tags);
+        assert!(super::records(HashMap::new()).is_empty());
     }
 }
