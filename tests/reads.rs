@@ -632,14 +632,7 @@ async fn an_invalidated_tag_is_refetched(app: &TestApp) {
         .await
         .expect("refused");
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    let ok = app
-        .request(Method::POST, "/api/admin/cache/invalidate")
-        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .json(&json!({"tags": [format!("issue:{id}"), "issues"]}))
-        .send()
-        .await
-        .expect("invalidate");
-    assert_eq!(ok.status(), StatusCode::OK);
+    admin_invalidate(app, "", json!([format!("issue:{id}"), "issues"])).await;
     let after = app.get(&path).send().await.expect("after");
     assert_eq!(after.headers()["x-cache"], "MISS");
     let after: Value = after.json().await.expect("json");
@@ -725,6 +718,42 @@ async fn admin_invalidate(app: &TestApp, prefix: &str, tags: Value) {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// Answered from the isolate's memory, without waiting for KV.
+fn from_memory_alone(cache: &str, timing: &str) -> bool {
+    cache == "HIT" && timing.starts_with("cache;desc=memory, ") && !timing.contains("kv;")
+}
+
+/// Renames the issue at `path` in the primary and invalidates its tag as
+/// another isolate would; the new name must arrive through the log, every
+/// read before it the old entry from memory with no read of the tag's own
+/// key, and the first with it a MISS. Returns how long it took.
+async fn rename_elsewhere(app: &TestApp, id: &str, path: &str, name: &str) -> std::time::Duration {
+    let old = read_once(app, path).await.2["name"].clone();
+    app.sql(
+        "UPDATE issues SET name = ? WHERE id = ?",
+        vec![text(name), text(id)],
+    )
+    .await;
+    admin_invalidate(app, "/__bench/elsewhere", json!([format!("issue:{id}")])).await;
+    let changed = std::time::Instant::now();
+    let renamed = common::eventually(
+        "the other isolate's invalidation",
+        std::time::Duration::from_secs(8),
+        || async {
+            let (cache, timing, body) = read_once(app, path).await;
+            if body["name"] == name {
+                return Ok((cache, timing));
+            }
+            assert_eq!(body["name"], old);
+            assert!(from_memory_alone(&cache, &timing), "{cache} {timing}");
+            Err(format!("{cache}: still the old name"))
+        },
+    )
+    .await;
+    assert_eq!(renamed.0, "MISS", "{}", renamed.1);
+    changed.elapsed()
+}
+
 /// An isolate keeps the generations of the tags it has seen current from
 /// the log of recent invalidations: a read answered from memory reads no
 /// KV however long ago its tag was first read (each tag's own key was
@@ -732,11 +761,12 @@ async fn admin_invalidate(app: &TestApp, prefix: &str, tags: Value) {
 /// isolate (the `elsewhere` switch: not noted in this one) reaches it
 /// through the log, not through the tag's own key. The log object evicted
 /// and loaded again still vouches for what the isolate knew (what it holds
-/// is in its storage, also when it began).
+/// is in its storage, also when it began), and works on after the stack is
+/// killed and started again.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_log_of_invalidations_keeps_isolates_current() {
     // Entries stay fresh through the test: only an invalidation moves them.
-    let app = TestApp::builder().cache_fresh_secs(60).start().await;
+    let mut app = TestApp::builder().cache_fresh_secs(60).start().await;
     let ids = issue_ids(&app).await;
     let (id, other) = (&ids[3], &ids[4]);
     // A first invalidation starts the log.
@@ -744,7 +774,7 @@ async fn the_log_of_invalidations_keeps_isolates_current() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
     let path = format!("/api/issues/{id}");
-    let (cache, _, first) = read_once(&app, &path).await;
+    let (cache, _, _) = read_once(&app, &path).await;
     assert_eq!(cache, "MISS");
     let known = format!("/api/issues/{}", ids[5]);
     assert_eq!(read_once(&app, &known).await.0, "MISS");
@@ -752,10 +782,9 @@ async fn the_log_of_invalidations_keeps_isolates_current() {
     while started.elapsed() < std::time::Duration::from_secs(8) {
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         let (cache, timing, _) = read_once(&app, &path).await;
-        assert_eq!(cache, "HIT", "{timing}");
         assert!(
-            timing.starts_with("cache;desc=memory, ") && !timing.contains("kv;"),
-            "{:?} after the first read, a hit from memory read KV: {timing}",
+            from_memory_alone(&cache, &timing),
+            "{:?} after the first read, not a hit from memory alone: {cache} {timing}",
             started.elapsed()
         );
     }
@@ -764,45 +793,22 @@ async fn the_log_of_invalidations_keeps_isolates_current() {
     // read waits for the log, which is now old, and is not checked.
     app.evict_objects().await;
     read_once(&app, &path).await;
-
-    app.sql(
-        "UPDATE issues SET name = 'Renamed by another isolate' WHERE id = ?",
-        vec![text(id.as_str())],
-    )
-    .await;
-    admin_invalidate(&app, "/__bench/elsewhere", json!([format!("issue:{id}")])).await;
-    let changed = std::time::Instant::now();
-    let renamed = common::eventually(
-        "the other isolate's invalidation",
-        std::time::Duration::from_secs(8),
-        || async {
-            let (cache, timing, body) = read_once(&app, &path).await;
-            if body["name"] == "Renamed by another isolate" {
-                return Ok((cache, timing));
-            }
-            // Until the log brings it, the old entry from memory, and no
-            // read of the tag's own key.
-            assert_eq!(body["name"], first["name"]);
-            assert!(
-                cache == "HIT"
-                    && timing.starts_with("cache;desc=memory, ")
-                    && !timing.contains("kv;"),
-                "{cache} {timing}"
-            );
-            Err(format!("{cache}: still the old name"))
-        },
-    )
-    .await;
-    assert_eq!(renamed.0, "MISS", "{}", renamed.1);
+    let took = rename_elsewhere(&app, id, &path, "Renamed by another isolate").await;
+    eprintln!("another isolate's invalidation arrived after {took:?}");
     // The log the object published after it was loaded again still covers
     // what the isolate learned before: no tag is read again.
     let (cache, timing, _) = read_once(&app, &known).await;
     assert!(
-        cache == "HIT" && timing.starts_with("cache;desc=memory, ") && !timing.contains("kv;"),
+        from_memory_alone(&cache, &timing),
         "after the log object's eviction: {cache} {timing}"
     );
-    eprintln!(
-        "another isolate's invalidation arrived after {:?}",
-        changed.elapsed()
-    );
+
+    // The stack killed and started again on its state: a new isolate learns
+    // the tag once, and the object, loaded from its storage, still records
+    // and publishes.
+    app.restart_worker(true).await;
+    read_once(&app, &path).await;
+    let (cache, timing, _) = read_once(&app, &path).await;
+    assert!(from_memory_alone(&cache, &timing), "{cache} {timing}");
+    rename_elsewhere(&app, id, &path, "Renamed after a restart").await;
 }

@@ -302,13 +302,7 @@ async fn generation(ctx: &Ctx, tag: &str) -> String {
         }
         Err(_) => "0".to_owned(),
     };
-    with_isolate(|iso| {
-        iso.generations.note(tag, value, now_ms());
-        iso.generations
-            .get(tag, now_ms())
-            .map(str::to_owned)
-            .unwrap_or_default()
-    })
+    with_isolate(|iso| iso.generations.note(tag, value, now_ms()))
 }
 
 /// Makes every cached read under `tags` miss from now on (see the module

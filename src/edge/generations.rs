@@ -134,8 +134,9 @@ impl Generations {
     }
 
     /// Notes a generation read from the tag's own key (or written by this
-    /// isolate) at `now`. A value older than one already known is ignored.
-    pub fn note(&mut self, tag: &str, value: String, now: u64) {
+    /// isolate) at `now`, and returns the one now held: a value older than
+    /// one already known is ignored.
+    pub fn note(&mut self, tag: &str, value: String, now: u64) -> String {
         let value = match self.known.get(tag) {
             Some(k) => newer(&k.value, &value).to_owned(),
             None => value,
@@ -143,12 +144,13 @@ impl Generations {
         self.known.insert(
             tag.to_owned(),
             Known {
-                value,
+                value: value.clone(),
                 read_at: now,
                 through: now,
             },
         );
         self.bound(now);
+        value
     }
 
     /// Applies a log read at `now`: forgets what it cannot vouch for, keeps
