@@ -29,6 +29,7 @@ use futures::future::{select, Either};
 use serde_json::Value;
 
 use crate::http::error::{AppError, AppResult};
+use crate::runtime::Timeout;
 use crate::store::db::{records, statement_error, stmt, Db, Query, Record, Written};
 
 /// One pipeline request on the stream named by `baton`; its responses, and
@@ -221,7 +222,7 @@ pub async fn client_reads(db: &Db, queries: &[Query]) -> AppResult<Vec<Vec<Recor
         }
         Ok::<_, libsql::Error>(out)
     });
-    let outcome = select(work, worker::Delay::from(db.timeout())).await;
+    let outcome = select(work, Timeout::after(db.timeout())).await;
     match outcome {
         Either::Left((Ok(out), _)) => Ok(out),
         Either::Left((Err(e), _)) => Err(AppError::primary_unavailable(format!(

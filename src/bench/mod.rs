@@ -170,7 +170,7 @@ impl HopDelays {
 /// Waits out a hop's modelled round trip.
 pub async fn hop(ms: u64) {
     if ms > 0 {
-        worker::Delay::from(std::time::Duration::from_millis(ms)).await;
+        crate::runtime::Timeout::after(std::time::Duration::from_millis(ms)).await;
     }
 }
 

@@ -54,6 +54,7 @@ use crate::http::config::Config;
 use crate::http::context::Ctx;
 use crate::http::error::{AppError, AppResult, Code};
 use crate::objects::invalidation_log;
+use crate::runtime::Timeout;
 
 /// What an isolate's memory of entries may hold, counted by [`cost`]: keys,
 /// bodies and ETags with their bookkeeping (an isolate has 128 MB in all).
@@ -426,7 +427,7 @@ async fn load_once(ctx: &Ctx, key: &str, read: &Read) -> Result<Entry, AppError>
     };
     let deadline = now_ms() + ctx.config.db_timeout.as_millis() as u64;
     while with_isolate(|iso| iso.in_flight.contains(key)) && now_ms() < deadline {
-        worker::Delay::from(std::time::Duration::from_millis(FOLLOW_POLL_MS)).await;
+        Timeout::after(std::time::Duration::from_millis(FOLLOW_POLL_MS)).await;
         if let Some(entry) = fresh_in_memory() {
             return Ok(entry);
         }

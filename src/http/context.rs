@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
+use std::rc::Rc;
 
 use serde_json::Value;
 use worker::{Env, Response};
@@ -13,7 +14,7 @@ use crate::http::error::{AppError, AppResult};
 use crate::store::db::Db;
 
 pub struct Ctx {
-    pub config: Config,
+    pub config: Rc<Config>,
     pub env: Env,
     pub request_id: String,
     /// `None` in a [`Ctx::detached`] copy.
@@ -35,7 +36,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(config: Config, env: Env, request_id: String, worker: worker::Context) -> Ctx {
+    pub fn new(config: Rc<Config>, env: Env, request_id: String, worker: worker::Context) -> Ctx {
         let mut ctx = Ctx::for_object(config, env, request_id);
         ctx.worker = Some(worker);
         ctx
@@ -71,7 +72,7 @@ impl Ctx {
 
     /// A context for work a Durable Object does on its own (the outbox's
     /// replays): no request, so `wait_until` work is spawned.
-    pub fn for_object(config: Config, env: Env, request_id: String) -> Ctx {
+    pub fn for_object(config: Rc<Config>, env: Env, request_id: String) -> Ctx {
         Ctx {
             config,
             env,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod cors;
 pub mod error;
+pub mod incoming;
 pub mod logging;
 pub mod pipeline;
 pub mod request_id;

@@ -4,7 +4,7 @@
 //! response headers (security, CORS, request id, Server-Timing) -> one log line.
 
 use serde_json::Value;
-use worker::{Date, Env, Method, Request, Response};
+use worker::{web_sys, Date, Env, Response};
 
 #[cfg(feature = "bench")]
 use crate::bench;
@@ -22,6 +22,7 @@ use crate::http::config::Config;
 use crate::http::context::{json_response, Ctx};
 use crate::http::cors::{self, Cors};
 use crate::http::error::{AppError, AppResult, Code};
+use crate::http::incoming::Incoming;
 use crate::http::request_id;
 use crate::http::router::{self, Resolved, Route};
 use crate::jobs;
@@ -53,21 +54,17 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 ];
 
 pub async fn handle(
-    req: Request,
+    req: web_sys::Request,
     env: Env,
     worker_ctx: worker::Context,
 ) -> worker::Result<Response> {
     let started = Date::now().as_millis();
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    let request_id = request_id::choose(header("X-Request-Id").as_deref());
-    let origin = header("Origin");
-    let method = req.method();
-    let path = req.path();
-
-    let own_origin = req
-        .url()
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_default();
+    let req = Incoming::new(req);
+    let request_id = request_id::choose(req.header("X-Request-Id").as_deref());
+    let origin = req.header("Origin");
+    let method = req.method().to_owned();
+    let path = req.path().to_owned();
+    let own_origin = req.own_origin();
     let config = Config::load(&env);
     let cors = match &config {
         Ok(c) => cors::check(origin.as_deref(), &c.allowed_origins, &own_origin),
@@ -112,7 +109,7 @@ pub async fn handle(
             let _ = response.headers_mut().set(name, &value);
         }
     }
-    if method == Method::Head {
+    if method == "HEAD" {
         response = without_body(response);
     }
     let elapsed = Date::now().as_millis().saturating_sub(started);
@@ -144,10 +141,10 @@ pub async fn handle(
 
 /// Everything between the request id and the response headers. Returns the
 /// route name for the log.
-async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, &'static str) {
+async fn run(req: Incoming, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, &'static str) {
     // A CORS preflight is answered whatever the path; a plain OPTIONS is
     // routed like any method, and answered with the path's methods below.
-    if req.method() == Method::Options {
+    if req.method() == "OPTIONS" {
         match cors {
             Cors::Allowed(_) => return (preflight(), "preflight"),
             Cors::Refused => {
@@ -160,7 +157,7 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     }
     // A write a browser sent without a preflight (a bodiless or form POST)
     // from a page not allowed to call the API: refused before it runs.
-    if !cors::may_run(req.inner().method().as_str(), cors) {
+    if !cors::may_run(req.method(), cors) {
         let refused = AppError::new(403, Code::CorsRefused, "this origin may not call the API");
         return (Err(refused), "cors");
     }
@@ -172,9 +169,9 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         )
     };
     #[cfg(not(feature = "bench"))]
-    let path = full_path.as_str();
+    let path = full_path;
     #[cfg(feature = "bench")]
-    let path = match bench::split(&full_path) {
+    let path = match bench::split(full_path) {
         bench::Split::Plain(path) => path,
         bench::Split::Switch(mode, path) if bench::allowed(&ctx.config.environment) => {
             ctx.set_bench(mode);
@@ -182,10 +179,10 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         }
         bench::Split::Switch(..) | bench::Split::Unknown => return no_route(),
     };
-    // The method as sent: `Request::method` reads any method it does not
-    // know (PROPFIND, QUERY, ...) as GET, which would serve it as a read.
-    let method = req.inner().method();
-    let (route, name) = match router::resolve(&method, path) {
+    // The method as sent (see [`Incoming`]): an unknown one must not be
+    // served as a read.
+    let method = req.method();
+    let (route, name) = match router::resolve(method, path) {
         Resolved::Found(route, name) => (route, name),
         Resolved::MethodNotAllowed(allow) if method == "OPTIONS" => {
             return (options(allow), "options")
@@ -198,7 +195,7 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     // A route behind a bearer secret checks it before its body is read: a
     // caller without the token learns nothing from how the body parses.
     if let Some((secret, name)) = bearer_secret(&route, &ctx.config) {
-        let authorization = req.headers().get("Authorization").ok().flatten();
+        let authorization = req.header("Authorization");
         if let Err(e) = auth::bearer(secret, authorization.as_deref(), name) {
             return (Err(e), "unauthorized");
         }
@@ -206,12 +203,12 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
     // Webhooks are signed over their exact bytes: read raw, parse later.
     let signed = matches!(route, Route::WhatsAppWebhook | Route::TelegramWebhook);
     let (raw, body) = if signed {
-        match read_bytes(&mut req, ctx.config.max_body_bytes).await {
+        match read_bytes(&req, ctx.config.max_body_bytes).await {
             Ok(raw) => (raw.unwrap_or_default(), None),
             Err(e) => return (Err(e), "body"),
         }
     } else {
-        match read_body(&mut req, ctx.config.max_body_bytes).await {
+        match read_body(&req, ctx.config.max_body_bytes).await {
             Ok(body) => (Vec::new(), body),
             Err(e) => return (Err(e), "body"),
         }
@@ -222,7 +219,7 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             return (Err(e), name);
         }
     }
-    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let header = |name: &str| req.header(name);
     #[cfg(feature = "bench")]
     let limited = ctx.bench() != bench::Mode::NoLimit;
     #[cfg(not(feature = "bench"))]
@@ -269,9 +266,9 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
             Err(e) => Err(e),
         },
         Route::Bot => bot::api::handle(ctx, body.as_ref()).await,
-        Route::WhatsAppVerify => {
-            query_pairs(&req).and_then(|pairs| bot::whatsapp::verify(ctx, &pairs))
-        }
+        Route::WhatsAppVerify => req
+            .query_pairs()
+            .and_then(|pairs| bot::whatsapp::verify(ctx, &pairs)),
         Route::WhatsAppWebhook => {
             bot::whatsapp::receive(ctx, header("X-Hub-Signature-256").as_deref(), &raw).await
         }
@@ -299,7 +296,7 @@ async fn run(mut req: Request, ctx: &Ctx, cors: &Cors) -> (AppResult<Response>, 
         }
         Route::InvalidateCache => admin::invalidate(ctx, body.as_ref()).await,
         Route::RunJob { ref name } => jobs::run::run_now(ctx, name, body.as_ref()).await,
-        Route::ListJobs => match query_pairs(&req) {
+        Route::ListJobs => match req.query_pairs() {
             Ok(pairs) => jobs::run::list(ctx, &pairs).await,
             Err(e) => Err(e),
         },
@@ -335,8 +332,8 @@ fn bearer_secret<'c>(route: &Route, config: &'c Config) -> Option<(Option<&'c st
 /// [`limits`]): reads per IP through the isolate's gate, writes per IP,
 /// creating an issue also per user. Health, the benchmark baseline and the
 /// admin routes (behind their own token) are not limited.
-async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
-    let header = |name: &str| req.headers().get(name).ok().flatten();
+async fn limit(ctx: &Ctx, route: &Route, req: &Incoming) -> AppResult<()> {
+    let header = |name: &str| req.header(name);
     let ip = limits::client_ip(ctx, header);
     let policies = &ctx.config.rate_limits;
     match route {
@@ -353,7 +350,7 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
         | Route::WhatsAppWebhook
         | Route::TelegramWebhook => Ok(()),
         Route::Live { .. } => limits::connect(ctx, &ip).await,
-        _ if matches!(req.method(), Method::Get | Method::Head) => limits::read(ctx, &ip).await,
+        _ if matches!(req.method(), "GET" | "HEAD") => limits::read(ctx, &ip).await,
         Route::CreateIssue => {
             limits::write(ctx, &policies.writes, &ip).await?;
             let user =
@@ -364,18 +361,9 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Request) -> AppResult<()> {
     }
 }
 
-fn query_pairs(req: &Request) -> AppResult<Vec<(String, String)>> {
-    Ok(req
-        .url()
-        .map_err(|e| AppError::bad_request(Code::BadUrl, e.to_string()))?
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect())
-}
-
 /// The cacheable read a read route asks for; bad ids and parameters are 400s.
-fn to_read(req: &Request, route: Route) -> AppResult<Read> {
-    let pairs = query_pairs(req)?;
+fn to_read(req: &Incoming, route: Route) -> AppResult<Read> {
+    let pairs = req.query_pairs()?;
     let issue = |id: &str| Id::parse(id, "id");
     Ok(match route {
         Route::ListIssues => Read::Issues(ListQuery::parse(pairs)?),
@@ -505,14 +493,11 @@ fn options(mut allow: Vec<&'static str>) -> AppResult<Response> {
 /// (415 otherwise), at most `max` bytes (413), and well-formed (400).
 /// Returns the parsed body, if there was one.
 /// The body's bytes, if it has one, within `max`.
-async fn read_bytes(req: &mut Request, max: usize) -> AppResult<Option<Vec<u8>>> {
-    let headers = req.headers();
-    let length: Option<usize> = headers
-        .get("Content-Length")
-        .ok()
-        .flatten()
+async fn read_bytes(req: &Incoming, max: usize) -> AppResult<Option<Vec<u8>>> {
+    let length: Option<usize> = req
+        .header("Content-Length")
         .and_then(|l| l.trim().parse().ok());
-    let chunked = headers.get("Transfer-Encoding").ok().flatten().is_some();
+    let chunked = req.header("Transfer-Encoding").is_some();
     if !(chunked || length.is_some_and(|l| l > 0)) {
         return Ok(None);
     }
@@ -522,7 +507,7 @@ async fn read_bytes(req: &mut Request, max: usize) -> AppResult<Option<Vec<u8>>>
     let bytes = req
         .bytes()
         .await
-        .map_err(|e| AppError::bad_request(Code::BadBody, e.to_string()))?;
+        .map_err(|e| AppError::bad_request(Code::BadBody, e))?;
     if bytes.len() > max {
         return Err(too_large(max));
     }
@@ -530,8 +515,8 @@ async fn read_bytes(req: &mut Request, max: usize) -> AppResult<Option<Vec<u8>>>
 }
 
 /// The JSON body, if the request has one.
-async fn read_body(req: &mut Request, max: usize) -> AppResult<Option<Value>> {
-    let content_type = req.headers().get("Content-Type").ok().flatten();
+async fn read_body(req: &Incoming, max: usize) -> AppResult<Option<Value>> {
+    let content_type = req.header("Content-Type");
     let Some(bytes) = read_bytes(req, max).await? else {
         return Ok(None);
     };

@@ -6,6 +6,7 @@ use worker::{Method, Request, RequestInit, Stub};
 
 use crate::domain::time::now_ms;
 use crate::http::context::Ctx;
+use crate::runtime;
 
 /// What the object answered.
 pub struct Reply {
@@ -46,15 +47,21 @@ pub async fn call(
     body: Option<String>,
 ) -> worker::Result<Reply> {
     let stub = stub(ctx, binding, name)?;
-    let mut init = RequestInit::new();
-    init.with_method(method);
-    if let Some(body) = body {
-        init.with_body(Some(body.into()));
-    }
-    let mut response = send(ctx, &stub, binding, path, &init).await?;
-    let status = response.status_code();
-    let text = response.text().await?;
-    Ok(Reply { status, text })
+    let request = runtime::request(
+        &object_url(binding, path),
+        method.as_ref(),
+        &[],
+        body.as_deref(),
+        None,
+    )?;
+    let started = now_ms();
+    let answer = runtime::fetch_object(stub, &request).await;
+    ctx.add_do_ms(now_ms().saturating_sub(started));
+    let answer = answer?;
+    Ok(Reply {
+        status: answer.status,
+        text: answer.text,
+    })
 }
 
 /// Forwards a WebSocket handshake to `path` of the object named `name` in
@@ -74,26 +81,18 @@ pub async fn upgrade(
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(sent);
-    send(ctx, &stub, binding, path, &init).await
-}
-
-/// Sends one request to `path` of the object behind `stub`, counting the
-/// wait in the request's object time. The host is never resolved: the stub
-/// routes the request.
-async fn send(
-    ctx: &Ctx,
-    stub: &Stub,
-    binding: &str,
-    path: &str,
-    init: &RequestInit,
-) -> worker::Result<worker::Response> {
-    let url = format!(
-        "https://{}{path}",
-        binding.to_ascii_lowercase().replace('_', "-")
-    );
-    let request = Request::new_with_init(&url, init)?;
+    let request = Request::new_with_init(&object_url(binding, path), &init)?;
     let started = now_ms();
     let result = stub.fetch_with_request(request).await;
     ctx.add_do_ms(now_ms().saturating_sub(started));
     result
+}
+
+/// The URL of `path` at an object of `binding`. The host is never
+/// resolved: the stub routes the request.
+fn object_url(binding: &str, path: &str) -> String {
+    format!(
+        "https://{}{path}",
+        binding.to_ascii_lowercase().replace('_', "-")
+    )
 }

@@ -34,6 +34,7 @@
 //! the count is exact again at once and no change is refused.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
@@ -55,6 +56,7 @@ use crate::domain::time::now_ms;
 use crate::http::config::Config;
 use crate::http::context::Ctx;
 use crate::http::error::{AppError, AppResult, Code};
+use crate::runtime::Timeout;
 use crate::store::db::Db;
 use crate::store::membership::{self, Change, Op, Outcome};
 
@@ -421,7 +423,7 @@ impl IssueCounter {
         Ok(db)
     }
 
-    fn config(&self) -> AppResult<Config> {
+    fn config(&self) -> AppResult<Rc<Config>> {
         Config::load(&self.env).map_err(|e| AppError::internal(format!("configuration: {e}")))
     }
 
@@ -453,7 +455,7 @@ impl IssueCounter {
     async fn change(&self, change: Change) -> AppResult<Answer> {
         let (waiter, mut told) = mpsc::unbounded();
         self.queue.borrow_mut().push((change, waiter, now_ms()));
-        let mut deadline = Box::pin(worker::Delay::from(QUEUE_WAIT));
+        let mut deadline = Box::pin(Timeout::after(QUEUE_WAIT));
         loop {
             if !self.sending.get() {
                 self.sending.set(true);
@@ -493,7 +495,7 @@ impl IssueCounter {
                     "the issue's changes are queued too long; retry shortly",
                 ));
             }
-            worker::Delay::from(Duration::from_millis(2)).await;
+            Timeout::after(Duration::from_millis(2)).await;
         }
         self.sending.set(true);
         let _sending = Sending {

@@ -11,11 +11,12 @@
 
 use futures::future::{select, Either};
 use serde_json::{json, Value};
-use worker::{Date, Delay, Response};
+use worker::{Date, Response};
 
 use crate::http::config::VERSION;
 use crate::http::context::Ctx;
 use crate::http::error::AppResult;
+use crate::runtime::Timeout;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
@@ -53,7 +54,7 @@ where
     F: std::future::Future<Output = Result<Option<Value>, String>>,
 {
     let started = Date::now().as_millis();
-    let deadline = Delay::from(ctx.config.db_timeout);
+    let deadline = Timeout::after(ctx.config.db_timeout);
     let outcome = select(Box::pin(work), deadline).await;
     let latency_ms = Date::now().as_millis().saturating_sub(started);
     let (error, detail) = match outcome {

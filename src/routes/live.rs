@@ -11,7 +11,7 @@
 //! sockets are the object's: it can count them exactly.
 
 use serde_json::Value;
-use worker::{Request, Response};
+use worker::Response;
 
 use crate::domain::ids::Id;
 use crate::domain::live::{self, Seed};
@@ -20,16 +20,14 @@ use crate::edge::cache;
 use crate::edge::reads::Read;
 use crate::http::context::Ctx;
 use crate::http::error::{AppError, AppResult, Code};
+use crate::http::incoming::Incoming;
 use crate::objects::issue_counter;
 
 /// The checks that need nothing but the request (before the rate limit):
 /// the `Origin`, the issue's id in the path, then the upgrade.
-pub fn guard(ctx: &Ctx, req: &Request, id: &str) -> AppResult<()> {
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    let own = req
-        .url()
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_default();
+pub fn guard(ctx: &Ctx, req: &Incoming, id: &str) -> AppResult<()> {
+    let header = |name: &str| req.header(name);
+    let own = req.own_origin();
     let origin = header("Origin");
     if !live::origin_allowed(origin.as_deref(), &ctx.config.allowed_origins, &own) {
         return Err(AppError::new(

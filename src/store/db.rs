@@ -27,9 +27,10 @@ use libsql_hrana::proto::{
     Value as HranaValue,
 };
 use serde_json::{Map, Value};
-use worker::{AbortController, Fetch, Headers, Method, Request, RequestInit};
+use worker::AbortController;
 
 use crate::http::error::{AppError, AppResult, Code};
+use crate::runtime::{self, Timeout};
 
 /// One result row as a JSON object keyed by column name.
 pub type Record = Map<String, Value>;
@@ -379,32 +380,27 @@ impl Db {
     /// One POST of `json` to `url` at the primary, bounded by the timeout;
     /// the body of a 200.
     pub(crate) async fn post(&self, url: &str, json: String) -> AppResult<String> {
-        let headers = Headers::new();
-        headers.set("Content-Type", "application/json")?;
-        headers.set("X-Request-Id", &self.request_id)?;
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("X-Request-Id", self.request_id.as_str()),
+        ];
         if let Some(auth) = &self.auth {
-            headers.set("Authorization", auth)?;
+            headers.push(("Authorization", auth.as_str()));
         }
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(json.into()));
-        let request = Request::new_with_init(url, &init)?;
         let controller = AbortController::default();
         let signal = controller.signal();
+        let request = runtime::request(url, "POST", &headers, Some(&json), Some(&signal))?;
 
         let started = worker::Date::now().as_millis();
         let work = Box::pin(async {
             #[cfg(feature = "bench")]
             if self.hop_delay_ms > 0 {
-                worker::Delay::from(Duration::from_millis(self.hop_delay_ms)).await;
+                Timeout::after(Duration::from_millis(self.hop_delay_ms)).await;
             }
-            let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
-            let status = response.status_code();
-            let text = response.text().await?;
-            Ok::<_, worker::Error>((status, text))
+            let answer = runtime::fetch(&request).await?;
+            Ok::<_, worker::Error>((answer.status, answer.text))
         });
-        let outcome = select(work, worker::Delay::from(self.timeout)).await;
+        let outcome = select(work, Timeout::after(self.timeout)).await;
         let elapsed = worker::Date::now().as_millis().saturating_sub(started);
         self.spent_ms.set(self.spent_ms.get() + elapsed as f64);
 

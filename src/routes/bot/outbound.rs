@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::runtime::Timeout;
 use crate::store::value as v;
 use futures::future::{select, Either};
 use serde_json::Value;
@@ -96,7 +97,7 @@ async fn attempt(out: &Outgoing) -> Option<(u16, Option<u64>, String)> {
         let text = response.text().await.unwrap_or_default();
         Ok::<_, worker::Error>((status, retry_after, text))
     });
-    let outcome = select(work, worker::Delay::from(ATTEMPT_TIMEOUT)).await;
+    let outcome = select(work, Timeout::after(ATTEMPT_TIMEOUT)).await;
     match outcome {
         Either::Left((Ok(answer), _)) => Some(answer),
         Either::Left((Err(e), _)) => {
@@ -179,7 +180,7 @@ pub async fn send(ctx: &Ctx, out: &Outgoing) -> bool {
             Next::Sent => return true,
             Next::RetryAfterMs(ms) => {
                 tracing::info!(request_id = %ctx.request_id, provider = out.provider, attempt = attempt_no, ?status, pause_ms = ms, "outbound message: retrying");
-                worker::Delay::from(Duration::from_millis(ms)).await;
+                Timeout::after(Duration::from_millis(ms)).await;
                 attempt_no += 1;
             }
             Next::GiveUp(reason) => {
