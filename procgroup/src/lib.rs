@@ -3,6 +3,12 @@
 //! drop too (also when a test fails). The one way the tests, the
 //! benchmarks and `cargo xtask` stop what they start; only ever by the
 //! process ids they started.
+//!
+//! A process that is killed (a test run stopped by a timeout, SIGKILL)
+//! drops nothing, so each group also has a watchdog: a shell that waits
+//! for its standard input to close, which the kernel does when this
+//! process ends however it ends, and then stops the group. A group stopped
+//! the usual way stops its watchdog first.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -15,13 +21,28 @@ pub struct Group {
     name: &'static str,
     /// The group's leader (its stdout, if piped, is the caller's to take).
     pub child: Child,
+    /// `None` where `/proc` cannot say when the leader started.
+    watchdog: Option<Child>,
 }
 
 impl Group {
-    /// Starts `cmd` as the leader of a new process group.
+    /// Starts `cmd` as the leader of a new process group, watched.
     pub fn spawn(name: &'static str, cmd: &mut Command) -> std::io::Result<Group> {
         let child = cmd.process_group(0).spawn()?;
-        Ok(Group { name, child })
+        let watchdog = start_time(child.id()).and_then(|at| watchdog(child.id(), &at).ok());
+        Ok(Group {
+            name,
+            child,
+            watchdog,
+        })
+    }
+
+    /// Stops the watchdog: this process stops the group itself.
+    fn unwatch(&mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -43,6 +64,7 @@ impl Group {
 
     /// SIGKILL to the group, and waits for the leader.
     pub fn kill(&mut self) {
+        self.unwatch();
         self.signal("-KILL");
         let _ = self.child.wait();
     }
@@ -50,6 +72,7 @@ impl Group {
     /// SIGTERM, then SIGKILL after [`GRACE`]; stragglers left in the group
     /// by an exited leader get SIGKILL. Returns once the leader is gone.
     pub fn stop(&mut self) {
+        self.unwatch();
         if self.exited().is_some() {
             self.signal("-KILL");
             return;
@@ -72,6 +95,40 @@ impl Drop for Group {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// When process `pid` started (field 22 of `/proc/PID/stat`, in clock ticks
+/// since boot): with its id, what tells it from a later process that got
+/// the same id.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; it ends at the last ')'.
+    let after_name = stat.rsplit_once(") ")?.1;
+    after_name.split(' ').nth(19).map(str::to_owned)
+}
+
+/// The watchdog of the group led by `leader`, which started at `started`
+/// ([`start_time`]). Once its standard input closes it stops the group the
+/// way [`Group::stop`] does, if the leader is still that process; in a
+/// process group of its own, so a signal to this process's group does not
+/// take it down first.
+fn watchdog(leader: u32, started: &str) -> std::io::Result<Child> {
+    let grace = GRACE.as_secs();
+    let script = format!(
+        "read _; \
+         now=$(sed 's/.*) //' /proc/{leader}/stat 2>/dev/null | cut -d' ' -f20); \
+         [ \"$now\" = '{started}' ] || exit 0; \
+         kill -TERM -{leader} 2>/dev/null; \
+         i=0; while [ $i -lt {grace} ] && kill -0 -{leader} 2>/dev/null; do sleep 1; i=$((i+1)); done; \
+         kill -KILL -{leader} 2>/dev/null"
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
 }
 
 #[cfg(test)]
@@ -107,5 +164,54 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!running(), "the group's other process is gone too");
+    }
+
+    /// Waits up to 3 s for `group`'s leader to exit.
+    fn exits(group: &mut Group) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if group.exited().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn a_group_is_stopped_when_its_owner_dies_without_stopping_it() {
+        let mut group = Group::spawn("sleeper", Command::new("sleep").arg("60")).expect("spawn");
+        let watchdog = group
+            .watchdog
+            .as_mut()
+            .expect("a watchdog (Linux has /proc)");
+        // What the kernel does when this process dies: the pipe closes.
+        drop(watchdog.stdin.take());
+        assert!(exits(&mut group), "the watchdog stopped the group");
+    }
+
+    #[test]
+    fn a_watchdog_leaves_alone_a_process_that_reused_the_id() {
+        let mut group = Group::spawn("sleeper", Command::new("sleep").arg("60")).expect("spawn");
+        group.unwatch();
+        // A watchdog that remembers another start time for this id.
+        let mut other = watchdog(group.child.id(), "1").expect("spawn a watchdog");
+        drop(other.stdin.take());
+        other.wait().expect("the watchdog ends");
+        assert!(group.exited().is_none(), "not the process it watched");
+        group.stop();
+    }
+
+    #[test]
+    fn a_group_stopped_as_usual_stops_its_watchdog() {
+        let mut group = Group::spawn("sleeper", Command::new("sleep").arg("60")).expect("spawn");
+        let watchdog = group.watchdog.as_ref().expect("a watchdog").id();
+        group.stop();
+        assert!(
+            std::fs::read_to_string(format!("/proc/{watchdog}/stat"))
+                .map(|stat| stat.contains(") Z "))
+                .unwrap_or(true),
+            "the watchdog is gone"
+        );
     }
 }
