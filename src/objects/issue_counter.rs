@@ -455,7 +455,7 @@ impl IssueCounter {
     async fn change(&self, change: Change) -> AppResult<Answer> {
         let (waiter, mut told) = mpsc::unbounded();
         self.queue.borrow_mut().push((change, waiter, now_ms()));
-        let mut deadline = Box::pin(Timeout::after(QUEUE_WAIT));
+        let mut deadline = Timeout::after(QUEUE_WAIT);
         loop {
             if !self.sending.get() {
                 self.sending.set(true);
