@@ -19,6 +19,7 @@
 //! `meta` (`since_ms`: when `recent` was made; `published_ms`). These are
 //! the tables' first layout; a change adds columns with defaults.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -62,10 +63,15 @@ struct Row {
 pub struct InvalidationLog {
     state: State,
     env: Env,
+    /// The tables exist (made once per instance, not per call).
+    ready: Cell<bool>,
 }
 
 impl InvalidationLog {
     fn ensure_tables(&self) -> Result<()> {
+        if self.ready.get() {
+            return Ok(());
+        }
         let sql = self.state.storage().sql();
         sql.exec(
             "CREATE TABLE IF NOT EXISTS recent (\
@@ -81,6 +87,7 @@ impl InvalidationLog {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('since_ms', ?)",
             vec![(now_ms() as i64).into()],
         )?;
+        self.ready.set(true);
         Ok(())
     }
 
@@ -181,7 +188,11 @@ impl InvalidationLog {
 
 impl DurableObject for InvalidationLog {
     fn new(state: State, env: Env) -> Self {
-        InvalidationLog { state, env }
+        InvalidationLog {
+            state,
+            env,
+            ready: Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {

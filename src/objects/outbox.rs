@@ -75,6 +75,8 @@ pub struct Outbox {
     env: Env,
     /// Replays in a row that found the primary away (for the pause).
     waits: Cell<u32>,
+    /// The table exists (made once per instance, not per call).
+    ready: Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +100,9 @@ struct Row {
 
 impl Outbox {
     fn ensure_table(&self) -> Result<()> {
+        if self.ready.get() {
+            return Ok(());
+        }
         self.state.storage().sql().exec(
             "CREATE TABLE IF NOT EXISTS entries (\
                seq INTEGER PRIMARY KEY AUTOINCREMENT, \
@@ -110,6 +115,7 @@ impl Outbox {
                done_ms INTEGER)",
             None,
         )?;
+        self.ready.set(true);
         Ok(())
     }
 
@@ -276,6 +282,7 @@ impl DurableObject for Outbox {
             state,
             env,
             waits: Cell::new(0),
+            ready: Cell::new(false),
         }
     }
 
