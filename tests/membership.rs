@@ -2,18 +2,26 @@
 //! on first write, tampered cookies refused, the legacy cookie upgraded
 //! once, join/leave idempotent through the IssueCounter object, exact counts
 //! under 200 concurrent joins, the flush to the primary, `/api/me`,
-//! `/api/logout`, and one round trip to the primary per join.
+//! `/api/logout`, one round trip to the primary per join, and a steady
+//! stream of joins on one issue (the primary slowed down) answered group
+//! by group rather than when the stream ends, with a recount let in
+//! between two of its groups.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{eventually, int, run_cases, Reply, TestApp};
+use tokio::time::Instant;
+
+use common::{eventually, int, run_cases, Reply, TestApp, ADMIN_TOKEN};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
+
+/// How long the primary holds each request in the steady-stream case.
+const HOLD_MS: u64 = 150;
 
 fn string(v: &Hv) -> String {
     match v {
@@ -347,9 +355,103 @@ async fn a_join_is_one_round_trip(app: &TestApp) {
     }
 }
 
+/// Joins on one issue arriving faster than its transactions finish (the
+/// primary holds each request `HOLD_MS`): the queue never empties while the
+/// stream lasts. Each join must still be answered with its own group or the
+/// next one, not when the stream ends: the object that sent a group hands
+/// the queue on instead of sending until it is empty.
+async fn a_steady_stream_holds_no_join_until_it_ends(app: &TestApp) {
+    const JOINS: usize = 40;
+    const EVERY: Duration = Duration::from_millis(50);
+    let issue = app.fresh_issue("A steady stream").await;
+    let start = Instant::now();
+    let joins = (0..JOINS).map(|i| {
+        let issue = issue.clone();
+        async move {
+            tokio::time::sleep_until(start + EVERY * i as u32).await;
+            let sent = start.elapsed();
+            let reply = join(app, &issue, None).await;
+            (sent, start.elapsed(), reply)
+        }
+    });
+    let done = futures::future::join_all(joins).await;
+    for (sent, answered, reply) in &done {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["changed"], true);
+        // Answered before the join 20 places later (a second on) was sent.
+        assert!(
+            *answered < *sent + EVERY * 20,
+            "a join sent at {sent:?} was answered at {answered:?}, behind the joins after it"
+        );
+    }
+    let first_answered = done[0].1;
+    let last_sent = done[JOINS - 1].0;
+    assert!(
+        first_answered < last_sent,
+        "the first join was answered at {first_answered:?}, after the last was sent at {last_sent:?}"
+    );
+    flushed(app, &issue, JOINS as i64).await;
+}
+
+/// A recount asked for while a stream of joins keeps the object busy (the
+/// reconcile job, after a member was added behind the object's back) goes
+/// between two groups instead of waiting for the stream to end, and its
+/// count is exact.
+async fn a_recount_goes_between_a_streams_groups(app: &TestApp) {
+    const JOINS: usize = 150;
+    const EVERY: Duration = Duration::from_millis(50);
+    let issue = app.fresh_issue("Recounted mid-stream").await;
+    let start = Instant::now();
+    let joins = futures::future::join_all((0..JOINS).map(|i| {
+        let issue = issue.clone();
+        async move {
+            tokio::time::sleep_until(start + EVERY * i as u32).await;
+            let sent = start.elapsed();
+            (sent, join(app, &issue, None).await)
+        }
+    }));
+    let job = async {
+        tokio::time::sleep_until(start + Duration::from_secs(1)).await;
+        // A member the counter object never saw.
+        app.insert_members(&issue, 1, None).await;
+        let r = app
+            .request(Method::POST, "/api/admin/jobs/reconcile_counts")
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (start.elapsed(), status, body)
+    };
+    let (joins, (job_done, status, body)) = tokio::join!(joins, job);
+    for (_, reply) in &joins {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["changed"], true);
+    }
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let details = &body["run"]["details"];
+    assert_eq!(details["counter_failures"], 0, "{body}");
+    let corrected = details["corrections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["issue_id"] == issue.as_str() && c.get("counter").is_some())
+        .unwrap_or_else(|| panic!("no counter correction for the stream's issue: {body}"));
+    let was = corrected["counter"]["was"].as_i64().expect("was");
+    assert_eq!(corrected["counter"]["now"], was + 1, "{corrected}");
+    let last_sent = joins[JOINS - 1].0;
+    eprintln!("  the job answered at {job_done:.1?}; the last join was sent at {last_sent:.1?}");
+    assert!(
+        job_done < last_sent,
+        "the job's recount waited for the stream: answered at {job_done:?}, the last join sent at {last_sent:?}"
+    );
+    flushed(app, &issue, JOINS as i64 + 1).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn identity_and_membership() {
-    let app = TestApp::start().await;
+    let mut app = TestApp::start().await;
     run_cases(vec![
         (
             "join and leave are idempotent",
@@ -373,6 +475,19 @@ async fn identity_and_membership() {
             Box::pin(a_failed_write_still_hands_over_the_upgraded_session(&app)),
         ),
         ("one round trip", Box::pin(a_join_is_one_round_trip(&app))),
+    ])
+    .await;
+    // Last: every transaction from here on is slow.
+    app.restart_primary_with(&["--delay-ms", &HOLD_MS.to_string()]);
+    run_cases(vec![
+        (
+            "a steady stream",
+            Box::pin(a_steady_stream_holds_no_join_until_it_ends(&app)),
+        ),
+        (
+            "a recount in a stream",
+            Box::pin(a_recount_goes_between_a_streams_groups(&app)),
+        ),
     ])
     .await;
 }

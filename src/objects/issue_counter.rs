@@ -174,8 +174,42 @@ struct Sending<'a> {
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
         self.flag.set(false);
-        if let Some((_, waiter, _)) = self.queue.borrow().iter().find(|(_, w, _)| !w.is_closed()) {
-            let _ = waiter.unbounded_send(Wake::Lead);
+        wake_first(self.queue);
+    }
+}
+
+/// Tells the oldest change still waiting that no one is sending.
+fn wake_first(queue: &Queue) {
+    if let Some((_, waiter, _)) = queue.borrow().iter().find(|(_, w, _)| !w.is_closed()) {
+        let _ = waiter.unbounded_send(Wake::Lead);
+    }
+}
+
+/// A recount waiting for the group in flight: changes start no group
+/// meanwhile, so the recount goes next. Its end (also if it gives up or is
+/// cancelled before it sends) hands the queue back.
+struct RecountWaiting<'a> {
+    count: &'a Cell<u32>,
+    sending: &'a Cell<bool>,
+    queue: &'a Queue,
+}
+
+impl<'a> RecountWaiting<'a> {
+    fn new(count: &'a Cell<u32>, sending: &'a Cell<bool>, queue: &'a Queue) -> Self {
+        count.set(count.get() + 1);
+        RecountWaiting {
+            count,
+            sending,
+            queue,
+        }
+    }
+}
+
+impl Drop for RecountWaiting<'_> {
+    fn drop(&mut self) {
+        self.count.set(self.count.get().saturating_sub(1));
+        if self.count.get() == 0 && !self.sending.get() {
+            wake_first(self.queue);
         }
     }
 }
@@ -190,6 +224,8 @@ pub struct IssueCounter {
     trusted: Cell<bool>,
     queue: Queue,
     sending: Cell<bool>,
+    /// Recounts waiting for the group in flight (see [`RecountWaiting`]).
+    recounts_waiting: Cell<u32>,
     /// Counts moved (or an update is owed) since the alarm was last checked.
     alarm_due: Cell<bool>,
     /// What the sockets are owed, saved in table `live`.
@@ -389,6 +425,18 @@ impl IssueCounter {
         }
     }
 
+    /// After a call: sets the alarm if counts moved or an update is owed. A failure is logged, not answered: the change itself
+    /// committed, and the next one tries the alarm again.
+    async fn schedule_if_due(&self) {
+        if !self.alarm_due.replace(false) {
+            return;
+        }
+        if let Err(e) = self.schedule().await {
+            self.alarm_due.set(true);
+            tracing::error!(error = %e, "issue counter: cannot set its alarm; the next change tries again");
+        }
+    }
+
     /// Sets the alarm for [`Self::next_due`] unless it is set earlier.
     async fn schedule(&self) -> Result<()> {
         let now = now_ms();
@@ -451,19 +499,23 @@ impl IssueCounter {
     /// Queues a change and waits for its answer. Changes that arrive while
     /// a transaction is in flight go together in the next one (group
     /// commit): a hot issue costs a few transactions a second, not one per
-    /// join. Whoever finds no transaction in flight sends the queue.
+    /// join. Whoever finds no transaction in flight sends the queue's next
+    /// group, then hands the rest to the first change still waiting
+    /// ([`Sending`]'s drop) and answers: a sender that went on until the
+    /// queue was empty would hold its own answer (and every recount) for as
+    /// long as a steady stream of changes kept coming.
     async fn change(&self, change: Change) -> AppResult<Answer> {
         let (waiter, mut told) = mpsc::unbounded();
         self.queue.borrow_mut().push((change, waiter, now_ms()));
         let mut deadline = Timeout::after(QUEUE_WAIT);
         loop {
-            if !self.sending.get() {
+            if !self.sending.get() && self.recounts_waiting.get() == 0 {
                 self.sending.set(true);
                 let _sending = Sending {
                     flag: &self.sending,
                     queue: &self.queue,
                 };
-                self.drain().await;
+                self.send_group().await;
             }
             match select(told.next(), &mut deadline).await {
                 Either::Left((Some(Wake::Done(answer)), _)) => return answer,
@@ -484,11 +536,13 @@ impl IssueCounter {
     }
 
     /// Takes the count again from `user_issues`, as the only transaction in
-    /// flight (changes that arrive meanwhile wait, then go as usual), so
-    /// the count it takes is exact. A count that differs is saved and
-    /// flushed like any change.
+    /// flight, so the count it takes is exact: it waits for the group in
+    /// flight, if any, and goes before the changes queued behind it, which
+    /// then go as usual. A count that differs is saved and flushed like any
+    /// change.
     async fn recount(&self, ask: &RecountAsk) -> AppResult<Recount> {
         let deadline = now_ms() + QUEUE_WAIT.as_millis() as u64;
+        let waiting = RecountWaiting::new(&self.recounts_waiting, &self.sending, &self.queue);
         while self.sending.get() {
             if now_ms() > deadline {
                 return Err(AppError::primary_unavailable(
@@ -498,6 +552,7 @@ impl IssueCounter {
             Timeout::after(Duration::from_millis(2)).await;
         }
         self.sending.set(true);
+        drop(waiting);
         let _sending = Sending {
             flag: &self.sending,
             queue: &self.queue,
@@ -535,32 +590,30 @@ impl IssueCounter {
         })
     }
 
-    /// Sends queued changes, a group at a time, until none are left. A
-    /// change whose request has gone (its waiter dropped) is not sent: no
-    /// one would learn its outcome.
-    async fn drain(&self) {
-        loop {
-            let group: Vec<(Change, Waiter, u64)> = {
-                let mut queue = self.queue.borrow_mut();
-                queue.retain(|(_, w, _)| !w.is_closed());
-                let n = queue.len().min(GROUP_MAX);
-                queue.drain(..n).collect()
-            };
-            if group.is_empty() {
-                return;
+    /// Sends the queue's next group (the oldest changes, at most
+    /// [`GROUP_MAX`]). A change whose request has gone (its waiter dropped)
+    /// is not sent: no one would learn its outcome.
+    async fn send_group(&self) {
+        let group: Vec<(Change, Waiter, u64)> = {
+            let mut queue = self.queue.borrow_mut();
+            queue.retain(|(_, w, _)| !w.is_closed());
+            let n = queue.len().min(GROUP_MAX);
+            queue.drain(..n).collect()
+        };
+        if group.is_empty() {
+            return;
+        }
+        let changes: Vec<Change> = group.iter().map(|(c, _, _)| c.clone()).collect();
+        let sent_ms = now_ms();
+        let answers = match self.apply_group(&changes).await {
+            Ok(answers) => answers,
+            Err(e) => changes.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for ((_, waiter, arrived_ms), mut answer) in group.into_iter().zip(answers) {
+            if let Ok(a) = &mut answer {
+                a.phases.queued_ms = sent_ms.saturating_sub(arrived_ms);
             }
-            let changes: Vec<Change> = group.iter().map(|(c, _, _)| c.clone()).collect();
-            let sent_ms = now_ms();
-            let answers = match self.apply_group(&changes).await {
-                Ok(answers) => answers,
-                Err(e) => changes.iter().map(|_| Err(e.clone())).collect(),
-            };
-            for ((_, waiter, arrived_ms), mut answer) in group.into_iter().zip(answers) {
-                if let Ok(a) = &mut answer {
-                    a.phases.queued_ms = sent_ms.saturating_sub(arrived_ms);
-                }
-                let _ = waiter.unbounded_send(Wake::Done(answer));
-            }
+            let _ = waiter.unbounded_send(Wake::Done(answer));
         }
     }
 
@@ -612,7 +665,12 @@ impl IssueCounter {
         }
         self.trusted
             .set(counter::trusted_after(count, true, counted));
-        self.record(changes, &outcomes)?;
+        if let Err(e) = self.record(changes, &outcomes) {
+            // The group committed at the primary: its answers stand. What
+            // this object saved is behind, so its next group counts again.
+            tracing::error!(code = %e.code, details = ?e.details, "issue counter: a committed group's counts were not saved; counting again");
+            self.trusted.set(false);
+        }
         let total = self.stored.borrow().counts.total;
         let as_of_ms = now_ms();
         let group = u32::try_from(changes.len()).unwrap_or(u32::MAX);
@@ -741,6 +799,7 @@ impl DurableObject for IssueCounter {
             trusted: Cell::new(false),
             queue: RefCell::new(Vec::new()),
             sending: Cell::new(false),
+            recounts_waiting: Cell::new(0),
             alarm_due: Cell::new(false),
             pending: RefCell::new(pending),
             watching: Cell::new(None),
@@ -757,9 +816,7 @@ impl DurableObject for IssueCounter {
                 };
                 let mut answer = self.change(change).await;
                 let after = now_ms();
-                if self.alarm_due.replace(false) {
-                    self.schedule().await?;
-                }
+                self.schedule_if_due().await;
                 if let Ok(a) = &mut answer {
                     a.phases.after_ms += now_ms().saturating_sub(after);
                 }
@@ -783,9 +840,7 @@ impl DurableObject for IssueCounter {
                     Err(e) => return Response::error(format!("bad recount: {e}"), 400),
                 };
                 let answer = self.recount(&ask).await;
-                if self.alarm_due.replace(false) {
-                    self.schedule().await?;
-                }
+                self.schedule_if_due().await;
                 match answer {
                     Ok(answer) => Response::from_json(&answer),
                     Err(e) => error_response(&e),
@@ -801,9 +856,7 @@ impl DurableObject for IssueCounter {
                     return Response::error("a socket needs Upgrade: websocket and its seed", 400);
                 };
                 let response = self.open_socket(&seed)?;
-                if self.alarm_due.replace(false) {
-                    self.schedule().await?;
-                }
+                self.schedule_if_due().await;
                 Ok(response)
             }
             (Method::Post, "/post") => {
@@ -812,9 +865,7 @@ impl DurableObject for IssueCounter {
                     Err(e) => return Response::error(format!("bad post: {e}"), 400),
                 };
                 self.post(post)?;
-                if self.alarm_due.replace(false) {
-                    self.schedule().await?;
-                }
+                self.schedule_if_due().await;
                 Response::ok("noted")
             }
             _ => super::not_found(),
