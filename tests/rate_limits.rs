@@ -1,8 +1,8 @@
 //! Rate limits against the real stack, with small policies: the (N+1)th
 //! read and write in a window is 429 with the IETF headers and
 //! `Retry-After`, concurrent requests together never get more than the
-//! limit, clients are limited apart, and creating issues is limited per
-//! user. A limiter that fails lets reads through and refuses writes for a
+//! limit, clients are limited apart, `/health` is a read, and creating
+//! issues is limited per user. A limiter that fails lets reads through and refuses writes for a
 //! bounded time, then limits them in the isolate.
 
 mod common;
@@ -57,6 +57,20 @@ async fn the_read_after_the_limit_is_refused(app: &TestApp) {
         StatusCode::OK,
         "another client is not limited"
     );
+}
+
+/// `/health` does real work per call (a query, a KV write and read, a
+/// limiter take), so it is a read like any other: one client cannot call it
+/// without limit.
+async fn health_counts_as_a_read(app: &TestApp) {
+    let ip = "198.51.100.77";
+    for i in 0..READS {
+        let r = get_as(app, ip, "/health").await;
+        assert_eq!(r.status(), StatusCode::OK, "health call {i}");
+    }
+    let r = get_as(app, ip, "/health").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "ratelimit-policy"), "\"reads\";q=50;w=60");
 }
 
 async fn concurrent_writes_never_exceed_the_limit(app: &TestApp) {
@@ -221,6 +235,7 @@ async fn rate_limits() {
             "concurrent reads",
             Box::pin(concurrent_reads_get_exactly_their_allowance(&app)),
         ),
+        ("health is a read", Box::pin(health_counts_as_a_read(&app))),
         (
             "concurrent writes",
             Box::pin(concurrent_writes_never_exceed_the_limit(&app)),

@@ -503,6 +503,22 @@ fn entry_ttl(config: &Config) -> u64 {
     (config.cache_fresh_secs + config.cache_stale_secs).max(60)
 }
 
+/// The most bytes a Workers KV key may have.
+const KV_KEY_MAX_BYTES: usize = 512;
+
+/// An entry's key: the read's key under its tags' generations. A read key
+/// that would make it longer than KV takes (a long search with a cursor,
+/// words in a script of many bytes per letter) is replaced by its SHA-256.
+fn entry_key(generations: &[String], read_key: &str) -> String {
+    let key = format!("c1:{}:{read_key}", generations.join("."));
+    if key.len() <= KV_KEY_MAX_BYTES {
+        return key;
+    }
+    let digest = Sha256::digest(read_key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("c1:{}:sha256:{hex}", generations.join("."))
+}
+
 /// Answers a read from memory, KV or the primary, in that order.
 pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
     follow_log(ctx).await;
@@ -510,7 +526,7 @@ pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
     for tag in read.tags() {
         generations.push(generation(ctx, &tag).await);
     }
-    let key = format!("c1:{}:{}", generations.join("."), read.key());
+    let key = entry_key(&generations, &read.key());
     let (fresh, stale) = (ctx.config.cache_fresh_secs, ctx.config.cache_stale_secs);
 
     let in_memory = with_isolate(|iso| iso.entries.get(&key).cloned());
@@ -585,6 +601,45 @@ pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_keys_fit_in_kv() {
+        let gens = vec![
+            "1733300000000-ab12".to_owned(),
+            "1733300000001-cd34".to_owned(),
+        ];
+        let short = entry_key(&gens, "issue/x");
+        assert_eq!(short, "c1:1733300000000-ab12.1733300000001-cd34:issue/x");
+        // The longest search: 8 words of 64 letters of 4 bytes each, and a cursor.
+        let word = "\u{10348}".repeat(crate::domain::search::MAX_TERM_CHARS);
+        let long = |last: &str| {
+            let mut words = vec![word.clone(); crate::domain::search::MAX_TERMS - 1];
+            words.push(last.to_owned());
+            format!(
+                "issues?category=&limit=100&cursor={}&q={}&sort=popular",
+                "c".repeat(200),
+                words.join(" ")
+            )
+        };
+        let (a, b) = (
+            entry_key(&gens, &long(&word)),
+            entry_key(&gens, &long("other")),
+        );
+        assert!(
+            a.len() <= KV_KEY_MAX_BYTES && b.len() <= KV_KEY_MAX_BYTES,
+            "{a} {b}"
+        );
+        assert_ne!(a, b, "different reads keep different keys");
+        assert_eq!(
+            a,
+            entry_key(&gens, &long(&word)),
+            "the same read, the same key"
+        );
+        assert!(
+            a.starts_with("c1:1733300000000-ab12.1733300000001-cd34:sha256:"),
+            "{a}"
+        );
+    }
 
     #[test]
     fn ages() {

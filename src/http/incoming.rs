@@ -8,8 +8,8 @@
 //! also keeps the method as sent (`worker::Request::method` reads a method
 //! it does not know, PROPFIND say, as GET).
 
-use worker::js_sys::{ArrayBuffer, Uint8Array};
-use worker::wasm_bindgen::JsCast;
+use worker::js_sys::{Reflect, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{web_sys, Url};
 
@@ -66,16 +66,52 @@ impl Incoming {
         self.headers.get(name).ok().flatten()
     }
 
-    /// The whole body (empty when there is none).
-    pub async fn bytes(&self) -> Result<Vec<u8>, String> {
-        let promise = self.raw.array_buffer().map_err(describe)?;
-        let buffer: ArrayBuffer = JsFuture::from(promise)
-            .await
-            .map_err(describe)?
+    /// The body, read no further than `max` bytes; `None` when there is
+    /// none (or it is empty). Read from its stream, whatever the headers
+    /// say, so a chunked body (no `Content-Length`) larger than `max` is
+    /// refused once `max` is passed rather than buffered whole first.
+    pub async fn body_within(&self, max: usize) -> Result<Option<Vec<u8>>, BodyError> {
+        let Some(stream) = self.raw.body() else {
+            return Ok(None);
+        };
+        let reader: web_sys::ReadableStreamDefaultReader = stream
+            .get_reader()
             .dyn_into()
-            .map_err(describe)?;
-        Ok(Uint8Array::new(&buffer).to_vec())
+            .map_err(|e| BodyError::Unreadable(describe(e.into())))?;
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = JsFuture::from(reader.read())
+                .await
+                .map_err(|e| BodyError::Unreadable(describe(e)))?;
+            let done = Reflect::get(&chunk, &JsValue::from_str("done"))
+                .map(|d| d.is_truthy())
+                .unwrap_or(true);
+            if done {
+                break;
+            }
+            let value = Reflect::get(&chunk, &JsValue::from_str("value"))
+                .map_err(|e| BodyError::Unreadable(describe(e)))?;
+            let Some(part) = value.dyn_ref::<Uint8Array>() else {
+                return Err(BodyError::Unreadable(
+                    "a body chunk that is not bytes".to_owned(),
+                ));
+            };
+            if bytes.len() + part.length() as usize > max {
+                // Nothing more of it is read: the runtime may drop the rest.
+                let _ = reader.cancel();
+                return Err(BodyError::TooLarge);
+            }
+            bytes.extend(part.to_vec());
+        }
+        Ok((!bytes.is_empty()).then_some(bytes))
     }
+}
+
+/// Why a body was not read.
+#[derive(Debug, PartialEq)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable(String),
 }
 
 fn describe(e: worker::wasm_bindgen::JsValue) -> String {

@@ -22,7 +22,7 @@ use crate::http::config::Config;
 use crate::http::context::{json_response, Ctx};
 use crate::http::cors::{self, Cors};
 use crate::http::error::{AppError, AppResult, Code};
-use crate::http::incoming::Incoming;
+use crate::http::incoming::{BodyError, Incoming};
 use crate::http::request_id;
 use crate::http::router::{self, Resolved, Route};
 use crate::jobs;
@@ -329,8 +329,9 @@ fn bearer_secret<'c>(route: &Route, config: &'c Config) -> Option<(Option<&'c st
 }
 
 /// The rate limits a request pays before its handler runs (see
-/// [`limits`]): reads per IP through the isolate's gate, writes per IP,
-/// creating an issue also per user. Health, the benchmark baseline and the
+/// [`limits`]): reads per IP through the isolate's gate (`/health` too: each
+/// call queries the primary, writes KV and takes from a limiter), writes
+/// per IP, creating an issue also per user. The benchmark baseline and the
 /// admin routes (behind their own token) are not limited.
 async fn limit(ctx: &Ctx, route: &Route, req: &Incoming) -> AppResult<()> {
     let header = |name: &str| req.header(name);
@@ -341,8 +342,7 @@ async fn limit(ctx: &Ctx, route: &Route, req: &Incoming) -> AppResult<()> {
         // per phone applies inside.
         #[cfg(feature = "bench")]
         Route::BenchConstant => Ok(()),
-        Route::Health
-        | Route::InvalidateCache
+        Route::InvalidateCache
         | Route::RunJob { .. }
         | Route::ListJobs
         | Route::Bot
@@ -489,32 +489,24 @@ fn options(mut allow: Vec<&'static str>) -> AppResult<Response> {
     Ok(r)
 }
 
-/// Body limits, before any route sees the request: a body must be JSON
-/// (415 otherwise), at most `max` bytes (413), and well-formed (400).
-/// Returns the parsed body, if there was one.
-/// The body's bytes, if it has one, within `max`.
+/// The body's bytes, if it has one, within `max` (413 past it: a declared
+/// `Content-Length` over `max` is refused before anything is read).
 async fn read_bytes(req: &Incoming, max: usize) -> AppResult<Option<Vec<u8>>> {
     let length: Option<usize> = req
         .header("Content-Length")
         .and_then(|l| l.trim().parse().ok());
-    let chunked = req.header("Transfer-Encoding").is_some();
-    if !(chunked || length.is_some_and(|l| l > 0)) {
-        return Ok(None);
-    }
     if length.is_some_and(|l| l > max) {
         return Err(too_large(max));
     }
-    let bytes = req
-        .bytes()
-        .await
-        .map_err(|e| AppError::bad_request(Code::BadBody, e))?;
-    if bytes.len() > max {
-        return Err(too_large(max));
-    }
-    Ok(Some(bytes))
+    req.body_within(max).await.map_err(|e| match e {
+        BodyError::TooLarge => too_large(max),
+        BodyError::Unreadable(why) => AppError::bad_request(Code::BadBody, why),
+    })
 }
 
-/// The JSON body, if the request has one.
+/// Body limits, before any route sees the request: a body must be JSON
+/// (415 otherwise), at most `max` bytes (413), and well-formed (400).
+/// Returns the parsed body, if there was one.
 async fn read_body(req: &Incoming, max: usize) -> AppResult<Option<Value>> {
     let content_type = req.header("Content-Type");
     let Some(bytes) = read_bytes(req, max).await? else {

@@ -91,8 +91,9 @@ async fn primary(ctx: &Ctx) -> Result<Option<Value>, String> {
 
 async fn kv(ctx: &Ctx) -> Result<Option<Value>, String> {
     let store = ctx.env.kv("CACHE").map_err(|e| e.to_string())?;
-    // A key per request: KV allows about one write per second per key.
-    let key = format!("health:{}", ctx.request_id);
+    // A key per call, made here (a caller's X-Request-Id can repeat): KV
+    // allows about one write per second per key.
+    let key = format!("health:{}", uuid::Uuid::new_v4());
     store
         .put(&key, "ok")
         .map_err(|e| format!("{e:?}"))?
