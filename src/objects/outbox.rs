@@ -334,6 +334,7 @@ mod tests {
         for (name, op) in [
             ("outbox.v1.membership.json", Op::Join),
             ("outbox.v2.membership.json", Op::Leave),
+            ("outbox.v3.membership.json", Op::Join),
         ] {
             match entry(&fixture(name)) {
                 Ok(Queued::Membership { change }) => {
@@ -343,20 +344,28 @@ mod tests {
                 other => panic!("{name}: {other:?}"),
             }
         }
-        match entry(&fixture("outbox.v1.write.json")) {
-            Ok(Queued::Write { write, now_ms, .. }) => {
-                assert_eq!(write.kind, WriteKind::Post);
-                assert_eq!(
-                    write.issue_id.as_deref(),
-                    Some("6f1d0f3e-2b1c-4a55-9d0e-5f3b2c1a0e11")
-                );
-                assert_eq!(
-                    write.body,
-                    Some(json!({"content": "Still flooded on Mill Lane"}))
-                );
-                assert_eq!(now_ms, 1_796_122_417_300);
+        for name in [
+            "outbox.v1.write.json",
+            "outbox.v2.write.json",
+            "outbox.v3.write.json",
+        ] {
+            match entry(&fixture(name)) {
+                Ok(Queued::Write { write, now_ms, .. }) => {
+                    assert_eq!(write.kind, WriteKind::Post, "{name}");
+                    assert_eq!(
+                        write.issue_id.as_deref(),
+                        Some("6f1d0f3e-2b1c-4a55-9d0e-5f3b2c1a0e11"),
+                        "{name}"
+                    );
+                    assert_eq!(
+                        write.body,
+                        Some(json!({"content": "Still flooded on Mill Lane"})),
+                        "{name}"
+                    );
+                    assert_eq!(now_ms, 1_796_122_417_300, "{name}");
+                }
+                other => panic!("{name}: {other:?}"),
             }
-            other => panic!("{other:?}"),
         }
     }
 
