@@ -239,6 +239,29 @@ fn with_isolate<T>(f: impl FnOnce(&mut Isolate) -> T) -> T {
     ISOLATE.with(|i| f(&mut i.borrow_mut()))
 }
 
+/// A load of `key` under way in this isolate (others wait for it instead of
+/// loading it too). The claim ends when this is dropped, also when the
+/// request loading it is cancelled mid-load, so no later request waits
+/// for a load that will never finish.
+struct Loading {
+    key: String,
+}
+
+impl Loading {
+    /// `None` if a load of `key` is already under way.
+    fn claim(key: &str) -> Option<Loading> {
+        with_isolate(|iso| iso.in_flight.insert(key.to_owned())).then(|| Loading {
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        with_isolate(|iso| iso.in_flight.remove(&self.key));
+    }
+}
+
 fn remember(key: &str, entry: &Entry) {
     with_isolate(|iso| iso.entries.insert(key, entry.clone()));
 }
@@ -435,11 +458,11 @@ async fn load_once(ctx: &Ctx, key: &str, read: &Read) -> Result<Entry, AppError>
     if let Some(entry) = fresh_in_memory() {
         return Ok(entry);
     }
-    with_isolate(|iso| iso.in_flight.insert(key.to_owned()));
+    let loading = Loading::claim(key);
     let started = now_ms();
     let result = loader(ctx, read.clone()).await;
     ctx.add_db_ms(now_ms().saturating_sub(started));
-    with_isolate(|iso| iso.in_flight.remove(key));
+    drop(loading);
     if let Ok(entry) = &result {
         remember(key, entry);
         store(ctx, key, entry);
@@ -470,17 +493,16 @@ fn store(ctx: &Ctx, key: &str, entry: &Entry) {
 /// Refreshes a stale entry behind the response, unless a load of it is
 /// already under way.
 fn refresh(ctx: &Ctx, key: &str, read: &Read) {
-    let claimed = with_isolate(|iso| iso.in_flight.insert(key.to_owned()));
-    if !claimed {
+    let Some(loading) = Loading::claim(key) else {
         return;
-    }
+    };
     let load = loader(ctx, read.clone());
     let key = key.to_owned();
     let kv = ctx.kv().ok();
     let ttl = entry_ttl(&ctx.config);
     ctx.wait_until(async move {
         let result = load.await;
-        with_isolate(|iso| iso.in_flight.remove(&key));
+        drop(loading);
         match result {
             Ok(entry) => {
                 remember(&key, &entry);
@@ -601,6 +623,22 @@ pub async fn serve(ctx: &Ctx, read: &Read) -> AppResult<Served> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_load_claim_ends_however_its_load_ends() {
+        let claim = Loading::claim("k-claim").expect("first claim");
+        assert!(Loading::claim("k-claim").is_none(), "one load at a time");
+        // A request cancelled mid-load drops its future, and the claim with it.
+        let cancelled = async move {
+            let _held = claim;
+            futures::future::pending::<()>().await;
+        };
+        drop(cancelled);
+        assert!(
+            Loading::claim("k-claim").is_some(),
+            "the claim ended with it"
+        );
+    }
 
     #[test]
     fn entry_keys_fit_in_kv() {
