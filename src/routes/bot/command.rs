@@ -93,7 +93,9 @@ pub fn parse(text: &str) -> Command {
         "help" | "start" | "hi" | "hello" | "menu" | "?" if rest.is_empty() => Command::Help,
         "search" | "find" => {
             let words = rest.split_whitespace().collect::<Vec<_>>().join(" ");
-            if words.is_empty() {
+            // Words as a search reads them: punctuation alone would list
+            // the most popular issues as if they matched.
+            if crate::domain::search::SearchQuery::parse(&words).is_none() {
                 Command::Unknown(Problem::NeedsWords)
             } else {
                 Command::Search(clipped(&words, MAX_SEARCH_CHARS))
@@ -216,6 +218,8 @@ mod tests {
             ("actions", NeedsNumber("actions")),
             ("search", NeedsWords),
             ("search    ", NeedsWords),
+            ("search !!! ?", NeedsWords),
+            ("find -- ...", NeedsWords),
             ("post", NeedsNumber("post")),
             ("post 1", NeedsText),
             ("post x hello", NeedsNumber("post")),
