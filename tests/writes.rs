@@ -541,6 +541,89 @@ async fn posts_and_actions_show_at_once_and_count_daily(app: &TestApp) {
     );
 }
 
+/// An issue's actions come a page at a time, oldest first (ties by id),
+/// each once; a cursor of another list, or a limit out of range, is 400.
+async fn actions_are_paged_oldest_first(app: &TestApp) {
+    let issue = app.fresh_issue("Many actions").await;
+    let made = [
+        ("a-3", "2026-01-01T00:00:03.000Z"),
+        ("a-1", "2026-01-01T00:00:01.000Z"),
+        ("a-2b", "2026-01-01T00:00:02.000Z"),
+        ("a-2a", "2026-01-01T00:00:02.000Z"),
+        ("a-4", "2026-01-01T00:00:04.000Z"),
+    ];
+    for (title, at) in made {
+        app.sql(
+            "INSERT INTO actions (id, issue_id, title, type, created_at) VALUES (?, ?, ?, 'action', ?)",
+            vec![
+                text(format!("{}-{title}", issue).as_str()),
+                text(issue.as_str()),
+                text(title),
+                text(at),
+            ],
+        )
+        .await;
+    }
+    let path = format!("/api/issues/{issue}/actions");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..4 {
+        let url = match &cursor {
+            None => format!("{path}?limit=2"),
+            Some(c) => format!("{path}?limit=2&cursor={c}"),
+        };
+        let page = app.get_json(&url).await;
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 2, "{page}");
+        seen.extend(
+            items
+                .iter()
+                .map(|a| a["title"].as_str().expect("title").to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["a-1", "a-2a", "a-2b", "a-3", "a-4"],
+        "oldest first, each once"
+    );
+    // The first page without a limit is the default page, all five here.
+    assert_eq!(
+        app.get_json(&path).await["items"].as_array().map(Vec::len),
+        Some(5)
+    );
+
+    let feed_cursor = {
+        let feed = format!("/api/issues/{issue}/feed");
+        for i in 0..2 {
+            app.sql(
+                "INSERT INTO feed (id, issue_id, content) VALUES (?, ?, ?)",
+                vec![
+                    text(format!("{issue}-p{i}").as_str()),
+                    text(issue.as_str()),
+                    text("a post"),
+                ],
+            )
+            .await;
+        }
+        app.get_json(&format!("{feed}?limit=1")).await["next_cursor"]
+            .as_str()
+            .expect("a feed cursor")
+            .to_owned()
+    };
+    for bad in [
+        format!("{path}?cursor={feed_cursor}"),
+        format!("{path}?limit=0"),
+        format!("{path}?limit=101"),
+    ] {
+        let r = app.get(&bad).send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
 async fn a_write_is_one_round_trip_two_with_a_key(app: &TestApp) {
     let cookie = session(app).await;
     let issue = app.fresh_issue("Round trips").await;
@@ -688,6 +771,10 @@ async fn issue_writes() {
         (
             "posts and actions at once, daily counts",
             Box::pin(posts_and_actions_show_at_once_and_count_daily(&app)),
+        ),
+        (
+            "actions are paged",
+            Box::pin(actions_are_paged_oldest_first(&app)),
         ),
         (
             "round trips",

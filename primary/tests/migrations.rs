@@ -427,6 +427,7 @@ async fn list_queries_are_served_by_indexes() {
         "SELECT id FROM issues WHERE category = 'health' ORDER BY trending_delta DESC, id LIMIT 20",
         "SELECT id FROM feed WHERE issue_id = 'x' ORDER BY created_at DESC, id LIMIT 20",
         "SELECT id FROM feed_archive WHERE issue_id = 'x' ORDER BY created_at DESC, id LIMIT 20",
+        "SELECT id FROM actions WHERE issue_id = 'x' ORDER BY created_at, id LIMIT 20",
         "SELECT id FROM organisations ORDER BY name, id LIMIT 20",
         "SELECT count(*) FROM user_issues WHERE issue_id = 'x' AND organisation_id = 'y'",
     ];

@@ -18,11 +18,16 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn parse(pairs: &[(String, String)]) -> AppResult<Page> {
-        let mut page = Page {
+    /// The first page at the default size.
+    pub fn first() -> Page {
+        Page {
             cursor: None,
             limit: DEFAULT_LIMIT,
-        };
+        }
+    }
+
+    pub fn parse(pairs: &[(String, String)]) -> AppResult<Page> {
+        let mut page = Page::first();
         for (key, value) in pairs {
             match key.as_str() {
                 "limit" => {

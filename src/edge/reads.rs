@@ -17,7 +17,7 @@ pub enum Read {
     Issues(ListQuery),
     Issue(Id),
     Feed(Id, Page),
-    Actions(Id),
+    Actions(Id, Page),
     Countries(Id),
     Organisations(Page),
     Organisation(Id),
@@ -73,7 +73,9 @@ impl Read {
             ),
             Read::Issue(id) => format!("issue/{}", id.as_str()),
             Read::Feed(id, page) => format!("issue/{}/feed?{}", id.as_str(), page_params(page)),
-            Read::Actions(id) => format!("issue/{}/actions", id.as_str()),
+            Read::Actions(id, page) => {
+                format!("issue/{}/actions?{}", id.as_str(), page_params(page))
+            }
             Read::Countries(id) => format!("issue/{}/countries", id.as_str()),
             Read::Organisations(page) => format!("organisations?{}", page_params(page)),
             Read::Organisation(id) => format!("organisation/{}", id.as_str()),
@@ -83,7 +85,7 @@ impl Read {
     pub fn tags(&self) -> Vec<String> {
         match self {
             Read::Issues(_) => vec![ISSUES_TAG.to_owned()],
-            Read::Issue(id) | Read::Actions(id) | Read::Countries(id) => vec![issue_tag(id)],
+            Read::Issue(id) | Read::Actions(id, _) | Read::Countries(id) => vec![issue_tag(id)],
             Read::Feed(id, _) => vec![feed_tag(id)],
             Read::Organisations(_) => vec![ORGANISATIONS_TAG.to_owned()],
             // Its issue list carries counts that move with every join.
@@ -96,7 +98,7 @@ impl Read {
             Read::Issues(q) => issues::list(db, cursors, q).await,
             Read::Issue(id) => issues::detail(db, id).await,
             Read::Feed(id, page) => issues::feed(db, cursors, id, page).await,
-            Read::Actions(id) => issues::actions(db, id).await,
+            Read::Actions(id, page) => issues::actions(db, cursors, id, page).await,
             Read::Countries(id) => issues::countries(db, id).await,
             Read::Organisations(page) => organisations::list(db, cursors, page).await,
             Read::Organisation(id) => organisations::detail(db, id).await,

@@ -369,7 +369,7 @@ fn to_read(req: &Incoming, route: Route) -> AppResult<Read> {
         Route::ListIssues => Read::Issues(ListQuery::parse(pairs)?),
         Route::GetIssue { id } => Read::Issue(issue(&id)?),
         Route::IssueFeed { id } => Read::Feed(issue(&id)?, Page::parse(&pairs)?),
-        Route::IssueActions { id } => Read::Actions(issue(&id)?),
+        Route::IssueActions { id } => Read::Actions(issue(&id)?, Page::parse(&pairs)?),
         Route::IssueCountries { id } => Read::Countries(issue(&id)?),
         Route::ListOrganisations => Read::Organisations(Page::parse(&pairs)?),
         Route::GetOrganisation { id } => Read::Organisation(issue(&id)?),

@@ -1041,7 +1041,9 @@ mod tests {
             vec![reads::issue_tag(&issue_id()), ISSUES_TAG.to_owned()]
         );
         // Exactly the tags of the reads that show actions.
-        let actions = crate::edge::reads::Read::Actions(issue_id()).tags();
+        let actions =
+            crate::edge::reads::Read::Actions(issue_id(), crate::domain::paging::Page::first())
+                .tags();
         let detail = crate::edge::reads::Read::Issue(issue_id()).tags();
         assert_eq!(w[4].tags(), actions);
         assert_eq!(w[4].tags(), detail);

@@ -358,14 +358,46 @@ async fn issue_items(db: &Db, id: &Id, sql: &str) -> AppResult<Value> {
     Ok(json!({ "items": rows.into_iter().map(Value::Object).collect::<Vec<_>>() }))
 }
 
-pub async fn actions(db: &Db, id: &Id) -> AppResult<Value> {
-    issue_items(
-        db,
-        id,
+/// A page of an issue's actions, oldest first (an issue can gather any
+/// number of them, so they are paged like the feed).
+pub async fn actions(db: &Db, cursors: &CursorCodec, id: &Id, page: &Page) -> AppResult<Value> {
+    let canonical = format!("actions|{}", id.as_str());
+    let after = page.position(cursors, &canonical)?;
+    let mut args = vec![
+        v::text(id.as_str().to_owned()),
+        v::int(i64::from(page.limit) + 1),
+    ];
+    let keyset = match &after {
+        None => "",
+        Some(pos) => {
+            args.push(crate::store::value::cursor_key(&pos.key, true)?);
+            args.push(v::text(pos.id.clone()));
+            " AND (created_at > ?3 OR (created_at = ?3 AND id > ?4))"
+        }
+    };
+    let sql = format!(
         "SELECT id, title, description, type, time_required, external_url, created_at \
-         FROM actions WHERE issue_id = ?1 ORDER BY created_at, id",
-    )
-    .await
+         FROM actions WHERE issue_id = ?1{keyset} ORDER BY created_at, id LIMIT ?2"
+    );
+    let mut results = db
+        .queries(vec![exists_query(id), Query::new(sql, args)])
+        .await?;
+    let rows = results.pop().unwrap_or_default();
+    if !found(&results.pop().unwrap_or_default()) {
+        return Err(not_found(id));
+    }
+    let (items, next) = paging::split(rows, page.limit, |last| Position {
+        key: last.get("created_at").cloned().unwrap_or(Value::Null),
+        id: last
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    });
+    Ok(json!({
+        "items": items.into_iter().map(Value::Object).collect::<Vec<_>>(),
+        "next_cursor": next.map(|p| cursors.encode(&canonical, &p)),
+    }))
 }
 
 pub async fn countries(db: &Db, id: &Id) -> AppResult<Value> {

@@ -207,7 +207,7 @@ async function main() {
   });
   const otherOrigin = await serveOtherOrigin();
   try {
-    await step('set up: an issue with 12 posts (through the API)', async () => {
+    await step('set up: an issue with 12 posts and 22 actions (through the API)', async () => {
       const created = await apiCall('POST', '/api/issues', {
         body: { name: issueName, category: 'community', description: 'Half the lamps on Mill Lane have been out since October.' },
       });
@@ -215,6 +215,11 @@ async function main() {
       let cookie = created.cookie;
       for (let i = 1; i <= 12; i += 1) {
         cookie = (await apiCall('POST', `/api/issues/${issueId}/feed`, { body: { content: `Earlier post number ${i}` }, cookie })).cookie;
+      }
+      // Two clients: each stays within the run's writes limit.
+      for (let i = 1; i <= 22; i += 1) {
+        const body = { title: `Step number ${i}`, type: 'action' };
+        await apiCall('POST', `/api/issues/${issueId}/actions`, { body, client: `browser-setup-actions-${i % 2}` });
       }
     });
 
@@ -258,6 +263,11 @@ async function main() {
       equal(await text(page, '#membership'), 'Join this issue', 'the button');
       await page.getByRole('heading', { name: 'Held responsible' }).waitFor();
       await page.getByRole('heading', { name: 'What you can do' }).waitFor();
+      await until('the first page of actions', () => page.locator('.actions li').count(), (n) => n === 20);
+      equal(await text(page, '.actions li .name'), 'Step number 1', 'oldest action first');
+      await page.click('#more-actions');
+      await until('the rest of the actions', () => page.locator('.actions li').count(), (n) => n === 22);
+      check(!(await page.locator('#more-actions').count()), 'no more "more actions" after the last page');
       equal(await page.locator('#feed li').count(), 10, 'posts on the first page');
       equal(await text(page, '#feed li .content'), 'Earlier post number 12', 'newest post first');
       await screenshot(page, 'issue');

@@ -143,7 +143,7 @@ export const api = {
   /** A page of issues: `{items, next_cursor}`; `q` searches. */
   issues: ({ q, cursor, limit = 10 } = {}) => read(`/api/issues${query({ q, cursor, limit })}`),
   issue: (id) => read(issuePath(id)),
-  actions: (id) => read(`${issuePath(id)}/actions`),
+  actions: (id, { cursor, limit = 20 } = {}) => read(`${issuePath(id)}/actions${query({ cursor, limit })}`),
   feed: (id, { cursor, limit = 10 } = {}) => read(`${issuePath(id)}/feed${query({ cursor, limit })}`),
   /** `{user, issues}`; `user` is null without a session. */
   me: () => read('/api/me'),

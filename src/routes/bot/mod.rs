@@ -29,6 +29,7 @@ use crate::store::value::{self as v, text};
 use serde_json::Value;
 
 use crate::domain::ids::Id;
+use crate::domain::paging::Page;
 use crate::edge::cache;
 use crate::edge::reads::Read;
 use crate::http::context::Ctx;
@@ -167,8 +168,9 @@ pub async fn issue(ctx: &Ctx, id: &Id) -> AppResult<Value> {
     cached(ctx, &Read::Issue(id.clone())).await
 }
 
+/// The issue's first page of actions (oldest first).
 pub async fn actions(ctx: &Ctx, id: &Id) -> AppResult<Value> {
-    cached(ctx, &Read::Actions(id.clone())).await
+    cached(ctx, &Read::Actions(id.clone(), Page::first())).await
 }
 
 /// The user's issues, newest membership first (never cached: per user).

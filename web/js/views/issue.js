@@ -40,7 +40,7 @@ export async function issueView(main, { id }, session, page) {
     it.description ? h('p', { class: 'description' }, it.description) : null,
     members.section,
     orgs.section,
-    actionsSection(actions),
+    actionsSection(it.id, actions),
     posts.section,
   );
   const live = watch(liveUrl(it.id), {
@@ -193,20 +193,39 @@ function organisations(list) {
   };
 }
 
-function actionsSection(result) {
+function actionsSection(issueId, result) {
   const title = h('h2', { id: 'actions-h' }, 'What you can do');
   if (result.status === 'rejected') {
     return h('section', { 'aria-labelledby': 'actions-h' }, title, loadError(result.reason));
   }
-  const items = result.value.items;
-  return h(
-    'section',
-    { 'aria-labelledby': 'actions-h' },
-    title,
-    items.length
-      ? h('ul', { class: 'actions' }, items.map(action))
-      : h('p', {}, 'No actions yet.'),
-  );
+  if (!result.value.items.length) {
+    return h('section', { 'aria-labelledby': 'actions-h' }, title, h('p', {}, 'No actions yet.'));
+  }
+  const list = h('ul', { class: 'actions' });
+  const more = h('div', { class: 'more' });
+  showActions(issueId, result.value, list, more);
+  return h('section', { 'aria-labelledby': 'actions-h' }, title, list, more);
+}
+
+/** Adds a page of actions to the list, and a "More actions" button while there are more. */
+function showActions(issueId, page, list, more) {
+  list.append(...page.items.map(action));
+  replace(more);
+  if (!page.next_cursor) return;
+  const button = h('button', { type: 'button', id: 'more-actions' }, 'More actions');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      const next = await api.actions(issueId, { cursor: page.next_cursor });
+      showActions(issueId, next, list, more);
+      announce(`${next.items.length} more actions shown.`);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      button.disabled = false;
+      announce(e.words(), { error: true });
+    }
+  });
+  more.append(button);
 }
 
 function action(a) {
