@@ -236,6 +236,10 @@ async fn bots_and_phone_linking() {
             "one-time codes are limited per phone",
             Box::pin(code_limit(app)),
         ),
+        (
+            "a code WhatsApp refuses is 502, and the session is kept",
+            Box::pin(a_code_not_sent(app, graph)),
+        ),
     ])
     .await;
 }
@@ -1304,6 +1308,57 @@ async fn code_attempts(app: &TestApp, graph: &FakeApi) {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// WhatsApp refuses the code: 502 `code_not_sent`, the code is voided, and
+/// a new visitor still gets their session with the error, so asking again
+/// is the same person (no second user row).
+async fn a_code_not_sent(app: &TestApp, graph: &FakeApi) {
+    let phone = format!("+{}", fresh_wa_id());
+    graph.fail_all(true);
+    let first = app
+        .call(
+            reqwest::Method::POST,
+            "/api/me/phone",
+            None,
+            Some(json!({ "phone": phone })),
+        )
+        .await;
+    graph.fail_all(false);
+    assert_eq!(first.status, StatusCode::BAD_GATEWAY, "{}", first.body);
+    assert_eq!(first.body["error"]["code"], "code_not_sent");
+    let cookie = first
+        .cookie
+        .clone()
+        .expect("the new session, with the error");
+    let voided = app
+        .sql(
+            "SELECT count(*) FROM otp_codes WHERE phone = ? AND consumed_at IS NULL",
+            vec![text(phone.as_str())],
+        )
+        .await;
+    assert_eq!(int(&voided[0][0]), 0, "the unsent code is voided");
+    let again = app
+        .call(
+            reqwest::Method::POST,
+            "/api/me/phone",
+            Some(&cookie),
+            Some(json!({ "phone": phone })),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert!(
+        again.cookie.is_none(),
+        "the same session: {:?}",
+        again.cookie
+    );
+    let users = app
+        .sql(
+            "SELECT count(DISTINCT user_id) FROM otp_codes WHERE phone = ?",
+            vec![text(phone.as_str())],
+        )
+        .await;
+    assert_eq!(int(&users[0][0]), 1, "one person asked twice");
 }
 
 async fn code_limit(app: &TestApp) {

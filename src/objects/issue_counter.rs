@@ -425,8 +425,9 @@ impl IssueCounter {
         }
     }
 
-    /// After a call: sets the alarm if counts moved or an update is owed. A failure is logged, not answered: the change itself
-    /// committed, and the next one tries the alarm again.
+    /// After a call: sets the alarm if counts moved or an update is owed. A
+    /// failure is logged, not answered: the change itself committed, and
+    /// the next one tries the alarm again.
     async fn schedule_if_due(&self) {
         if !self.alarm_due.replace(false) {
             return;

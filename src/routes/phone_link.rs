@@ -188,12 +188,21 @@ pub async fn request(
             now,
         ))
         .await?;
+    // Committed (a new visitor's user row with it): an error from here on
+    // still hands over the session, so a retry is the same person.
+    ctx.keep_cookies(&caller.set_cookies);
     let to = phone.as_str().trim_start_matches('+');
     let message = whatsapp::code_message(ctx, from_number, to, &code);
     if !outbound::send(ctx, &message).await {
-        ctx.db()
+        // Best effort: a code never sent cannot be guessed from a message,
+        // and it expires by itself. The answer says what happened: 502.
+        if let Err(e) = ctx
+            .db()
             .transaction(vec![void_query(&otp_id, now_ms())])
-            .await?;
+            .await
+        {
+            tracing::warn!(request_id = %ctx.request_id, code = %e.code, "an unsent one-time code was not voided; it expires by itself");
+        }
         let mut e = AppError::new(
             502,
             Code::CodeNotSent,
