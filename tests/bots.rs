@@ -14,7 +14,9 @@ mod common;
 use std::time::Duration;
 
 use common::fake_api::{FakeApi, Received};
-use common::{eventually, holds_for, int, run_cases, TestApp, ADMIN_TOKEN, RATE_LIMITS};
+use common::{
+    eventually, holds_for, int, run_cases, session_cookie, TestApp, ADMIN_TOKEN, RATE_LIMITS,
+};
 use hmac::{Hmac, Mac};
 use qr_primary::client::{text, Value as Hv};
 use reqwest::StatusCode;
@@ -1315,50 +1317,41 @@ async fn code_attempts(app: &TestApp, graph: &FakeApi) {
 /// is the same person (no second user row).
 async fn a_code_not_sent(app: &TestApp, graph: &FakeApi) {
     let phone = format!("+{}", fresh_wa_id());
+    let ask = |cookie: Option<String>| {
+        let phone = phone.clone();
+        async move {
+            post_json(
+                app,
+                "/api/me/phone",
+                cookie.as_deref(),
+                json!({ "phone": phone }),
+            )
+            .await
+        }
+    };
+    let otp_count = |sql: &'static str| {
+        let phone = phone.clone();
+        async move { int(&app.sql(sql, vec![text(phone.as_str())]).await[0][0]) }
+    };
     graph.fail_all(true);
-    let first = app
-        .call(
-            reqwest::Method::POST,
-            "/api/me/phone",
-            None,
-            Some(json!({ "phone": phone })),
-        )
-        .await;
+    let (status, body, headers) = ask(None).await;
     graph.fail_all(false);
-    assert_eq!(first.status, StatusCode::BAD_GATEWAY, "{}", first.body);
-    assert_eq!(first.body["error"]["code"], "code_not_sent");
-    let cookie = first
-        .cookie
-        .clone()
-        .expect("the new session, with the error");
-    let voided = app
-        .sql(
-            "SELECT count(*) FROM otp_codes WHERE phone = ? AND consumed_at IS NULL",
-            vec![text(phone.as_str())],
-        )
-        .await;
-    assert_eq!(int(&voided[0][0]), 0, "the unsent code is voided");
-    let again = app
-        .call(
-            reqwest::Method::POST,
-            "/api/me/phone",
-            Some(&cookie),
-            Some(json!({ "phone": phone })),
-        )
-        .await;
-    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
-    assert!(
-        again.cookie.is_none(),
-        "the same session: {:?}",
-        again.cookie
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"]["code"], "code_not_sent");
+    let cookie = session_cookie(&headers).expect("the new session, with the error");
+    assert_eq!(
+        otp_count("SELECT count(*) FROM otp_codes WHERE phone = ? AND consumed_at IS NULL").await,
+        0,
+        "the unsent code is voided"
     );
-    let users = app
-        .sql(
-            "SELECT count(DISTINCT user_id) FROM otp_codes WHERE phone = ?",
-            vec![text(phone.as_str())],
-        )
-        .await;
-    assert_eq!(int(&users[0][0]), 1, "one person asked twice");
+    let (status, body, headers) = ask(Some(cookie)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(session_cookie(&headers), None, "the same session");
+    assert_eq!(
+        otp_count("SELECT count(DISTINCT user_id) FROM otp_codes WHERE phone = ?").await,
+        1,
+        "one person asked twice"
+    );
 }
 
 async fn code_limit(app: &TestApp) {

@@ -355,6 +355,27 @@ async fn a_join_is_one_round_trip(app: &TestApp) {
     }
 }
 
+/// How often a stream of joins sends one.
+const EVERY: Duration = Duration::from_millis(50);
+
+/// `n` new visitors join `issue`, one every [`EVERY`] from `start`, each
+/// whatever the earlier ones are doing; when each was sent and answered
+/// (since `start`), and its reply, in the order sent.
+async fn stream_of_joins(
+    app: &TestApp,
+    issue: &str,
+    n: usize,
+    start: Instant,
+) -> Vec<(Duration, Duration, Reply)> {
+    futures::future::join_all((0..n).map(|i| async move {
+        tokio::time::sleep_until(start + EVERY * i as u32).await;
+        let sent = start.elapsed();
+        let reply = join(app, issue, None).await;
+        (sent, start.elapsed(), reply)
+    }))
+    .await
+}
+
 /// Joins on one issue arriving faster than its transactions finish (the
 /// primary holds each request `HOLD_MS`): the queue never empties while the
 /// stream lasts. Each join must still be answered with its own group or the
@@ -362,19 +383,8 @@ async fn a_join_is_one_round_trip(app: &TestApp) {
 /// the queue on instead of sending until it is empty.
 async fn a_steady_stream_holds_no_join_until_it_ends(app: &TestApp) {
     const JOINS: usize = 40;
-    const EVERY: Duration = Duration::from_millis(50);
     let issue = app.fresh_issue("A steady stream").await;
-    let start = Instant::now();
-    let joins = (0..JOINS).map(|i| {
-        let issue = issue.clone();
-        async move {
-            tokio::time::sleep_until(start + EVERY * i as u32).await;
-            let sent = start.elapsed();
-            let reply = join(app, &issue, None).await;
-            (sent, start.elapsed(), reply)
-        }
-    });
-    let done = futures::future::join_all(joins).await;
+    let done = stream_of_joins(app, &issue, JOINS, Instant::now()).await;
     for (sent, answered, reply) in &done {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         assert_eq!(reply.body["changed"], true);
@@ -399,17 +409,9 @@ async fn a_steady_stream_holds_no_join_until_it_ends(app: &TestApp) {
 /// count is exact.
 async fn a_recount_goes_between_a_streams_groups(app: &TestApp) {
     const JOINS: usize = 150;
-    const EVERY: Duration = Duration::from_millis(50);
     let issue = app.fresh_issue("Recounted mid-stream").await;
     let start = Instant::now();
-    let joins = futures::future::join_all((0..JOINS).map(|i| {
-        let issue = issue.clone();
-        async move {
-            tokio::time::sleep_until(start + EVERY * i as u32).await;
-            let sent = start.elapsed();
-            (sent, join(app, &issue, None).await)
-        }
-    }));
+    let joins = stream_of_joins(app, &issue, JOINS, start);
     let job = async {
         tokio::time::sleep_until(start + Duration::from_secs(1)).await;
         // A member the counter object never saw.
@@ -425,7 +427,7 @@ async fn a_recount_goes_between_a_streams_groups(app: &TestApp) {
         (start.elapsed(), status, body)
     };
     let (joins, (job_done, status, body)) = tokio::join!(joins, job);
-    for (_, reply) in &joins {
+    for (_, _, reply) in &joins {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         assert_eq!(reply.body["changed"], true);
     }

@@ -57,17 +57,21 @@ impl Page {
     }
 }
 
-/// Rows were fetched with `limit + 1`: keep `limit`, and if there were more,
-/// where the next page starts.
-pub fn split(
-    mut rows: Vec<Row>,
-    limit: u32,
-    position_of: impl Fn(&Row) -> Position,
-) -> (Vec<Row>, Option<Position>) {
+/// Rows sorted by `column`, then `id`, were fetched with `limit + 1`: keep
+/// `limit`, and if there were more, where the next page starts (the last
+/// kept row's `column` and `id`).
+pub fn split(mut rows: Vec<Row>, limit: u32, column: &str) -> (Vec<Row>, Option<Position>) {
     let limit = limit as usize;
     if rows.len() > limit {
         rows.truncate(limit);
-        let next = rows.last().map(position_of);
+        let next = rows.last().map(|last| Position {
+            key: last.get(column).cloned().unwrap_or(Value::Null),
+            id: last
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        });
         (rows, next)
     } else {
         (rows, None)
@@ -100,20 +104,22 @@ mod tests {
     fn split_keeps_the_page_and_points_past_it() {
         let rows: Vec<Row> = (0..3)
             .map(|i| {
-                json!({"id": format!("r{i}")})
+                json!({"id": format!("r{i}"), "at": i * 10})
                     .as_object()
                     .cloned()
                     .unwrap_or_default()
             })
             .collect();
-        let pos = |r: &Row| Position {
-            key: json!(0),
-            id: r["id"].as_str().unwrap_or_default().to_owned(),
-        };
-        let (page, next) = split(rows.clone(), 2, pos);
+        let (page, next) = split(rows.clone(), 2, "at");
         assert_eq!(page.len(), 2);
-        assert_eq!(next.map(|p| p.id), Some("r1".to_owned()));
-        let (page, next) = split(rows, 3, pos);
+        assert_eq!(
+            next,
+            Some(Position {
+                key: json!(10),
+                id: "r1".to_owned()
+            })
+        );
+        let (page, next) = split(rows, 3, "at");
         assert_eq!((page.len(), next), (3, None));
     }
 }

@@ -222,14 +222,7 @@ pub async fn list(db: &Db, cursors: &CursorCodec, q: &ListQuery) -> AppResult<Va
     let query = list_query(q, after.as_ref())?;
     let rows = db.queries(vec![query]).await?.pop().unwrap_or_default();
     let column = q.sort.column();
-    let (mut items, next) = paging::split(rows, q.page.limit, |last| Position {
-        key: last.get(column).cloned().unwrap_or(Value::Null),
-        id: last
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-    });
+    let (mut items, next) = paging::split(rows, q.page.limit, column);
     for item in &mut items {
         item.remove("score");
     }
@@ -318,21 +311,8 @@ pub async fn feed(db: &Db, cursors: &CursorCodec, id: &Id, page: &Page) -> AppRe
         part("feed", 0),
         part("feed_archive", 1)
     );
-    let mut results = db
-        .queries(vec![exists_query(id), Query::new(sql, args)])
-        .await?;
-    let rows = results.pop().unwrap_or_default();
-    if !found(&results.pop().unwrap_or_default()) {
-        return Err(not_found(id));
-    }
-    let (mut items, next) = paging::split(rows, page.limit, |last| Position {
-        key: last.get("created_at").cloned().unwrap_or(Value::Null),
-        id: last
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-    });
+    let rows = issue_rows(db, id, Query::new(sql, args)).await?;
+    let (mut items, next) = paging::split(rows, page.limit, "created_at");
     for item in &mut items {
         let archived = item.get("archived").and_then(Value::as_i64) == Some(1);
         item.insert("archived".into(), Value::Bool(archived));
@@ -343,18 +323,21 @@ pub async fn feed(db: &Db, cursors: &CursorCodec, id: &Id, page: &Page) -> AppRe
     }))
 }
 
-/// A list that belongs to one issue: 404 when the issue does not exist.
-async fn issue_items(db: &Db, id: &Id, sql: &str) -> AppResult<Value> {
-    let mut results = db
-        .queries(vec![
-            exists_query(id),
-            Query::new(sql, vec![v::text(id.as_str().to_owned())]),
-        ])
-        .await?;
+/// The rows of `query`, a list that belongs to issue `id`, read with the
+/// issue's existence in one round trip: 404 when the issue does not exist.
+async fn issue_rows(db: &Db, id: &Id, query: Query) -> AppResult<Vec<Record>> {
+    let mut results = db.queries(vec![exists_query(id), query]).await?;
     let rows = results.pop().unwrap_or_default();
     if !found(&results.pop().unwrap_or_default()) {
         return Err(not_found(id));
     }
+    Ok(rows)
+}
+
+/// A whole list that belongs to one issue: 404 when the issue does not exist.
+async fn issue_items(db: &Db, id: &Id, sql: &str) -> AppResult<Value> {
+    let query = Query::new(sql, vec![v::text(id.as_str().to_owned())]);
+    let rows = issue_rows(db, id, query).await?;
     Ok(json!({ "items": rows.into_iter().map(Value::Object).collect::<Vec<_>>() }))
 }
 
@@ -379,21 +362,8 @@ pub async fn actions(db: &Db, cursors: &CursorCodec, id: &Id, page: &Page) -> Ap
         "SELECT id, title, description, type, time_required, external_url, created_at \
          FROM actions WHERE issue_id = ?1{keyset} ORDER BY created_at, id LIMIT ?2"
     );
-    let mut results = db
-        .queries(vec![exists_query(id), Query::new(sql, args)])
-        .await?;
-    let rows = results.pop().unwrap_or_default();
-    if !found(&results.pop().unwrap_or_default()) {
-        return Err(not_found(id));
-    }
-    let (items, next) = paging::split(rows, page.limit, |last| Position {
-        key: last.get("created_at").cloned().unwrap_or(Value::Null),
-        id: last
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-    });
+    let rows = issue_rows(db, id, Query::new(sql, args)).await?;
+    let (items, next) = paging::split(rows, page.limit, "created_at");
     Ok(json!({
         "items": items.into_iter().map(Value::Object).collect::<Vec<_>>(),
         "next_cursor": next.map(|p| cursors.encode(&canonical, &p)),

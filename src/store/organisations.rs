@@ -3,7 +3,7 @@
 use crate::store::value as v;
 use serde_json::{json, Value};
 
-use crate::domain::cursor::{CursorCodec, Position};
+use crate::domain::cursor::CursorCodec;
 use crate::domain::ids::Id;
 use crate::domain::paging::{self, Page};
 use crate::http::error::{AppError, AppResult};
@@ -31,14 +31,7 @@ pub async fn list(db: &Db, cursors: &CursorCodec, page: &Page) -> AppResult<Valu
         .await?
         .pop()
         .unwrap_or_default();
-    let (items, next) = paging::split(rows, page.limit, |last| Position {
-        key: last.get("name").cloned().unwrap_or(Value::Null),
-        id: last
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-    });
+    let (items, next) = paging::split(rows, page.limit, "name");
     Ok(json!({
         "items": items,
         "next_cursor": next.map(|p| cursors.encode(canonical, &p)),

@@ -1,6 +1,8 @@
 // Building the page. Text from the API only ever goes in as text
 // (textContent), never as HTML, so nothing it holds can run here.
 
+import { ApiError } from './api.js';
+
 /**
  * An element: `h('a', {href: '#/'}, 'Issues')`. Attributes named `on...`
  * with a function are event listeners; `false`/`null` attributes are left
@@ -75,4 +77,29 @@ export function failure(title, words, retry) {
     retry ? h('button', { type: 'button', onclick: retry }, 'Try again') : null,
     h('p', {}, h('a', { href: '#/' }, 'Back to all issues')),
   );
+}
+
+/**
+ * The "next page" button of a paged list, in `more`: none when `page` is the
+ * last. A click loads the next page (`load(cursor)`), hands it to `show`
+ * and says how many came (`N ${shown}`); a failure is said in words and the
+ * button works again.
+ */
+export function nextPage(more, page, { id, label, shown, load, show }) {
+  replace(more);
+  if (!page.next_cursor) return;
+  const button = h('button', { type: 'button', id }, label);
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      const next = await load(page.next_cursor);
+      show(next);
+      announce(`${next.items.length} ${shown}`);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      button.disabled = false;
+      announce(e.words(), { error: true });
+    }
+  });
+  more.append(button);
 }

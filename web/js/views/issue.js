@@ -5,7 +5,7 @@
 // (../live.js), with no requests from the page.
 
 import { api, ApiError } from '../api.js';
-import { announce, failure, h, replace, rioters, when } from '../dom.js';
+import { announce, failure, h, nextPage, replace, rioters, when } from '../dom.js';
 import { liveUrl, watch } from '../live.js';
 
 const NOT_FOUND = 'This issue does not exist. It may have been removed, or the link is wrong.';
@@ -210,22 +210,13 @@ function actionsSection(issueId, result) {
 /** Adds a page of actions to the list, and a "More actions" button while there are more. */
 function showActions(issueId, page, list, more) {
   list.append(...page.items.map(action));
-  replace(more);
-  if (!page.next_cursor) return;
-  const button = h('button', { type: 'button', id: 'more-actions' }, 'More actions');
-  button.addEventListener('click', async () => {
-    button.disabled = true;
-    try {
-      const next = await api.actions(issueId, { cursor: page.next_cursor });
-      showActions(issueId, next, list, more);
-      announce(`${next.items.length} more actions shown.`);
-    } catch (e) {
-      if (!(e instanceof ApiError)) throw e;
-      button.disabled = false;
-      announce(e.words(), { error: true });
-    }
+  nextPage(more, page, {
+    id: 'more-actions',
+    label: 'More actions',
+    shown: 'more actions shown.',
+    load: (cursor) => api.actions(issueId, { cursor }),
+    show: (next) => showActions(issueId, next, list, more),
   });
-  more.append(button);
 }
 
 function action(a) {
@@ -299,22 +290,13 @@ function showPosts(issueId, page, list, more, shown) {
     list.append(post(p));
   }
   if (!list.children.length) list.append(h('li', { class: 'empty' }, 'No posts yet. Be the first.'));
-  replace(more);
-  if (!page.next_cursor) return;
-  const button = h('button', { type: 'button', id: 'older-posts' }, 'Older posts');
-  button.addEventListener('click', async () => {
-    button.disabled = true;
-    try {
-      const next = await api.feed(issueId, { cursor: page.next_cursor });
-      showPosts(issueId, next, list, more, shown);
-      announce(`${next.items.length} older posts shown.`);
-    } catch (e) {
-      if (!(e instanceof ApiError)) throw e;
-      button.disabled = false;
-      announce(e.words(), { error: true });
-    }
+  nextPage(more, page, {
+    id: 'older-posts',
+    label: 'Older posts',
+    shown: 'older posts shown.',
+    load: (cursor) => api.feed(issueId, { cursor }),
+    show: (next) => showPosts(issueId, next, list, more, shown),
   });
-  more.append(button);
 }
 
 function post(p, author = p.author) {

@@ -1,7 +1,7 @@
 // The list of issues, with search and "more issues" paging.
 
 import { api, ApiError } from '../api.js';
-import { announce, failure, h, replace, rioters } from '../dom.js';
+import { failure, h, nextPage, replace, rioters } from '../dom.js';
 
 export async function issuesView(main, { q = '' }) {
   const input = h('input', {
@@ -48,22 +48,13 @@ function search(event, input) {
 
 function show(page, list, more, q) {
   for (const issue of page.items) list.append(item(issue));
-  replace(more);
-  if (!page.next_cursor) return;
-  const button = h('button', { type: 'button', id: 'more-issues' }, 'More issues');
-  button.addEventListener('click', async () => {
-    button.disabled = true;
-    try {
-      const next = await api.issues({ q, cursor: page.next_cursor });
-      show(next, list, more, q);
-      announce(`${next.items.length} more issues shown.`);
-    } catch (e) {
-      if (!(e instanceof ApiError)) throw e;
-      button.disabled = false;
-      announce(e.words(), { error: true });
-    }
+  nextPage(more, page, {
+    id: 'more-issues',
+    label: 'More issues',
+    shown: 'more issues shown.',
+    load: (cursor) => api.issues({ q, cursor }),
+    show: (next) => show(next, list, more, q),
   });
-  more.append(button);
 }
 
 function item(issue) {
